@@ -1,0 +1,14 @@
+"""Run chatd from a .tac file: ``twistd -ny chatd.tac``.
+
+Configured from the environment only (CHATD_LISTEN, CHATD_MAX_CLIENTS, ...;
+see README.md), the same settings ``twistd chatd`` takes as options.
+"""
+
+from twisted.application import service
+
+from chatd.config import fromEnvironment
+from chatd.service import ChatService, quietStartupErrors
+
+quietStartupErrors()
+application = service.Application("chatd")
+ChatService(fromEnvironment()).setServiceParent(application)

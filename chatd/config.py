@@ -1,0 +1,164 @@
+"""Configuration: command line, then ``CHATD_<NAME>`` environment, then default.
+
+:class:`Options` is what ``twistd chatd --help`` shows; :func:`fromEnvironment`
+builds the same :class:`Config` for ``chatd.tac``.  Every bad value is a
+:class:`usage.UsageError` that names the option, which twistd prints as a
+usage error rather than a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from twisted.python import usage
+
+DEFAULT_LISTEN = "tcp:7777"
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    max_clients: int = 1000
+    idle_timeout: float = 30.0
+    handshake_timeout: float = 10.0
+    max_backlog: int = 1 << 20
+    password_file: str | None = None
+    password: bytes | None = field(default=None, repr=False)
+    stats_interval: float = 1.0
+    shutdown_grace: float = 5.0
+
+
+def _positiveInt(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not (0 <= number < 1e9):
+        raise ValueError("must be a number of seconds, 0 or more")
+    return number
+
+
+_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
+
+
+def _bytes(value: str) -> int:
+    """A size in bytes, optionally with K/KiB or M/MiB."""
+    text = value.strip().lower()
+    digits = text.rstrip("kimb")
+    unit = text[len(digits) :]
+    if unit not in _UNITS:
+        raise ValueError("must be a size such as 65536, 64KiB or 1MiB")
+    number = int(digits) * _UNITS[unit]
+    if number < 1024:
+        raise ValueError("must be at least 1024 bytes")
+    return number
+
+
+def readPassword(path: str) -> bytes:
+    """The first line of ``path``, without its line ending."""
+    try:
+        with open(path, "rb") as f:
+            line = f.readline().rstrip(b"\r\n")
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    if not line:
+        raise ValueError(f"{path} holds no password on its first line")
+    return line
+
+
+# name -> (parser, default, help).  The option is --name, the variable
+# CHATD_NAME with dashes as underscores.
+PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
+    "max-clients": (_positiveInt, 1000, "Most TCP connections at once."),
+    "idle-timeout": (_seconds, 30.0, "Seconds without input before a user is cut off (0 = never)."),
+    "handshake-timeout": (_seconds, 10.0, "Seconds to reach ACTIVE after connecting (0 = never)."),
+    "max-backlog": (_bytes, 1 << 20, "Bytes held for one slow reader before it is cut off."),
+    "password-file": (str, None, "File whose first line is the server password."),
+    "stats-interval": (_seconds, 1.0, "Seconds between stats log lines (0 = off)."),
+    "shutdown-grace": (_seconds, 5.0, "Seconds to let output drain when stopping."),
+}  # fmt: skip
+
+
+def envName(option: str) -> str:
+    return "CHATD_" + option.upper().replace("-", "_")
+
+
+class Options(usage.Options):
+    """twistd chatd [options]"""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the chatd chat daemon.  Every option can also be given in the "
+        "environment as CHATD_<OPTION> (e.g. CHATD_MAX_CLIENTS=500); the "
+        "command line wins over the environment."
+    )
+    optParameters = [
+        [name, None, None, f"{help} [default: {default}; env: {envName(name)}]"]
+        for name, (_, default, help) in PARAMETERS.items()
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.environ = os.environ if environ is None else environ
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Twisted endpoint to listen on; repeatable
+        [default: tcp:7777; env: CHATD_LISTEN, space-separated]"""
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        self.config = build(self, self.environ)
+
+
+def build(given: Mapping[str, object], environ: Mapping[str, str]) -> Config:
+    """Resolve every option (given > environment > default) into a Config."""
+    values: dict[str, object] = {}
+    for name, (parse, default, _) in PARAMETERS.items():
+        raw = given.get(name)
+        source = f"--{name}"
+        if raw is None:
+            raw = environ.get(envName(name))
+            source = envName(name)
+        if raw is None:
+            values[name.replace("-", "_")] = default
+            continue
+        try:
+            values[name.replace("-", "_")] = parse(str(raw))
+        except ValueError as e:
+            raise usage.UsageError(f"{source}: bad value {raw!r}: {e}") from None
+    listen = list(given.get("listen") or ())
+    if not listen:
+        listen = environ.get(envName("listen"), DEFAULT_LISTEN).split()
+    for description in listen:
+        checkEndpoint(description)
+    password = None
+    if values["password_file"] is not None:
+        try:
+            password = readPassword(values["password_file"])
+        except ValueError as e:
+            raise usage.UsageError(f"--password-file: {e}") from None
+    return Config(listen=tuple(listen), password=password, **values)
+
+
+def checkEndpoint(description: str) -> None:
+    """Refuse an endpoint string Twisted cannot parse, naming --listen."""
+    from twisted.internet import endpoints, reactor
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:  # Twisted raises many types for a bad string
+        raise usage.UsageError(f"--listen: bad endpoint {description!r}: {e}") from None
+
+
+def fromEnvironment(environ: Mapping[str, str] | None = None) -> Config:
+    """The Config that ``chatd.tac`` runs with: environment, then defaults."""
+    return build({}, os.environ if environ is None else environ)

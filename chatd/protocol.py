@@ -1,0 +1,487 @@
+"""One connection: CONNECTED -> NAMED -> ACTIVE -> CLOSED, by PROTOCOL.md.
+
+:class:`ChatProtocol` turns frames into actions on the shared state that
+:class:`ChatFactory` holds (the roster, the sequencer and the fan-out).  It
+is the transport's push producer, so the fan-out learns when this client's
+socket buffer is full, and it is the fan-out's :class:`IRecipient`.
+
+Replies produced while one chunk of input is handled are collected and
+written with one ``write`` at the end of the chunk.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import itertools
+from typing import TYPE_CHECKING
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
+
+from chatd.broadcast import FanOut, IRecipient, ISequencer, LocalSequencer
+from chatd.broadcast import transportBacklog as _transportBacklog
+from chatd.roster import Roster, User
+from chatd.stats import Stats
+from chatd.wire import (
+    HEADER,
+    ErrorCode,
+    FrameReceiver,
+    FrameType,
+    LeaveReason,
+    encode,
+    error_frame,
+    valid_name,
+    valid_text,
+)
+
+if TYPE_CHECKING:
+    from chatd.config import Config
+
+log = Logger(namespace="chatd")
+
+#: How long a closing connection may take to send what it has before it is
+#: aborted (a peer that never reads would otherwise hold it open forever).
+CLOSE_TIMEOUT = 10.0
+
+_PACK = HEADER.pack
+_MESSAGE = FrameType.MESSAGE
+_ECHO = FrameType.ECHO
+_PONG = FrameType.PONG
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    NAMED = "named"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+CONNECTED, NAMED, ACTIVE, CLOSED = State
+
+
+@implementer(IRecipient, IPushProducer)
+class ChatProtocol(FrameReceiver, TimeoutMixin):
+    """The server side of one chatd connection."""
+
+    framesPerTurn = 64
+    state = CONNECTED
+    user: User | None = None
+    _batch: list[bytes] | None = None
+    _producing = False
+    _outputBlocked = False
+    _disconnected = False
+    _abortCall = None
+    #: Fired once the connection is gone (the service waits on it at stop).
+    onClosed: Deferred | None = None
+
+    def __init__(self, factory: ChatFactory, number: int) -> None:
+        self.factory = factory
+        self.number = number
+        self.callLater = factory.clock.callLater
+        self.stats = factory.stats
+        self.fanout = factory.fanout
+        self.sequencer = factory.sequencer
+        self.roster = factory.roster
+        self.peer = "?"
+        self.since = factory.clock.seconds()
+
+    # -- connection lifecycle --------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            log.info(
+                "refused conn={conn} peer={peer}: {code}",
+                conn=self.number,
+                peer=self.peer,
+                code=refusal.name,
+            )
+            self.close(LeaveReason.ERROR, refusal)
+            return
+        self.transport.registerProducer(self, True)
+        self._producing = True
+        self.setTimeout(self.factory.config.handshake_timeout or None)
+        log.info(
+            "connect conn={conn} peer={peer} connections={n}",
+            conn=self.number,
+            peer=self.peer,
+            n=len(self.factory.connections),
+        )
+
+    def connectionLost(self, reason: object = None) -> None:
+        self._disconnected = True
+        if self.state is not CLOSED:
+            self.close(LeaveReason.ERROR)
+        if self._abortCall is not None and self._abortCall.active():
+            self._abortCall.cancel()
+        self.factory.forget(self)
+        if self.onClosed is not None:
+            d, self.onClosed = self.onClosed, None
+            d.callback(None)
+
+    def timeoutConnection(self) -> None:
+        if self.state is ACTIVE:
+            self.close(LeaveReason.TIMEOUT, ErrorCode.IDLE_TIMEOUT)
+        else:
+            self.close(LeaveReason.ERROR, ErrorCode.HANDSHAKE_TIMEOUT)
+
+    def close(
+        self,
+        reason: LeaveReason,
+        error: ErrorCode | None = None,
+        text: str | None = None,
+        drain: bool = True,
+    ) -> None:
+        """Begin to close: free the name, LEAVE if active, ERROR, hang up.
+
+        With ``drain`` the client first gets what was sequenced before this
+        point; the transport sends it before it closes.
+        """
+        if self.state is CLOSED:
+            return
+        was_active = self.state is ACTIVE
+        if not self._disconnected:
+            self._flushBatch()  # in the current state, so order is kept
+        self.state = CLOSED
+        self.stopFraming = True
+        self.setTimeout(None)
+        self.cancelThrottle()
+        user = self.user
+        if user is not None:
+            self.roster.release(user)
+            del self.factory.byUser[user]
+        if was_active:
+            self.fanout.remove(self, drain=drain and not self._disconnected)
+            self.sequencer.sequence(user.leave(reason.value))
+        if self._disconnected:
+            self._batch = None
+        else:
+            if error is not None:
+                self._countError(error)
+                self._reply(error_frame(error, text))
+            self._flushBatch()
+            if self._producing:
+                self.transport.unregisterProducer()
+            self.transport.loseConnection()
+            self._abortCall = self.callLater(CLOSE_TIMEOUT, self._abort)
+        if user is not None:
+            log.info(
+                "leave conn={conn} id={id} name={name} reason={reason}",
+                conn=self.number,
+                id=user.id,
+                name=user.display,
+                reason=reason.value,
+            )
+
+    def _abort(self) -> None:
+        self._abortCall = None
+        log.info("abort conn={conn}: peer did not read before close", conn=self.number)
+        self.transport.abortConnection()
+
+    # -- input -----------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self.stats.bytesIn += len(data)
+        if self.state is ACTIVE:
+            self.resetTimeout()
+        self._batch = []
+        try:
+            FrameReceiver.dataReceived(self, data)
+        finally:
+            self._flushBatch()
+            self._batch = None
+
+    def _nextTurn(self) -> None:
+        self._batch = []
+        try:
+            FrameReceiver._nextTurn(self)
+        finally:
+            self._flushBatch()
+            self._batch = None
+
+    def frameReceived(self, ftype: int, payload: bytes) -> None:
+        self.stats.framesIn += 1
+        handler = _HANDLERS.get(ftype)
+        if handler is None:
+            self.error(
+                ErrorCode.UNKNOWN_TYPE, f"type {ftype} not accepted from clients"
+            )
+        else:
+            handler(self, payload)
+
+    def frameTooLarge(self, ftype: int, size: int) -> None:
+        self.close(
+            LeaveReason.ERROR,
+            ErrorCode.FRAME_TOO_LARGE,
+            f"size {size} exceeds the maximum payload of 1016 bytes",
+        )
+
+    # -- frame handlers --------------------------------------------------
+
+    def do_ECHO(self, payload: bytes) -> None:
+        self._reply(_PACK(_ECHO, len(payload)) + payload)
+
+    def do_PING(self, payload: bytes) -> None:
+        self._reply(_PACK(_PONG, len(payload)) + payload)
+
+    def do_PONG(self, payload: bytes) -> None:
+        """An answer to our PING, or unsolicited: activity, nothing more."""
+
+    def do_HELLO(self, payload: bytes) -> None:
+        if self.state is not CONNECTED:
+            return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
+        name, dot, password = payload.partition(b".")
+        expected = self.factory.password
+        if expected is not None and not (
+            dot and hmac.compare_digest(password, expected)
+        ):
+            return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
+        if not valid_name(name):
+            return self.error(ErrorCode.BAD_NAME)
+        user = self.roster.claim(name)
+        if user is None:
+            return self.error(ErrorCode.NAME_TAKEN)
+        self.user = user
+        self.factory.byUser[user] = self
+        self.state = NAMED
+        self._reply(user.welcome())
+        log.info(
+            "hello conn={conn} id={id} name={name}",
+            conn=self.number,
+            id=user.id,
+            name=user.display,
+        )
+
+    def do_READY(self, payload: bytes) -> None:
+        if self.state is not NAMED:
+            return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
+        self.state = ACTIVE
+        self.setTimeout(self.factory.config.idle_timeout or None)
+        user = self.user
+        self.roster.activate(user)
+        # The WELCOME must go out before the JOIN the fan-out will send.
+        self._flushBatch()
+        self.sequencer.sequence(user.join(), joining=self)
+        log.info(
+            "join conn={conn} id={id} name={name} active={n}",
+            conn=self.number,
+            id=user.id,
+            name=user.display,
+            n=len(self.fanout),
+        )
+
+    def do_SAY(self, text: bytes) -> None:
+        if self.state is not ACTIVE:
+            return self.error(ErrorCode.NOT_READY)
+        user = self.user
+        if not valid_text(text):
+            return self.error(ErrorCode.BAD_TEXT)
+        if len(text) > user.max_text:
+            return self.error(
+                ErrorCode.TOO_LONG, f"at most {user.max_text} bytes of text"
+            )
+        if self._batch:
+            # Replies already produced in this chunk precede the MESSAGE.
+            self._flushBatch()
+        self.stats.messages += 1
+        prefix = user.prefix
+        self.sequencer.sequence(
+            _PACK(_MESSAGE, len(prefix) + len(text)) + prefix + text
+        )
+
+    def do_WHO(self, payload: bytes) -> None:
+        if self.state is not ACTIVE:
+            return self.error(ErrorCode.NOT_READY)
+        for frame in self.roster.whoFrames():
+            self._reply(frame)
+
+    def do_WHISPER(self, payload: bytes) -> None:
+        if self.state is not ACTIVE:
+            return self.error(ErrorCode.NOT_READY)
+        user = self.user
+        name, dot, text = payload.partition(b".")
+        if not dot or not valid_text(text):
+            return self.error(ErrorCode.BAD_TEXT)
+        if len(text) > user.max_text:
+            return self.error(
+                ErrorCode.TOO_LONG, f"at most {user.max_text} bytes of text"
+            )
+        target = self.roster.findActive(name) if name else None
+        if target is None:
+            return self.error(ErrorCode.NO_SUCH_USER)
+        self.factory.byUser[target]._reply(
+            encode(FrameType.WHISPERED, user.prefix + text)
+        )
+
+    def do_BYE(self, payload: bytes) -> None:
+        self.close(LeaveReason.QUIT)
+
+    # -- output ----------------------------------------------------------
+
+    def error(self, code: ErrorCode, text: str | None = None) -> None:
+        """A non-fatal ERROR: the connection stays open."""
+        self._countError(code)
+        self._reply(error_frame(code, text))
+
+    def _countError(self, code: ErrorCode) -> None:
+        self.stats.errors[code.name] += 1
+        self.factory.errorLog.record(self, code)
+
+    def _reply(self, frame: bytes) -> None:
+        if self._batch is not None:
+            self._batch.append(frame)
+        else:
+            self._writeDirect(frame, 1)
+
+    def _flushBatch(self) -> None:
+        batch = self._batch
+        if batch:
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            count = len(batch)
+            batch.clear()
+            self._writeDirect(data, count)
+
+    def _writeDirect(self, data: bytes, frames: int) -> None:
+        """Write replies, after any broadcast frames sequenced before them."""
+        if self._disconnected:
+            return
+        self.stats.framesOut += frames
+        self.stats.bytesOut += len(data)
+        if self.state is ACTIVE:
+            self.fanout.send(self, data)
+        else:
+            self.transport.write(data)
+        if (
+            self._outputBlocked
+            and self.state is not CLOSED
+            and self.fanout.backlog(self) > self.fanout.maxBacklog
+        ):
+            self.slowConsumer()
+
+    # -- IRecipient ------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def transportBacklog(self) -> int:
+        return _transportBacklog(self.transport)
+
+    def slowConsumer(self) -> None:
+        self.close(LeaveReason.SLOW, ErrorCode.SLOW_CONSUMER, drain=False)
+
+    # -- IPushProducer (the transport tells us its buffer is full/empty) --
+
+    def pauseProducing(self) -> None:
+        self._outputBlocked = True
+        self.fanout.pause(self)
+
+    def resumeProducing(self) -> None:
+        self._outputBlocked = False
+        self.fanout.resume(self)
+
+    def stopProducing(self) -> None:
+        """The connection is going away; connectionLost does the work."""
+
+
+_HANDLERS = {
+    int(t): getattr(ChatProtocol, "do_" + t.name)
+    for t in FrameType
+    if hasattr(ChatProtocol, "do_" + t.name)
+}
+
+
+class ErrorLog:
+    """Log protocol errors without letting a flood of bad frames flood the log.
+
+    The first few errors of a connection are logged one by one; after that
+    they are only counted and summarised when the connection goes away.
+    """
+
+    PER_CONNECTION = 5
+
+    def __init__(self) -> None:
+        self._counts: dict[ChatProtocol, int] = {}
+
+    def record(self, proto: ChatProtocol, code: ErrorCode) -> None:
+        n = self._counts.get(proto, 0) + 1
+        self._counts[proto] = n
+        if n <= self.PER_CONNECTION:
+            log.info(
+                "error conn={conn} code={code}{more}",
+                conn=proto.number,
+                code=code.name,
+                more=" (further errors summarised at close)"
+                if n == self.PER_CONNECTION
+                else "",
+            )
+
+    def forget(self, proto: ChatProtocol) -> None:
+        n = self._counts.pop(proto, 0)
+        if n > self.PER_CONNECTION:
+            log.info(
+                "errors conn={conn} total={n} ({m} not logged)",
+                conn=proto.number,
+                n=n,
+                m=n - self.PER_CONNECTION,
+            )
+
+
+class ChatFactory(protocol.Factory):
+    """What every connection of one chatd process shares."""
+
+    noisy = False
+
+    def __init__(
+        self,
+        config: Config,
+        clock: object = None,
+        sequencer: ISequencer | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.config = config
+        self.clock = clock
+        self.password = config.password
+        self.stats = Stats()
+        self.roster = Roster()
+        self.fanout = FanOut(clock.callLater, config.max_backlog)
+        self.sequencer = sequencer if sequencer is not None else LocalSequencer()
+        self.sequencer.subscribe(self.fanout)
+        self.connections: dict[ChatProtocol, None] = {}
+        self.byUser: dict[User, ChatProtocol] = {}
+        self.errorLog = ErrorLog()
+        #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
+        self.refusal: ErrorCode | None = None
+        self._numbers = itertools.count(1)
+
+    def buildProtocol(self, addr: object) -> ChatProtocol:
+        return ChatProtocol(self, next(self._numbers))
+
+    def admit(self, proto: ChatProtocol) -> ErrorCode | None:
+        """Count a new connection in, or say which fatal error refuses it."""
+        self.stats.connectionsTotal += 1
+        if self.refusal is not None:
+            return self.refusal
+        if len(self.connections) >= self.config.max_clients:
+            return ErrorCode.SERVER_FULL
+        self.connections[proto] = None
+        return None
+
+    def forget(self, proto: ChatProtocol) -> None:
+        self.connections.pop(proto, None)
+        self.errorLog.forget(proto)
+
+    def snapshot(self) -> dict:
+        return self.stats.snapshot(
+            connections=len(self.connections),
+            active=len(self.fanout),
+            deliveries=self.fanout.deliveries,
+            broadcastBytes=self.fanout.bytesOut,
+        )

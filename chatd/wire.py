@@ -1,0 +1,272 @@
+"""Frames: the 8-byte header, frame types, error codes and text payload fields.
+
+Everything that knows how bytes on the wire look lives here, once, for the
+server, the client and the benchmark tool alike (see docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from collections.abc import Callable
+
+from twisted.internet import protocol
+
+HEADER = struct.Struct("!II")
+HEADER_SIZE = HEADER.size  # 8
+MAX_PAYLOAD = 1016
+MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD
+SEP = b"."
+
+
+class FrameType(enum.IntEnum):
+    ECHO = 1
+    HELLO = 2
+    WELCOME = 3
+    READY = 4
+    SAY = 5
+    MESSAGE = 6
+    JOIN = 7
+    LEAVE = 8
+    PING = 9
+    PONG = 10
+    ERROR = 11
+    WHO = 12
+    USERS = 13
+    WHISPER = 14
+    WHISPERED = 15
+    NOTICE = 16
+    BYE = 17
+
+
+class ErrorCode(enum.Enum):
+    """ERROR codes, each with the text the server sends by default."""
+
+    FRAME_TOO_LARGE = "frame payload larger than 1016 bytes"
+    UNKNOWN_TYPE = "frame type not accepted from clients"
+    BAD_NAME = "a name is 1 to 32 ASCII letters, digits, _ or -"
+    NAME_TAKEN = "that name is in use"
+    AUTH_FAILED = "wrong or missing password"
+    NOT_READY = "finish the handshake (HELLO, READY) first"
+    BAD_STATE = "not allowed in this connection state"
+    BAD_TEXT = "text must be 1 line of valid UTF-8 without control characters"
+    TOO_LONG = "text too long"
+    NO_SUCH_USER = "no active user by that name"
+    RATE_LIMITED = "too many messages; slow down"
+    SERVER_FULL = "server is full"
+    MAINTENANCE = "server is in maintenance; try again later"
+    SLOW_CONSUMER = "you did not read fast enough"
+    IDLE_TIMEOUT = "nothing received for too long"
+    HANDSHAKE_TIMEOUT = "handshake not completed in time"
+    SHUTDOWN = "server is shutting down"
+    KICKED = "removed by an operator"
+
+    @property
+    def fatal(self) -> bool:
+        """Whether the server closes the connection right after this error."""
+        return self in FATAL_ERRORS
+
+
+FATAL_ERRORS = frozenset(
+    {
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.SERVER_FULL,
+        ErrorCode.MAINTENANCE,
+        ErrorCode.SLOW_CONSUMER,
+        ErrorCode.IDLE_TIMEOUT,
+        ErrorCode.HANDSHAKE_TIMEOUT,
+        ErrorCode.SHUTDOWN,
+        ErrorCode.KICKED,
+    }
+)
+
+
+class LeaveReason(enum.Enum):
+    QUIT = "quit"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    SLOW = "slow"
+    SHUTDOWN = "shutdown"
+    KICKED = "kicked"
+
+
+#: Frame types a client may send; any other type is UNKNOWN_TYPE.
+CLIENT_TYPES = frozenset(
+    {
+        FrameType.ECHO,
+        FrameType.HELLO,
+        FrameType.READY,
+        FrameType.SAY,
+        FrameType.PING,
+        FrameType.PONG,
+        FrameType.WHO,
+        FrameType.WHISPER,
+        FrameType.BYE,
+    }
+)
+
+
+def encode(ftype: int, payload: bytes = b"") -> bytes:
+    """One frame: header and payload.  The caller keeps payloads <= 1016."""
+    return HEADER.pack(ftype, len(payload)) + payload
+
+
+def join_fields(*fields: bytes | str | int) -> bytes:
+    """Format a text payload such as ``id.color.name.text``."""
+    return SEP.join(
+        f if isinstance(f, bytes) else str(f).encode("utf-8") for f in fields
+    )
+
+
+def split_fields(payload: bytes, count: int) -> list[bytes]:
+    """Split ``a.b.rest`` into ``count`` fields, the last being the *rest*.
+
+    Raises ValueError when the payload holds fewer fields.
+    """
+    fields = payload.split(SEP, count - 1)
+    if len(fields) != count:
+        raise ValueError(f"expected {count} fields, got {len(fields)}")
+    return fields
+
+
+def error_payload(code: ErrorCode, text: str | None = None) -> bytes:
+    return join_fields(code.name, text or code.value)
+
+
+def error_frame(code: ErrorCode, text: str | None = None) -> bytes:
+    return encode(FrameType.ERROR, error_payload(code, text))
+
+
+def parse_error(payload: bytes) -> tuple[str, str]:
+    """``CODE.text`` -> (code, text); also used for NOTICE payloads."""
+    code, _, text = payload.partition(SEP)
+    return code.decode("ascii", "replace"), text.decode("utf-8", "replace")
+
+
+class FrameReceiver(protocol.Protocol):
+    """Reassemble frames from a byte stream, in the style of IntNStringReceiver.
+
+    Subclasses implement :meth:`frameReceived`.  The buffer never holds more
+    than one partial frame (at most 1023 bytes), so a chunk with hundreds of
+    frames is walked with an offset and sliced once per frame: no quadratic
+    copying.  A size above :data:`MAX_PAYLOAD` is decided from the header
+    alone and reported to :meth:`frameTooLarge`.
+
+    ``framesPerTurn`` bounds how many frames one connection gets handled in a
+    reactor turn: past it, reading from the transport pauses and the rest is
+    handled on the next turn, so one fast sender cannot starve the others.
+    ``stopFraming`` (set when the connection starts closing) makes the
+    framer ignore everything after the frame being handled.
+    """
+
+    framesPerTurn: int | None = None
+    stopFraming = False
+    _buffer = b""
+    _unpack_from = HEADER.unpack_from
+    _turnCall = None
+    _readingThrottled = False
+    callLater: Callable | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        if self._readingThrottled:
+            # Paused for fairness: keep the bytes for the next turn.
+            self._buffer = data
+            return
+        self._frameChunk(data)
+
+    def _frameChunk(self, data: bytes) -> None:
+        unpack_from = self._unpack_from
+        end = len(data)
+        offset = 0
+        budget = self.framesPerTurn
+        while end - offset >= HEADER_SIZE:
+            if self.stopFraming:
+                return
+            ftype, size = unpack_from(data, offset)
+            if size > MAX_PAYLOAD:
+                self.frameTooLarge(ftype, size)
+                return
+            start = offset + HEADER_SIZE
+            stop = start + size
+            if stop > end:
+                break
+            offset = stop
+            self.frameReceived(ftype, data[start:stop])
+            if budget is not None:
+                budget -= 1
+                if budget == 0 and end - offset >= HEADER_SIZE:
+                    self._throttle()
+                    break
+        if not self.stopFraming:
+            self._buffer = data[offset:] if offset else data
+
+    def _throttle(self) -> None:
+        """Stop reading until the next reactor turn (fairness)."""
+        self._readingThrottled = True
+        self.readingPaused(True)
+        self._turnCall = self.callLater(0, self._nextTurn)
+
+    def _nextTurn(self) -> None:
+        self._turnCall = None
+        self._readingThrottled = False
+        if self.stopFraming:
+            return
+        self.readingPaused(False)
+        data, self._buffer = self._buffer, b""
+        self._frameChunk(data)
+
+    def cancelThrottle(self) -> None:
+        if self._turnCall is not None and self._turnCall.active():
+            self._turnCall.cancel()
+        self._turnCall = None
+
+    def readingPaused(self, paused: bool) -> None:
+        """Pause or resume reading from the transport."""
+        if paused:
+            self.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
+
+    def frameReceived(self, ftype: int, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def frameTooLarge(self, ftype: int, size: int) -> None:
+        """The stream can no longer be trusted; by default just drop it."""
+        self.stopFraming = True
+        self.transport.loseConnection()
+
+
+_NAME = re.compile(rb"[A-Za-z0-9_-]{1,32}\Z")
+#: C0 controls but TAB, DEL, C1 controls, line/paragraph separators, bidi controls.
+_FORBIDDEN_TEXT = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_FORBIDDEN_ASCII = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def valid_name(name: bytes) -> bool:
+    """1 to 32 ASCII letters, digits, ``_`` and ``-``."""
+    return _NAME.match(name) is not None
+
+
+def valid_text(text: bytes) -> bool:
+    """Strict UTF-8, at least one byte, one line, nothing that steers a terminal.
+
+    Python's strict UTF-8 decoder already refuses overlongs, surrogates and
+    code points above U+10FFFF (RFC 3629).  Pure ASCII, the common case, is
+    checked on the bytes without decoding.
+    """
+    if not text:
+        return False
+    if text.isascii():
+        return _FORBIDDEN_ASCII.search(text) is None
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _FORBIDDEN_TEXT.search(decoded) is None
