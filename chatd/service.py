@@ -126,9 +126,10 @@ class ChatService(service.Service):
         stopped = [defer.maybeDeferred(p.stopListening) for p in self.ports]
         self.ports = []
         conns = list(factory.connections)
-        closed = [defer.Deferred() for _ in conns]
-        for proto, d in zip(conns, closed):
-            proto.onClosed = d
+        closed = []
+        for proto in conns:
+            proto.onClosed = defer.Deferred()
+            closed.append(proto.onClosed)
         factory.fanout.removeAll()  # local users all go: no LEAVE among them
         for proto in conns:
             proto.close(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
