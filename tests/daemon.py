@@ -1,0 +1,158 @@
+"""Run a real ``twistd chatd`` subprocess for end-to-end tests.
+
+The daemon runs from this checkout (PYTHONPATH is the repository root, so
+the plugin in twisted/plugins/ is found whether or not chatd is installed).
+Readiness and exit are Deferreds driven by the process's own output and
+exit, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+
+from twisted.internet import defer, endpoints, protocol, reactor
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+READY_LINE = b"-> ACTIVE"
+
+
+def freePort() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATD_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+class _Watch(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ready: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.ready.called and READY_LINE in self.output:
+            self.ready.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:  # type: ignore[no-untyped-def]
+        status = reason.value.exitCode
+        if status is None:  # killed by a signal: report it the shell's way
+            status = 128 + reason.value.signal
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"twistd exited {status} before ACTIVE"))
+        self.ended.callback(status)
+
+
+class Daemon:
+    """``twistd -n chatd`` on a free loopback port, logging to stdout."""
+
+    def __init__(self, *options: str, env: dict[str, str] | None = None) -> None:
+        self.port = freePort()
+        self.listen = f"tcp:{self.port}:interface=127.0.0.1"
+        self.args = [
+            *TWISTD,
+            "-n",
+            "--logfile=-",
+            "--pidfile=",
+            "chatd",
+            "--listen",
+            self.listen,
+            *options,
+        ]
+        self.env = environment(env)
+        self.watch = _Watch()
+        self.process = None
+
+    def start(self) -> defer.Deferred:
+        """Spawn it; fires once it logs that it is ACTIVE."""
+        self.process = reactor.spawnProcess(
+            self.watch, self.args[0], self.args, env=self.env, path=str(ROOT)
+        )
+        return self.watch.ready
+
+    @property
+    def log(self) -> str:
+        return self.watch.output.decode("utf-8", "replace")
+
+    def signal(self, sig: int = signal.SIGTERM) -> defer.Deferred:
+        """Send ``sig``; fires with the exit status (128+N when killed by N)."""
+        if not self.watch.ended.called:
+            self.process.signalProcess(sig)
+        return self.watch.ended
+
+    def stop(self) -> defer.Deferred:
+        """For cleanups: SIGTERM, and SIGKILL if it has not gone in 15 s."""
+        if self.watch.ended.called:
+            return defer.succeed(None)
+        kill = reactor.callLater(15, self._kill)
+        d = self.signal(signal.SIGTERM)
+        d.addBoth(lambda r: kill.cancel() if kill.active() else None)
+        return d
+
+    def _kill(self) -> None:
+        if not self.watch.ended.called:
+            self.process.signalProcess("KILL")
+
+
+HEADER = struct.Struct("!II")
+
+
+class FrameClient(protocol.Protocol):
+    """A bare test client: send frames, await them one at a time."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.frames: list[tuple[int, bytes]] = []
+        self.waiting: list[defer.Deferred] = []
+        self.closed: defer.Deferred = defer.Deferred()
+
+    def send(self, ftype: int, payload: bytes = b"") -> None:
+        self.transport.write(HEADER.pack(ftype, len(payload)) + payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 8:
+            ftype, size = HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < 8 + size:
+                break
+            self.frames.append((ftype, self.buffer[8 : 8 + size]))
+            self.buffer = self.buffer[8 + size :]
+        self._serve()
+
+    def _serve(self) -> None:
+        while self.frames and self.waiting:
+            self.waiting.pop(0).callback(self.frames.pop(0))
+
+    def next(self) -> defer.Deferred:
+        """Fires with the next (type, payload) received."""
+        d: defer.Deferred = defer.Deferred()
+        self.waiting.append(d)
+        self._serve()
+        return d
+
+    def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
+        for d in self.waiting:
+            d.errback(reason)
+        self.waiting = []
+        self.closed.callback(None)
+
+
+def connect(port: int) -> defer.Deferred:
+    """A connected :class:`FrameClient` to 127.0.0.1:port."""
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    return endpoint.connect(protocol.Factory.forProtocol(FrameClient))

@@ -1,0 +1,76 @@
+"""End to end: a real ``twistd -n chatd`` subprocess over real loopback sockets."""
+
+from __future__ import annotations
+
+import signal
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from chatd.wire import FrameType as T
+from tests.daemon import Daemon, connect
+
+
+class ChatTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.daemon = Daemon("--stats-interval", "0", "--shutdown-grace", "3")
+        self.addCleanup(self.daemon.stop)
+        yield self.daemon.start()
+
+    @defer.inlineCallbacks
+    def handshake(self, name):
+        client = yield connect(self.daemon.port)
+        self.addCleanup(lambda: client.transport.abortConnection())
+        client.send(T.HELLO, name.encode())
+        ftype, payload = yield client.next()
+        self.assertEqual(ftype, T.WELCOME)
+        client.send(T.READY)
+        ftype, join = yield client.next()
+        self.assertEqual((ftype, join), (T.JOIN, payload))
+        return client, payload
+
+    @defer.inlineCallbacks
+    def test_three_clients_chat(self):
+        """Three users handshake; every MESSAGE reaches all in one order."""
+        a, wa = yield self.handshake("alice")
+        b, wb = yield self.handshake("bob")
+        c, wc = yield self.handshake("carol")
+        self.assertEqual((yield a.next()), (T.JOIN, wb))
+        self.assertEqual((yield a.next()), (T.JOIN, wc))
+        self.assertEqual((yield b.next()), (T.JOIN, wc))
+        for client, text in ((a, b"hi"), (b, b"hello"), (c, b"hey")):
+            client.send(T.SAY, text)
+        seen = []
+        for client in (a, b, c):
+            frames = []
+            for _ in range(3):
+                frames.append((yield client.next()))
+            seen.append(frames)
+        self.assertEqual(seen[0], seen[1])
+        self.assertEqual(seen[1], seen[2])
+        self.assertEqual(
+            sorted(p.rsplit(b".", 1)[1] for _, p in seen[0]), [b"hello", b"hey", b"hi"]
+        )
+        self.assertTrue(all(t == T.MESSAGE for t, _ in seen[0]))
+
+    @defer.inlineCallbacks
+    def test_sigterm_sends_shutdown(self):
+        """SIGTERM: every client gets ERROR SHUTDOWN, the process exits 143."""
+        clients = []
+        for name in ("u1", "u2", "u3"):
+            client, _ = yield self.handshake(name)
+            clients.append(client)
+        for client in clients[:2]:  # discard the later JOINs
+            for _ in range(3 - clients.index(client) - 1):
+                yield client.next()
+        status = self.daemon.signal(signal.SIGTERM)
+        for client in clients:
+            ftype, payload = yield client.next()
+            self.assertEqual(ftype, T.ERROR)
+            self.assertTrue(payload.startswith(b"SHUTDOWN."), payload)
+            yield client.closed
+        self.assertEqual((yield status), 128 + signal.SIGTERM)
+        self.assertIn("stopped: 3 connections closed", self.daemon.log)
