@@ -95,6 +95,12 @@ class ChatService(service.Service):
         self._enter(ServerState.ACTIVE, "listening on " + ", ".join(self.config.listen))
         if self.config.stats_interval > 0:
             self._stats.start(self.config.stats_interval, now=False)
+        self.reactor.callWhenRunning(self._announce)
+
+    def _announce(self) -> None:
+        """Logged once the reactor runs (signals handled): safe to connect."""
+        addresses = ", ".join(str(p.getHost()) for p in self.ports)
+        log.info("ready: accepting connections on {addresses}", addresses=addresses)
 
     def _fail(self, description: str, error: BaseException) -> None:
         message = f"cannot listen on {description}: {error}"

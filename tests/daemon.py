@@ -19,7 +19,7 @@ from twisted.internet import defer, endpoints, protocol, reactor
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-READY_LINE = b"-> ACTIVE"
+READY_LINE = b"ready: accepting connections"
 
 
 def freePort() -> int:
@@ -54,26 +54,42 @@ class _Watch(protocol.ProcessProtocol):
         if status is None:  # killed by a signal: report it the shell's way
             status = 128 + reason.value.signal
         if not self.ready.called:
-            self.ready.errback(RuntimeError(f"twistd exited {status} before ACTIVE"))
+            self.ready.errback(
+                RuntimeError(f"exited {status} before ACTIVE:\n{self.output.decode()}")
+            )
         self.ended.callback(status)
 
 
-class Daemon:
-    """``twistd -n chatd`` on a free loopback port, logging to stdout."""
+def run(args: list[str], env: dict[str, str] | None = None) -> defer.Deferred:
+    """Run ``python args...`` from the repository root to its end.
 
-    def __init__(self, *options: str, env: dict[str, str] | None = None) -> None:
+    Fires with (exit status, combined output).
+    """
+    watch = _Watch()
+    watch.ready.addErrback(lambda failure: None)  # not a daemon: no readiness
+    argv = [sys.executable, *args]
+    reactor.spawnProcess(watch, argv[0], argv, env=environment(env), path=str(ROOT))
+    watch.ended.addCallback(lambda status: (status, watch.output.decode()))
+    return watch.ended
+
+
+class Daemon:
+    """``twistd -n chatd`` on a free loopback port, logging to stdout.
+
+    ``command`` replaces ``chatd --listen ...`` (e.g. ``["-y", "chatd.tac"]``).
+    """
+
+    def __init__(
+        self,
+        *options: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
         self.port = freePort()
         self.listen = f"tcp:{self.port}:interface=127.0.0.1"
-        self.args = [
-            *TWISTD,
-            "-n",
-            "--logfile=-",
-            "--pidfile=",
-            "chatd",
-            "--listen",
-            self.listen,
-            *options,
-        ]
+        if command is None:
+            command = ["chatd", "--listen", self.listen, *options]
+        self.args = [*TWISTD, "-n", "--logfile=-", "--pidfile=", *command]
         self.env = environment(env)
         self.watch = _Watch()
         self.process = None
