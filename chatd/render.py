@@ -1,0 +1,126 @@
+"""Server frames as the lines a person reads, with or without ANSI colour.
+
+Pure functions of (frame, who I am, colour on/off), so the look of the
+client is unit-tested without a terminal.  Whatever the server sends is
+shown defensively: text that breaks the protocol's text rules is made
+harmless before it reaches the screen, and a malformed payload becomes a
+readable warning, never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chatd.wire import FrameType, parse_error, split_fields, valid_text
+
+RESET = "\x1b[0m"
+DIM = "\x1b[2m"
+BOLD = "\x1b[1m"
+
+_LEAVE_WHY = {"quit": "", "error": " (connection lost)"}
+
+
+@dataclass(frozen=True)
+class Person:
+    """``id.color.name`` as carried by WELCOME, MESSAGE, JOIN, LEAVE, USERS."""
+
+    id: int
+    color: int | None
+    name: str
+
+
+def safe(data: bytes) -> str:
+    """Decode text for display; anything that could steer a terminal is replaced."""
+    text = data.decode("utf-8", "replace")
+    if valid_text(data):
+        return text
+    return "".join(c if c.isprintable() or c == "\t" else "\ufffd" for c in text)
+
+
+def parse_person(fields: list[bytes]) -> Person:
+    """The first three fields as a Person; ValueError if they are malformed."""
+    user_id, color, name = fields[:3]
+    number = int(color)
+    return Person(int(user_id), number if 0 <= number <= 255 else None, safe(name))
+
+
+def paint(text: str, color: int | None, enabled: bool) -> str:
+    """``text`` in xterm-256 colour ``color`` (when colour is on)."""
+    if not enabled or color is None:
+        return text
+    return f"\x1b[38;5;{color}m{text}{RESET}"
+
+
+def dim(text: str, enabled: bool) -> str:
+    return f"{DIM}{text}{RESET}" if enabled else text
+
+
+def warning(text: str, enabled: bool) -> str:
+    """A line from the client or server about the chat, not in it."""
+    return f"{BOLD}! {text}{RESET}" if enabled else f"! {text}"
+
+
+def own_line(text: str, color: int | None, enabled: bool) -> str:
+    return f"{paint('You', color, enabled)}: {text}"
+
+
+def whisper_sent(name: str, text: str, color: int | None, enabled: bool) -> str:
+    return f"{dim(f'(private to {name})', enabled)} {own_line(text, color, enabled)}"
+
+
+def users_line(entries: list[bytes], enabled: bool) -> str:
+    """The whole WHO answer (entries gathered from USERS frames) on one line."""
+    names = []
+    for entry in entries:
+        try:
+            person = parse_person(split_fields(entry, 3))
+        except ValueError:
+            continue
+        names.append(paint(person.name, person.color, enabled))
+    return dim(f"* {len(names)} online: ", enabled) + ", ".join(names)
+
+
+def render_frame(
+    ftype: int, payload: bytes, my_id: int | None, enabled: bool
+) -> str | None:
+    """The line to show for one frame, or None for frames nobody needs to see."""
+    try:
+        return _render(ftype, payload, my_id, enabled)
+    except ValueError:
+        name = FrameType(ftype).name if ftype in FrameType else str(ftype)
+        return warning(f"malformed {name} frame from the server", enabled)
+
+
+def _render(ftype: int, payload: bytes, my_id: int | None, enabled: bool) -> str | None:
+    if ftype == FrameType.MESSAGE:
+        fields = split_fields(payload, 4)
+        who = parse_person(fields)
+        text = safe(fields[3])
+        if who.id == my_id:
+            return own_line(text, who.color, enabled)
+        return f"{paint(who.name, who.color, enabled)}: {text}"
+    if ftype == FrameType.WHISPERED:
+        fields = split_fields(payload, 4)
+        who = parse_person(fields)
+        return (
+            f"{dim('(private)', enabled)} "
+            f"{paint(who.name, who.color, enabled)}: {safe(fields[3])}"
+        )
+    if ftype == FrameType.JOIN:
+        who = parse_person(split_fields(payload, 3))
+        if who.id == my_id:
+            return dim(f"* you joined as {who.name}", enabled)
+        return dim(f"* {who.name} joined", enabled)
+    if ftype == FrameType.LEAVE:
+        fields = split_fields(payload, 4)
+        who = parse_person(fields)
+        reason = safe(fields[3])
+        why = _LEAVE_WHY.get(reason, f" ({reason})")
+        return dim(f"* {who.name} left{why}", enabled)
+    if ftype in (FrameType.ERROR, FrameType.NOTICE):
+        code, text = parse_error(payload)
+        kind = "error" if ftype == FrameType.ERROR else "notice"
+        return warning(
+            f"server {kind}: {safe(text.encode())} [{safe(code.encode())}]", enabled
+        )
+    return None
