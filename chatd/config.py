@@ -28,12 +28,29 @@ class Config:
     password: bytes | None = field(default=None, repr=False)
     stats_interval: float = 1.0
     shutdown_grace: float = 5.0
+    rate_limit: float = 0.0
+    rate_burst: int = 10
+    max_per_ip: int = 0
 
 
 def _positiveInt(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError("must be a whole number of at least 1")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be a whole number, 0 or more")
+    return number
+
+
+def _rate(value: str) -> float:
+    number = float(value)
+    if not (0 <= number < 1e9):
+        raise ValueError("must be a number of messages per second, 0 or more")
     return number
 
 
@@ -82,6 +99,9 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "password-file": (str, None, "File whose first line is the server password."),
     "stats-interval": (_seconds, 1.0, "Seconds between stats log lines (0 = off)."),
     "shutdown-grace": (_seconds, 5.0, "Seconds to let output drain when stopping."),
+    "rate-limit": (_rate, 0.0, "SAY/WHISPER per second per user, beyond it RATE_LIMITED (0 = off)."),
+    "rate-burst": (_positiveInt, 10, "Messages a user may send at once before --rate-limit applies."),
+    "max-per-ip": (_count, 0, "Most connections from one address (0 = no limit)."),
 }  # fmt: skip
 
 

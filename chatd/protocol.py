@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from chatd.broadcast import FanOut, IRecipient, ISequencer, LocalSequencer
 from chatd.broadcast import transportBacklog as _transportBacklog
+from chatd.limits import PerAddress, TokenBucket
 from chatd.roster import Roster, User
 from chatd.stats import Stats
 from chatd.wire import (
@@ -76,6 +77,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     _outputBlocked = False
     _disconnected = False
     _abortCall = None
+    _bucket: TokenBucket | None = None
     #: Fired once the connection is gone (the service waits on it at stop).
     onClosed: Deferred | None = None
 
@@ -94,16 +96,21 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.peer = f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+        self.host = str(getattr(peer, "host", peer))
+        self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
+        # Sent by the fan-out once per turn: skip a method call per recipient.
+        self.write = self.transport.write
         refusal = self.factory.admit(self)
         if refusal is not None:
+            code, why = refusal
             log.info(
-                "refused conn={conn} peer={peer}: {code}",
+                "refused conn={conn} peer={peer}: {code} ({why})",
                 conn=self.number,
                 peer=self.peer,
-                code=refusal.name,
+                code=code.name,
+                why=why or code.value,
             )
-            self.close(LeaveReason.ERROR, refusal)
+            self.close(LeaveReason.ERROR, code, why)
             return
         self.transport.registerProducer(self, True)
         self._producing = True
@@ -263,7 +270,12 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         if self.state is not NAMED:
             return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
         self.state = ACTIVE
-        self.setTimeout(self.factory.config.idle_timeout or None)
+        config = self.factory.config
+        self.setTimeout(config.idle_timeout or None)
+        if config.rate_limit:
+            self._bucket = TokenBucket(
+                config.rate_limit, config.rate_burst, self.factory.clock.seconds
+            )
         user = self.user
         self.roster.activate(user)
         # The WELCOME must go out before the JOIN the fan-out will send.
@@ -281,12 +293,8 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         if self.state is not ACTIVE:
             return self.error(ErrorCode.NOT_READY)
         user = self.user
-        if not valid_text(text):
-            return self.error(ErrorCode.BAD_TEXT)
-        if len(text) > user.max_text:
-            return self.error(
-                ErrorCode.TOO_LONG, f"at most {user.max_text} bytes of text"
-            )
+        if not self._textAllowed(text) or not self._withinRate():
+            return
         if self._batch:
             # Replies already produced in this chunk precede the MESSAGE.
             self._flushBatch()
@@ -305,20 +313,37 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     def do_WHISPER(self, payload: bytes) -> None:
         if self.state is not ACTIVE:
             return self.error(ErrorCode.NOT_READY)
-        user = self.user
         name, dot, text = payload.partition(b".")
-        if not dot or not valid_text(text):
-            return self.error(ErrorCode.BAD_TEXT)
-        if len(text) > user.max_text:
-            return self.error(
-                ErrorCode.TOO_LONG, f"at most {user.max_text} bytes of text"
-            )
+        if not dot:
+            return self.error(ErrorCode.BAD_TEXT, "WHISPER is name.text")
+        if not self._textAllowed(text):
+            return
         target = self.roster.findActive(name) if name else None
         if target is None:
             return self.error(ErrorCode.NO_SUCH_USER)
+        if not self._withinRate():
+            return
         self.factory.byUser[target]._reply(
-            encode(FrameType.WHISPERED, user.prefix + text)
+            encode(FrameType.WHISPERED, self.user.prefix + text)
         )
+
+    def _textAllowed(self, text: bytes) -> bool:
+        """The text rules of SAY and WHISPER: BAD_TEXT first, then TOO_LONG."""
+        if not valid_text(text):
+            self.error(ErrorCode.BAD_TEXT)
+            return False
+        limit = self.user.max_text
+        if len(text) > limit:
+            self.error(ErrorCode.TOO_LONG, f"at most {limit} bytes of text")
+            return False
+        return True
+
+    def _withinRate(self) -> bool:
+        """Flood control (--rate-limit): a message beyond it is not delivered."""
+        if self._bucket is None or self._bucket.take():
+            return True
+        self.error(ErrorCode.RATE_LIMITED)
+        return False
 
     def do_BYE(self, payload: bytes) -> None:
         self.close(LeaveReason.QUIT)
@@ -368,6 +393,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     # -- IRecipient ------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """Replaced by ``transport.write`` itself once connected."""
         self.transport.write(data)
 
     def transportBacklog(self) -> int:
@@ -457,6 +483,7 @@ class ChatFactory(protocol.Factory):
         self.connections: dict[ChatProtocol, None] = {}
         self.byUser: dict[User, ChatProtocol] = {}
         self.errorLog = ErrorLog()
+        self.perAddress = PerAddress(config.max_per_ip)
         #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
@@ -464,18 +491,26 @@ class ChatFactory(protocol.Factory):
     def buildProtocol(self, addr: object) -> ChatProtocol:
         return ChatProtocol(self, next(self._numbers))
 
-    def admit(self, proto: ChatProtocol) -> ErrorCode | None:
+    def admit(self, proto: ChatProtocol) -> tuple[ErrorCode, str | None] | None:
         """Count a new connection in, or say which fatal error refuses it."""
         self.stats.connectionsTotal += 1
         if self.refusal is not None:
-            return self.refusal
+            return self.refusal, None
         if len(self.connections) >= self.config.max_clients:
-            return ErrorCode.SERVER_FULL
+            return ErrorCode.SERVER_FULL, None
+        if not self.perAddress.admit(proto.host):
+            return (
+                ErrorCode.SERVER_FULL,
+                f"too many connections from {proto.host} "
+                f"(at most {self.perAddress.limit})",
+            )
         self.connections[proto] = None
         return None
 
     def forget(self, proto: ChatProtocol) -> None:
-        self.connections.pop(proto, None)
+        if proto in self.connections:
+            del self.connections[proto]
+            self.perAddress.release(proto.host)
         self.errorLog.forget(proto)
 
     def snapshot(self) -> dict:

@@ -8,6 +8,7 @@ against a table: an impossible one is a bug and raises.
 from __future__ import annotations
 
 import enum
+import resource
 import sys
 import time
 
@@ -80,6 +81,7 @@ class ChatService(service.Service):
         self._enter(ServerState.STARTING)
         service.Service.startService(self)
         self.started = time.time()
+        raiseFileLimit()
         for description in self.config.listen:
             try:
                 endpoint = endpoints.serverFromString(self.reactor, description)
@@ -177,6 +179,18 @@ class ChatService(service.Service):
             counters=" ".join(f"{k}={v}" for k, v in snap.items()),
             errors=errors or "none",
         )
+
+
+def raiseFileLimit() -> None:
+    """Raise the soft open-files limit to the hard one: every user is a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    log.info("open files limit: {soft} (hard {hard})", soft=soft, hard=hard)
 
 
 def quietStartupErrors() -> None:

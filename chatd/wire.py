@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import re
 import struct
-from collections.abc import Callable
 
 from twisted.internet import protocol
 
@@ -167,7 +166,7 @@ class FrameReceiver(protocol.Protocol):
     _unpack_from = HEADER.unpack_from
     _turnCall = None
     _readingThrottled = False
-    callLater: Callable | None = None
+    # A subclass that sets framesPerTurn provides callLater (TimeoutMixin does).
 
     def dataReceived(self, data: bytes) -> None:
         if self._buffer:
