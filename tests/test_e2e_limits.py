@@ -1,0 +1,93 @@
+"""End to end: the limits that protect everyone from one client."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from chatd.wire import FrameType as T
+from tests.daemon import Daemon, connect
+
+
+class LimitTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def daemon(self, *options):
+        daemon = Daemon("--stats-interval", "0", *options)
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        return daemon
+
+    @defer.inlineCallbacks
+    def active(self, daemon, name):
+        client = yield connect(daemon.port)
+        self.addCleanup(client.transport.abortConnection)
+        client.send(T.HELLO, name.encode())
+        self.assertEqual((yield client.next())[0], T.WELCOME)
+        client.send(T.READY)
+        self.assertEqual((yield client.next())[0], T.JOIN)
+        return client
+
+    @defer.inlineCallbacks
+    def test_slow_consumer_cut_off(self):
+        """A user that never reads is cut off with LEAVE slow; the others go on."""
+        daemon = yield self.daemon("--max-backlog", "64KiB")
+        talker = yield self.active(daemon, "talker")
+        sleeper = yield self.active(daemon, "sleeper")
+        self.assertEqual((yield talker.next())[0], T.JOIN)
+        sleeper.transport.pauseProducing()  # stop reading its socket
+        text = b"x" * 1000
+        left = None
+        for _batch in range(200):  # at most 200 x 100 KB: bounded
+            for _ in range(100):
+                talker.send(T.SAY, text)
+            got = 0
+            while got < 100:
+                ftype, payload = yield talker.next()
+                if ftype == T.MESSAGE:
+                    got += 1
+                elif ftype == T.LEAVE:
+                    left = payload
+            if left is not None:
+                break
+        self.assertEqual(left.rsplit(b".", 1)[1], b"slow")
+        self.assertIn(b".sleeper.", left)
+        talker.send(T.ECHO, b"still here")
+        self.assertEqual((yield talker.next()), (T.ECHO, b"still here"))
+        self.assertIn("reason=slow", daemon.log)
+
+    @defer.inlineCallbacks
+    def test_rate_limit(self):
+        """Beyond --rate-burst at once: RATE_LIMITED, not delivered, still open."""
+        daemon = yield self.daemon("--rate-limit", "0.5", "--rate-burst", "2")
+        client = yield self.active(daemon, "fast")
+        for text in (b"one", b"two", b"three"):
+            client.send(T.SAY, text)
+        client.send(T.ECHO, b"e")
+        frames = []
+        for _ in range(4):
+            frames.append((yield client.next()))
+        self.assertEqual(frames[0], (T.MESSAGE, frames[0][1]))
+        self.assertTrue(frames[0][1].endswith(b".one"))
+        self.assertTrue(frames[1][1].endswith(b".two"))
+        self.assertEqual(frames[2][0], T.ERROR)
+        self.assertTrue(frames[2][1].startswith(b"RATE_LIMITED."))
+        self.assertEqual(frames[3], (T.ECHO, b"e"))
+
+    @defer.inlineCallbacks
+    def test_max_per_ip(self):
+        """The connection over --max-per-ip gets SERVER_FULL saying why."""
+        daemon = yield self.daemon("--max-per-ip", "2")
+        for _ in range(2):
+            client = yield connect(daemon.port)
+            self.addCleanup(client.transport.abortConnection)
+            client.send(T.ECHO, b"ok")
+            self.assertEqual((yield client.next()), (T.ECHO, b"ok"))
+        third = yield connect(daemon.port)
+        ftype, payload = yield third.next()
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(
+            payload.startswith(b"SERVER_FULL.too many connections from 127.0.0.1")
+        )
+        yield third.closed
