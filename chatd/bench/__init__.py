@@ -1,0 +1,1 @@
+"""chatd-bench: the stress and benchmark client (see docs/benchmarks.md)."""

@@ -1,0 +1,501 @@
+"""The load: Twisted client connections driven in phases by an orchestrator.
+
+A :class:`LoadPart` is the share of one load process: some echo
+connections, or some fan-out users.  Its phases are the same whether the
+orchestrator is in the same process or a parent talking over a pipe
+(``--processes``): :meth:`start` connects (and handshakes), :meth:`go`
+starts the load, :meth:`stop` stops new requests and waits until every
+request has its answer, :meth:`finish` makes sure every broadcast reached
+every user and returns the figures as a JSON-able dict.
+
+The hot path walks frames with :class:`chatd.wire.FrameReceiver` (offsets,
+``unpack_from``) and writes what one chunk of input provoked in one write.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet.interfaces import IReactorTime
+
+from chatd.bench.checks import (
+    EchoChecker,
+    Histogram,
+    PayloadGenerator,
+    SequenceChecker,
+    parseMessage,
+    sayText,
+)
+from chatd.wire import HEADER, FrameReceiver, FrameType, parse_error
+
+_PACK = HEADER.pack
+_ECHO = FrameType.ECHO
+_PONG = FrameType.PONG
+_SAY = FrameType.SAY
+_MESSAGE = FrameType.MESSAGE
+_ERROR = FrameType.ERROR
+
+
+def now_us() -> int:
+    """CLOCK_MONOTONIC in microseconds: the same clock in every load process."""
+    return time.monotonic_ns() // 1000
+
+
+@dataclass
+class Config:
+    """One run's parameters (sent as JSON to worker processes)."""
+
+    mode: str  # "echo" or "fanout"
+    host: str = "127.0.0.1"
+    port: int = 7777
+    connections: int = 10
+    depth: int = 1
+    split: bool = False
+    ping: bool = False
+    receivers: int = 10
+    senders: int = 1
+    size: int = 64
+    window: int = 16
+    rate: float | None = None
+    duration: float = 5.0
+    seed: int = 0
+    tag: str = "b"
+    password: str | None = None
+    connectConcurrency: int = 100
+    drainTimeout: float = 15.0
+
+    def toJSON(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Counts:
+    """What one part measured; :func:`merge` adds parts up."""
+
+    completed: int = 0  # echo replies, or MESSAGE deliveries
+    bytes: int = 0  # frame bytes received that count as load
+    sent: int = 0
+    mismatches: int = 0
+    unexpected: int = 0
+    unanswered: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+    reorders: int = 0
+    disconnects: int = 0
+    errors: Counter = field(default_factory=Counter)
+    examples: list = field(default_factory=list)
+
+
+class _Conn(FrameReceiver):
+    """Shared by both kinds of connection: batching, ERRORs, disconnects."""
+
+    part: LoadPart
+    closing = False
+    _out: list[bytes] | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+        self.part.connected(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._out = out = []
+        FrameReceiver.dataReceived(self, data)
+        self._out = None
+        if out:
+            self.send(out[0] if len(out) == 1 else b"".join(out))
+
+    def queue(self, data: bytes) -> None:
+        if self._out is not None:
+            self._out.append(data)
+        else:
+            self.send(data)
+
+    def send(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def error(self, payload: bytes) -> None:
+        code, text = parse_error(payload)
+        self.part.counts.errors[code] += 1
+        self.part.example(f"ERROR {code}: {text}")
+
+    def frameTooLarge(self, ftype: int, size: int) -> None:
+        self.part.counts.mismatches += 1
+        self.part.example(f"frame type {ftype} with size {size} > 1016")
+        self.stopFraming = True
+        self.transport.abortConnection()
+
+    def close(self) -> None:
+        self.closing = True
+        self.transport.write(_PACK(FrameType.BYE, 0))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: object = None) -> None:
+        if not self.closing:
+            self.part.counts.disconnects += 1
+            self.part.example(f"{self.label()} disconnected: {reason}")
+        self.part.lost(self)
+
+    def label(self) -> str:
+        return "connection"
+
+
+class EchoConn(_Conn):
+    """Keeps ``depth`` ECHO (or PING) requests in flight, checks each reply."""
+
+    def __init__(self, part: LoadPart, number: int) -> None:
+        self.part = part
+        self.number = number
+        config = part.config
+        types = (_ECHO, FrameType.PING) if config.ping else (_ECHO,)
+        self.generator = PayloadGenerator(config.seed * 1_000_003 + number, types=types)
+        self.checker = EchoChecker()
+        self.running = False
+        self._splitQueue: list[bytes] = []
+
+    def label(self) -> str:
+        return f"echo connection {self.number}"
+
+    def go(self) -> None:
+        self.running = True
+        self.queue(b"".join(self.request() for _ in range(self.part.config.depth)))
+
+    def request(self) -> bytes:
+        ftype, payload = self.generator.next()
+        self.checker.sent(ftype, payload, now_us())
+        self.part.counts.sent += 1
+        return _PACK(ftype, len(payload)) + payload
+
+    def frameReceived(self, ftype: int, payload: bytes) -> None:
+        if ftype == _ERROR:
+            self.error(payload)
+            return
+        part = self.part
+        stamp = self.checker.received(ftype, payload)
+        if stamp is None:
+            return
+        counts = part.counts
+        counts.completed += 1
+        counts.bytes += 8 + len(payload)
+        part.latency.add(now_us() - stamp)
+        if self.running:
+            self.queue(self.request())
+        elif not self.checker.pending:
+            part.drained(self)
+
+    def send(self, data: bytes) -> None:
+        if not self.part.config.split:
+            self.transport.write(data)
+            return
+        # Cut the bytes at random places and send each piece in its own
+        # reactor turn (TCP_NODELAY is on), so pieces leave as separate
+        # segments and the server must reassemble frames across reads.
+        start = 0
+        for cut in self.generator.splits(len(data)):
+            self._splitQueue.append(data[start:cut])
+            start = cut
+        self._splitQueue.append(data[start:])
+        self._pump()
+
+    def _pump(self) -> None:
+        if not self._splitQueue or self.transport.disconnecting:
+            return
+        self.transport.write(self._splitQueue.pop(0))
+        if self._splitQueue:
+            self.part.reactor.callLater(0, self._pump)
+
+    def collect(self, counts: Counts) -> None:
+        counts.mismatches += self.checker.mismatches
+        counts.unexpected += self.checker.unexpected
+        counts.unanswered += self.checker.outstanding
+        counts.examples.extend(self.checker.examples)
+
+
+class FanUser(_Conn):
+    """A chat user: handshake, then check every MESSAGE; senders also SAY."""
+
+    def __init__(self, part: LoadPart, index: int, sender: int | None) -> None:
+        self.part = part
+        self.index = index
+        self.sender = sender
+        self.name = f"{part.config.tag}{'s' if sender is not None else 'r'}{index}"
+        self.checker = SequenceChecker()
+        self.welcome: bytes | None = None
+        self.active = defer.Deferred()
+        self.ponged: defer.Deferred | None = None
+        self.running = False
+        self.seq = 0
+        self.inflight = 0
+        config = part.config
+        self.window = config.window
+        self.size = config.size
+        self._ticker: task.LoopingCall | None = None
+        self._credit = 0.0
+
+    def label(self) -> str:
+        return f"user {self.name}"
+
+    def connectionMade(self) -> None:
+        _Conn.connectionMade(self)
+        hello = self.name.encode()
+        if self.part.config.password:
+            hello += b"." + self.part.config.password.encode()
+        self.transport.write(_PACK(FrameType.HELLO, len(hello)) + hello)
+
+    def frameReceived(self, ftype: int, payload: bytes) -> None:
+        if ftype == _MESSAGE:
+            try:
+                sender, seq, stamp = parseMessage(payload)
+            except (IndexError, ValueError):
+                self.part.counts.unexpected += 1
+                self.part.example(f"{self.name}: bad MESSAGE {payload[:60]!r}")
+                return
+            part = self.part
+            self.checker.feed(sender, seq)
+            counts = part.counts
+            counts.completed += 1
+            counts.bytes += 8 + len(payload)
+            part.latency.add(now_us() - stamp)
+            if sender == self.sender:
+                self.inflight -= 1
+                if self.running:
+                    if self._ticker is None:
+                        self.fill()
+                elif not self.inflight:
+                    part.drained(self)
+        elif ftype == FrameType.WELCOME:
+            self.welcome = payload
+            self.transport.write(_PACK(FrameType.READY, 0))
+        elif ftype == FrameType.JOIN:
+            if payload == self.welcome and not self.active.called:
+                self.active.callback(self)
+        elif ftype == _PONG:
+            if self.ponged is not None:
+                d, self.ponged = self.ponged, None
+                d.callback(None)
+        elif ftype == _ERROR:
+            self.error(payload)
+            if self.sender is not None and self.inflight:
+                # A refused SAY is answered too: it will never be acknowledged.
+                self.inflight -= 1
+                if not self.running and not self.inflight:
+                    self.part.drained(self)
+        elif ftype != FrameType.LEAVE:
+            self.part.counts.unexpected += 1
+
+    def go(self) -> None:
+        if self.sender is None:
+            return
+        self.running = True
+        rate = self.part.config.rate
+        if rate:
+            self._ticker = task.LoopingCall(self.tick, rate)
+            self._ticker.clock = self.part.reactor
+            self._last = now_us()
+            self._ticker.start(0.005)
+        else:
+            self.fill()
+
+    def fill(self) -> None:
+        """Closed loop: top up to ``window`` unacknowledged messages."""
+        n = self.window - self.inflight
+        if n > 0:
+            self.queue(b"".join(self.say() for _ in range(n)))
+
+    def tick(self, rate: float) -> None:
+        """Open loop: send what ``rate`` messages/s owes since the last tick."""
+        now = now_us()
+        self._credit += rate * (now - self._last) / 1e6
+        self._last = now
+        n = int(self._credit)
+        if n:
+            self._credit -= n
+            self.queue(b"".join(self.say() for _ in range(n)))
+
+    def say(self) -> bytes:
+        text = sayText(self.sender, self.seq, now_us(), self.size)
+        self.seq += 1
+        self.inflight += 1
+        self.part.counts.sent += 1
+        return _PACK(_SAY, len(text)) + text
+
+    def stopSending(self) -> None:
+        self.running = False
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        if not self.inflight:
+            self.part.drained(self)
+
+    def ping(self) -> defer.Deferred:
+        """Fires once everything sequenced before the PING has arrived."""
+        self.ponged = defer.Deferred()
+        self.transport.write(_PACK(FrameType.PING, 4) + b"last")
+        return self.ponged
+
+    def collect(self, counts: Counts) -> None:
+        c = self.checker
+        counts.gaps += c.gaps
+        counts.duplicates += c.duplicates
+        counts.reorders += c.reorders
+        counts.examples.extend(f"{self.name}: {e}" for e in c.examples)
+
+
+class LoadPart:
+    """One load process's connections, driven through the phases."""
+
+    def __init__(
+        self, reactor: IReactorTime, config: Config, part: int = 0, parts: int = 1
+    ) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.part = part
+        self.parts = parts
+        self.counts = Counts()
+        self.latency = Histogram()
+        self.conns: list[_Conn] = []
+        self._waitingDrain: set[_Conn] = set()
+        self._drained: defer.Deferred | None = None
+        self._allLost: defer.Deferred | None = None
+        self._open = 0
+
+    def example(self, text: str) -> None:
+        if len(self.counts.examples) < 20:
+            self.counts.examples.append(text)
+
+    # -- phases -----------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        if config.mode == "echo":
+            specs = [
+                (lambda n=n: EchoConn(self, n))
+                for n in range(self.part, config.connections, self.parts)
+            ]
+        else:
+            total = config.senders + config.receivers
+            specs = [
+                (lambda i=i: FanUser(self, i, i if i < config.senders else None))
+                for i in range(self.part, total, self.parts)
+            ]
+        endpoint = endpoints.TCP4ClientEndpoint(
+            self.reactor, config.host, config.port, timeout=30
+        )
+        semaphore = defer.DeferredSemaphore(config.connectConcurrency)
+
+        async def one(make) -> _Conn:
+            await semaphore.acquire()
+            try:
+                conn = await endpoint.connect(_OneShot(make))
+                if isinstance(conn, FanUser):
+                    await conn.active
+                return conn
+            finally:
+                semaphore.release()
+
+        self.conns = list(
+            await defer.gatherResults(
+                [defer.ensureDeferred(one(m)) for m in specs], consumeErrors=True
+            )
+        )
+
+    def go(self) -> None:
+        for conn in self.conns:
+            conn.go()
+
+    def progress(self) -> tuple[int, int]:
+        return self.counts.completed, self.counts.bytes
+
+    async def stop(self) -> None:
+        """Stop sending; wait (bounded) until every request is answered."""
+        self._drained = defer.Deferred()
+        if self.config.mode == "echo":
+            self._waitingDrain = {c for c in self.conns if c.checker.pending}
+            for conn in self.conns:
+                conn.running = False
+        else:
+            senders = [c for c in self.conns if c.sender is not None]
+            self._waitingDrain = set(senders)
+            for conn in senders:
+                conn.stopSending()
+        if self._waitingDrain:
+            timeout = self.reactor.callLater(
+                self.config.drainTimeout, self._drainTimedOut
+            )
+            await self._drained
+            if timeout.active():
+                timeout.cancel()
+
+    def drained(self, conn: _Conn) -> None:
+        self._waitingDrain.discard(conn)
+        if not self._waitingDrain and self._drained and not self._drained.called:
+            self._drained.callback(None)
+
+    def _drainTimedOut(self) -> None:
+        self.example(f"{len(self._waitingDrain)} connections did not drain")
+        self._waitingDrain.clear()
+        self._drained.callback(None)
+
+    async def finish(self) -> dict:
+        """Make sure every broadcast arrived, hang up, return the figures."""
+        live = [c for c in self.conns if not c.transport.disconnecting]
+        if self.config.mode == "fanout" and live:
+            pings = defer.gatherResults([c.ping() for c in live])
+            timeout = self.reactor.callLater(self.config.drainTimeout, pings.cancel)
+            try:
+                await pings
+            except defer.CancelledError:
+                self.example("some users got no PONG at the end")
+            if timeout.active():
+                timeout.cancel()
+        counts = self.counts
+        sent: dict[int, int] = {}
+        lastSeen: dict[int, Counter] = {}
+        for conn in self.conns:
+            conn.collect(counts)
+            if isinstance(conn, FanUser):
+                if conn.sender is not None:
+                    sent[conn.sender] = conn.seq
+                for sender in range(self.config.senders):
+                    last = conn.checker.last.get(sender, -1)
+                    lastSeen.setdefault(sender, Counter())[last] += 1
+        self._allLost = defer.Deferred()
+        if self._open:
+            for conn in self.conns:
+                if not conn.transport.disconnecting:
+                    conn.close()
+                else:
+                    conn.closing = True
+            await self._allLost
+        result = asdict(counts)
+        result["errors"] = dict(counts.errors)
+        result["examples"] = counts.examples[:20]
+        result["latency"] = self.latency.toJSON()
+        result["sentBySender"] = {str(k): v for k, v in sent.items()}
+        result["lastSeen"] = {
+            str(s): {str(k): v for k, v in c.items()} for s, c in lastSeen.items()
+        }
+        return result
+
+    # -- connection bookkeeping -------------------------------------------
+
+    def connected(self, conn: _Conn) -> None:
+        self._open += 1
+
+    def lost(self, conn: _Conn) -> None:
+        self._open -= 1
+        if self._drained is not None:
+            self.drained(conn)
+        if not self._open and self._allLost is not None and not self._allLost.called:
+            self._allLost.callback(None)
+
+
+class _OneShot(protocol.Factory):
+    """A factory that builds one prepared protocol."""
+
+    def __init__(self, make) -> None:  # type: ignore[no-untyped-def]
+        self.make = make
+
+    def buildProtocol(self, addr: object) -> protocol.Protocol:
+        return self.make()
