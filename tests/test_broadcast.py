@@ -1,0 +1,254 @@
+"""chatd.broadcast: LocalSequencer + FanOut with fake recipients and a clock."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from chatd.broadcast import FanOut, IFanOut, IRecipient, LocalSequencer
+from tests.memory import TurnClock
+
+
+@implementer(IRecipient)
+class Recipient:
+    """Records writes; ``backlog`` is what its pretend transport still holds."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.writes: list[bytes] = []
+        self.backlog = 0
+        self.cut = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def transportBacklog(self) -> int:
+        return self.backlog
+
+    def slowConsumer(self) -> None:
+        self.cut += 1
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.writes)
+
+    def __repr__(self) -> str:
+        return f"<Recipient {self.name}>"
+
+
+class FanOutTestCase(SynchronousTestCase):
+    maxBacklog = 1000
+
+    def setUp(self) -> None:
+        self.clock = TurnClock()
+        self.fanout = FanOut(self.clock.callLater, self.maxBacklog)
+        self.sequencer = LocalSequencer()
+        self.sequencer.subscribe(self.fanout)
+
+    def join(self, name: str) -> Recipient:
+        r = Recipient(name)
+        self.sequencer.sequence(b"J" + name.encode(), joining=r)
+        return r
+
+    def say(self, *frames: bytes) -> None:
+        for frame in frames:
+            self.sequencer.sequence(frame)
+
+
+class DeliveryTests(FanOutTestCase):
+    def test_interfaces(self) -> None:
+        verifyObject(IFanOut, self.fanout)
+        verifyObject(IRecipient, Recipient("x"))
+
+    def test_total_order_no_loss_no_duplicate(self) -> None:
+        """Recipients joining at different times see suffixes of one order."""
+        log: list[bytes] = []
+        recipients = []
+        for i in range(5):
+            r = self.join(f"r{i}")
+            recipients.append((r, len(log)))
+            log.append(b"Jr%d" % i)
+            for j in range(i * 3):
+                frame = b"<%d.%d>" % (i, j)
+                self.say(frame)
+                log.append(frame)
+            if i % 2:
+                self.clock.advance(0)
+        self.clock.advance(0)
+        for r, start in recipients:
+            self.assertEqual(r.data, b"".join(log[start:]), r)
+
+    def test_one_write_per_turn(self) -> None:
+        """However many events in a turn: nothing until the turn ends, then one write."""
+        a, b = self.join("a"), self.join("b")
+        self.clock.advance(0)
+        a.writes.clear(), b.writes.clear()
+        self.say(*[b"m%d" % i for i in range(100)])
+        self.assertEqual((a.writes, b.writes), ([], []))
+        self.clock.advance(0)
+        expected = [b"".join(b"m%d" % i for i in range(100))]
+        self.assertEqual((a.writes, b.writes), (expected, expected))
+        self.clock.advance(0)
+        self.assertEqual(len(a.writes), 1)
+
+    def test_joiner_gets_nothing_before_its_join(self) -> None:
+        a = self.join("a")
+        self.say(b"early")
+        b = self.join("b")
+        self.say(b"late")
+        self.clock.advance(0)
+        self.assertEqual(a.data, b"Ja" + b"early" + b"Jb" + b"late")
+        self.assertEqual(b.data, b"Jb" + b"late")
+
+    def test_send_keeps_order_with_broadcast(self) -> None:
+        """A reply sent after sequenced frames goes out after them."""
+        a = self.join("a")
+        self.say(b"m")
+        self.fanout.send(a, b"<reply>")
+        self.say(b"n")
+        self.clock.advance(0)
+        self.assertEqual(a.writes, [b"Jam", b"<reply>", b"n"])
+
+    def test_remove_drain(self) -> None:
+        a, b = self.join("a"), self.join("b")
+        self.say(b"last")
+        self.fanout.remove(a, drain=True)
+        self.say(b"after")
+        self.clock.advance(0)
+        self.assertEqual(a.data, b"JaJblast")
+        self.assertEqual(b.data, b"Jblastafter")
+        self.assertNotIn(a, self.fanout)
+        self.assertEqual(len(self.fanout), 1)
+
+
+class SlowConsumerTests(FanOutTestCase):
+    def test_resume_delivers_exactly_the_missed_frames(self) -> None:
+        a, b = self.join("a"), self.join("b")
+        self.clock.advance(0)
+        self.fanout.pause(a)
+        before = a.data
+        for i in range(5):
+            self.say(b"<%d>" % i)
+            self.clock.advance(0)
+        self.assertEqual(a.data, before)
+        self.assertGreater(self.fanout.heldBytes, 0)
+        self.fanout.resume(a)
+        self.say(b"<5>")
+        self.clock.advance(0)
+        missed = b"".join(b"<%d>" % i for i in range(6))
+        self.assertEqual(a.data, before + missed)
+        self.assertEqual(b.data, b"Jb" + missed)
+        self.assertEqual(self.fanout.heldBytes, 0)
+
+    def test_send_to_paused_catches_up_first(self) -> None:
+        a = self.join("a")
+        self.clock.advance(0)
+        self.fanout.pause(a)
+        self.say(b"x")
+        self.clock.advance(0)
+        self.fanout.send(a, b"<reply>")
+        self.say(b"y")
+        self.clock.advance(0)
+        self.fanout.resume(a)
+        self.assertEqual(a.data, b"Ja" + b"x<reply>" + b"y")
+        self.assertEqual(self.fanout.heldBytes, 0)
+
+    def test_cut_off_past_max_backlog(self) -> None:
+        """A paused recipient past maxBacklog is cut once; others unaffected."""
+        slow, fast = self.join("slow"), self.join("fast")
+        self.clock.advance(0)
+        self.fanout.pause(slow)
+        for i in range(10):
+            self.say(b"%03d" % i + b"." * 97)  # 100 bytes a turn
+            self.clock.advance(0)
+            self.assertEqual(slow.cut, 1 if i >= 10 else 0, i)
+        self.say(b"!")
+        self.clock.advance(0)
+        self.assertEqual(slow.cut, 1)
+        self.assertNotIn(slow, self.fanout)
+        self.assertEqual(len(fast.data), len(b"Jfast") + 1000 + 1)
+        self.assertEqual(self.fanout.heldBytes, 0)
+
+    def test_transport_backlog_counts(self) -> None:
+        slow = self.join("slow")
+        self.clock.advance(0)
+        self.fanout.pause(slow)
+        slow.backlog = 950
+        self.say(b"x" * 50)
+        self.clock.advance(0)
+        self.assertEqual(slow.cut, 0)
+        self.say(b"x")
+        self.clock.advance(0)
+        self.assertEqual(slow.cut, 1)
+
+    def test_memory_released(self) -> None:
+        """heldBytes returns to 0 once every paused recipient resumes or leaves."""
+        a, b, c = self.join("a"), self.join("b"), self.join("c")
+        self.clock.advance(0)
+        self.fanout.pause(a)
+        self.say(b"1" * 100)
+        self.clock.advance(0)
+        self.fanout.pause(b)
+        self.say(b"2" * 100)
+        self.clock.advance(0)
+        self.assertEqual(self.fanout.heldBytes, 200)
+        self.fanout.resume(a)
+        self.assertEqual(self.fanout.heldBytes, 100)
+        self.fanout.remove(b)
+        self.assertEqual(self.fanout.heldBytes, 0)
+        self.assertEqual(c.data[-200:], b"1" * 100 + b"2" * 100)
+
+    def test_remove_all(self) -> None:
+        a, b = self.join("a"), self.join("b")
+        self.clock.advance(0)
+        self.fanout.pause(a)
+        self.say(b"q")
+        self.fanout.removeAll()
+        self.assertEqual((a.data[-1:], b.data[-1:]), (b"q", b"q"))
+        self.assertEqual((len(self.fanout), self.fanout.heldBytes), (0, 0))
+
+
+#: Random operations: (op, recipient index).
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["say", "pause", "resume", "turn", "send"]), st.integers(0, 3)
+    ),
+    max_size=80,
+)
+
+
+class PropertyTests(FanOutTestCase):
+    maxBacklog = 10**9
+
+    @settings(max_examples=200, deadline=None)
+    @given(OPS)
+    def test_every_recipient_gets_the_whole_order(self, ops: list) -> None:
+        """Whatever pauses, resumes and replies: each gets the log exactly, in order."""
+        self.setUp()
+        recipients = [self.join(str(i)) for i in range(4)]
+        # What each should get: the order from its JOIN on, replies in place.
+        expected = [[b"J%d" % j for j in range(i, 4)] for i in range(4)]
+        for n, (op, i) in enumerate(ops):
+            r = recipients[i]
+            if op == "say":
+                self.say(b"<%d>" % n)
+                for stream in expected:
+                    stream.append(b"<%d>" % n)
+            elif op == "pause":
+                self.fanout.pause(r)
+            elif op == "resume":
+                self.fanout.resume(r)
+            elif op == "turn":
+                self.clock.advance(0)
+            else:
+                self.fanout.send(r, b"(%d)" % n)
+                expected[i].append(b"(%d)" % n)
+        for r in recipients:
+            self.fanout.resume(r)
+        self.clock.advance(0)
+        for r, stream in zip(recipients, expected, strict=True):
+            self.assertEqual(r.data, b"".join(stream))
+        self.assertEqual(self.fanout.heldBytes, 0)
