@@ -1,0 +1,198 @@
+"""End to end: the real chatd-client process against a real twistd chatd.
+
+Interactive clients run on a pseudo-terminal, scripted ones on pipes.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+from tests.clientproc import COLORED, spawn
+from tests.daemon import Daemon, freePort
+
+
+class DaemonTestCase(unittest.TestCase):
+    timeout = 30
+    daemonOptions: tuple[str, ...] = ()
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.daemon = Daemon("--stats-interval", "0", *self.daemonOptions)
+        self.addCleanup(self.daemon.stop)
+        yield self.daemon.start()
+        self.server = f"127.0.0.1:{self.daemon.port}"
+
+
+class InteractiveTests(DaemonTestCase):
+    @defer.inlineCallbacks
+    def test_two_people_chat(self):
+        """Colour, /who, /msg, /quit and Ctrl-C on two pseudo-terminals."""
+        alice = spawn(self, "--name", "alice", self.server, pty=True)
+        yield alice.waitFor("* you joined as alice")
+        bob = spawn(self, "--name", "bob", self.server, pty=True)
+        yield bob.waitFor("* you joined as bob")
+        yield alice.waitFor("\x1b[2m* bob joined\x1b[0m")
+
+        bob.type(b"hello alice\r")
+        match = yield alice.waitFor(COLORED % b"bob" + rb": hello alice")
+        self.assertTrue(0 <= int(match.group(1)) <= 255)
+        yield bob.waitFor(COLORED % b"You" + rb": hello alice")
+
+        # Alice types half a line while bob's message arrives: her partial
+        # input is redrawn after the message.
+        alice.type(b"half a li")
+        yield alice.waitFor("> half a li")
+        bob.type(b"second\r")
+        yield alice.waitFor(re.escape(b": second\r\r\n\r\x1b[K> half a li"))
+        alice.type(b"ne\r")
+        yield bob.waitFor(COLORED % b"alice" + rb": half a line")
+
+        alice.type(b"/who\r")
+        yield alice.waitFor(rb"\* 2 online: \x1b\[0m" + COLORED % b"alice" + b", ")
+        alice.type(b"/msg bob psst\r")
+        yield alice.waitFor("(private to bob)")
+        yield bob.waitFor(rb"\(private\)\x1b\[0m " + COLORED % b"alice" + b": psst")
+        alice.type(b"/msg nobody x\r")
+        yield alice.waitFor("[NO_SUCH_USER]")
+        alice.type(b"/frobnicate\r")
+        yield alice.waitFor("unknown command /frobnicate")
+
+        bob.type(b"/quit\r")
+        self.assertEqual((yield bob.ended), 0)
+        yield alice.waitFor("* bob left")
+        self.assertNotIn(b"bob left (", alice.output)
+
+        alice.type(b"\x03")  # Ctrl-C: raw mode delivers it as a key
+        self.assertEqual((yield alice.ended), 0)
+        self.assertIn("name=alice reason=quit", self.daemon.log)
+        self.assertIn("name=bob reason=quit", self.daemon.log)
+
+    @defer.inlineCallbacks
+    def test_name_prompt_retries(self):
+        """Without --name it asks; a taken or bad name is explained and asked again."""
+        holder = spawn(self, "--name", "carol", self.server)
+        yield holder.waitFor("* you joined as carol")
+        client = spawn(self, self.server, pty=True)
+        yield client.waitFor("Your name: ")
+        client.type(b"no spaces\r")
+        yield client.waitFor("a name is 1 to 32 ASCII letters")
+        client.type(b"Carol\r")
+        yield client.waitFor("'Carol' refused: NAME_TAKEN")
+        client.type(b"dave\r")
+        yield client.waitFor("* you joined as dave")
+        yield holder.waitFor("* dave joined")
+        client.type(b"\x04")  # Ctrl-D on an empty line leaves too
+        self.assertEqual((yield client.ended), 0)
+        holder.closeStdin()
+        self.assertEqual((yield holder.ended), 0)
+
+
+class ScriptedTests(DaemonTestCase):
+    @defer.inlineCallbacks
+    def test_pipe_chat(self):
+        """Lines in are SAYs; messages out are plain lines; EOF waits, BYE, 0."""
+        listener = spawn(self, "--name", "ear", self.server)
+        yield listener.waitFor("* you joined as ear")
+        bot = spawn(self, "--name", "bot", self.server)
+        bot.type(b"hi\nline two\n\n")
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0)
+        self.assertEqual(
+            bot.text().splitlines(),
+            ["* you joined as bot", "You: hi", "You: line two"],
+        )
+        yield listener.waitFor("* bot left\n")
+        self.assertIn(b"bot: hi\nbot: line two\n", listener.output)
+        self.assertNotIn(b"\x1b", listener.output)
+        self.assertIn("name=bot reason=quit", self.daemon.log)
+        listener.closeStdin()
+        self.assertEqual((yield listener.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_bad_text_does_not_hang(self):
+        """A line the server would refuse is reported, and EOF still exits 0."""
+        bot = spawn(self, "--name", "bot", self.server)
+        bot.type(b"ok\n" + b"x" * 2000 + b"\nbell\x07\n")
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0)
+        self.assertIn(b"text too long", bot.errors)
+        self.assertIn(b"without control characters", bot.errors)
+        self.assertIn(b"You: ok\n", bot.output)
+
+    @defer.inlineCallbacks
+    def test_server_gone_exits_nonzero(self):
+        """A lost connection is reported on stderr and the exit status is 1."""
+        bot = spawn(self, "--name", "bot", self.server)
+        yield bot.waitFor("* you joined as bot")
+        yield self.daemon.stop()
+        self.assertEqual((yield bot.ended), 1)
+        self.assertIn(b"server error: server is shutting down [SHUTDOWN]", bot.output)
+        self.assertIn(b"closed the connection", bot.errors)
+        self.assertNotIn(b"Traceback", bot.errors)
+
+    @defer.inlineCallbacks
+    def test_reconnect(self):
+        """With --reconnect a lost connection is retried until the server is back."""
+        port = self.daemon.port
+        bot = spawn(self, "--name", "bot", "--reconnect", self.server)
+        yield bot.waitFor("* you joined as bot")
+        yield self.daemon.stop()
+        yield bot.waitFor("reconnecting in 1 s")
+        again = Daemon("--stats-interval", "0")
+        again.port = port
+        again.args[again.args.index(again.listen)] = f"tcp:{port}:interface=127.0.0.1"
+        self.addCleanup(again.stop)
+        yield again.start()
+        yield bot.waitFor(rb"(?s)joined as bot.*joined as bot", timeout=15)
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0)
+
+
+class KeepaliveTests(DaemonTestCase):
+    daemonOptions = ("--idle-timeout", "0.5")
+
+    @defer.inlineCallbacks
+    def test_idle_client_pings(self):
+        """An idle client outlives the server's idle timeout by PINGing."""
+        bot = spawn(self, "--name", "bot", "--keepalive", "0.15", self.server)
+        yield bot.waitFor("* you joined as bot")
+        yield task.deferLater(reactor, 1.3, lambda: None)
+        self.assertFalse(bot.ended.called, bot.errors)
+        bot.type(b"still here\n")
+        yield bot.waitFor("You: still here")
+        self.assertNotIn("IDLE_TIMEOUT", self.daemon.log)
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0)
+
+
+class UsageTests(unittest.TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_usage_errors_exit_2(self):
+        """Bad arguments: one clear line on stderr, exit status 2, no traceback."""
+        cases = {
+            ("--name", "bot", "localhost:99999"): b"bad port",
+            ("--name", "bot", "[::1"): b"bad server address",
+            ("--name", "b o t", "localhost"): b"is not a name",
+            ("localhost",): b"--name is required",
+            ("--name", "bot", "--bogus"): b"unrecognized arguments",
+            ("--name", "bot", "--tls", "--ca", "/nonexistent"): b"--ca: cannot read",
+            ("--name", "bot", "--password-file", "/nonexistent"): b"--password-file",
+        }
+        clients = {args: spawn(self, *args) for args in cases}
+        for args, client in clients.items():
+            self.assertEqual((yield client.ended), 2, args)
+            lines = client.errors.splitlines()
+            self.assertEqual(len(lines), 1, client.errors)
+            self.assertIn(cases[args], lines[0])
+
+    @defer.inlineCallbacks
+    def test_connection_refused_exits_1(self):
+        client = spawn(self, "--name", "bot", f"127.0.0.1:{freePort()}")
+        self.assertEqual((yield client.ended), 1)
+        self.assertEqual(client.errors.count(b"\n"), 1, client.errors)
+        self.assertIn(b"connection refused", client.errors)
