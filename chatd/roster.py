@@ -45,7 +45,8 @@ class User:
         return self.name.decode("ascii")
 
     def welcome(self) -> bytes:
-        return encode(FrameType.WELCOME, self.entry)
+        """WELCOME is ``name.id.color``: a different order from ``entry``."""
+        return encode(FrameType.WELCOME, join_fields(self.name, self.id, self.color))
 
     def join(self) -> bytes:
         return encode(FrameType.JOIN, self.entry)

@@ -27,10 +27,12 @@ class ChatTests(unittest.TestCase):
         client.send(T.HELLO, name.encode())
         ftype, payload = yield client.next()
         self.assertEqual(ftype, T.WELCOME)
+        welcomed, uid, color = payload.split(b".")
+        self.assertEqual(welcomed, name.encode())
         client.send(T.READY)
         ftype, join = yield client.next()
-        self.assertEqual((ftype, join), (T.JOIN, payload))
-        return client, payload
+        self.assertEqual((ftype, join), (T.JOIN, b".".join((uid, color, welcomed))))
+        return client, join
 
     @defer.inlineCallbacks
     def test_three_clients_chat(self):
