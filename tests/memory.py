@@ -53,12 +53,11 @@ class TurnClock(task.Clock):
 class Peer:
     """One client connection to the in-memory server."""
 
-    def __init__(self, server: Server, port: int) -> None:
+    def __init__(self, server: Server, port: int, host: str = "127.0.0.1") -> None:
         self.server = server
-        self.proto: ChatProtocol = server.factory.buildProtocol(
-            address.IPv4Address("TCP", "127.0.0.1", port)
-        )
-        self.transport = StringTransport()
+        addr = address.IPv4Address("TCP", host, port)
+        self.proto: ChatProtocol = server.factory.buildProtocol(addr)
+        self.transport = StringTransport(peerAddress=addr)
         self._seen = 0
         #: ``id.color.name`` of this user once ACTIVE (from its own JOIN).
         self.entry = b""
@@ -104,8 +103,8 @@ class Server:
         self.factory = ChatFactory(self.config, clock=self.clock)
         self._ports = iter(range(40000, 65536))
 
-    def connect(self) -> Peer:
-        return Peer(self, next(self._ports))
+    def connect(self, host: str = "127.0.0.1") -> Peer:
+        return Peer(self, next(self._ports), host)
 
     def named(self, name: bytes, password: bytes | None = None) -> Peer:
         """A connection that got WELCOME for ``name`` (state NAMED)."""

@@ -531,6 +531,16 @@ class LimitTests(ChatTestCase):
         peers[0].lose()
         self.assertEqual(self.server.connect().received(), [])
 
+    def test_max_per_ip(self) -> None:
+        """chatd's --max-per-ip: SERVER_FULL for one host's extra connection."""
+        server = Server(max_per_ip=2)
+        first = [server.connect("10.0.0.1"), server.connect("10.0.0.1")]
+        extra = server.connect("10.0.0.1")
+        self.assertOnlyError(extra, "SERVER_FULL", fatal=True)
+        self.assertEqual(server.connect("10.0.0.2").received(), [])
+        first[0].lose()
+        self.assertEqual(server.connect("10.0.0.1").received(), [])
+
     def test_frame_too_large(self) -> None:
         """Decided from the header: ERROR, closed, LEAVE error, nothing after."""
         alice, bob = self.server.users(b"alice", b"bob")
@@ -696,3 +706,30 @@ class SlowConsumerTests(ChatTestCase):
         slow.proto.resumeProducing()
         said = [p for _, p in slow.received()]
         self.assertEqual(said, [talker.prefix + b"%d" % i for i in range(5)])
+
+
+class RateLimitTests(ChatTestCase):
+    config = {"rate_limit": 1.0, "rate_burst": 3}
+
+    def test_say_and_whisper_beyond_rate(self) -> None:
+        """Past the burst: RATE_LIMITED, not delivered, connection open."""
+        alice, bob = self.server.users(b"alice", b"bob")
+        alice.send(T.SAY, b"1")
+        alice.send(T.WHISPER, b"bob.2")
+        alice.send(T.SAY, b"3")
+        self.assertEqual(len(bob.received()), 3)
+        alice.received()
+        for ftype, payload in ((T.SAY, b"4"), (T.WHISPER, b"bob.5")):
+            alice.send(ftype, payload)
+            self.assertOnlyError(alice, "RATE_LIMITED")
+        self.assertEqual(bob.received(), [])
+        self.server.clock.advance(1)
+        alice.send(T.SAY, b"6")
+        self.assertEqual(bob.received(), [(T.MESSAGE, alice.prefix + b"6")])
+
+    def test_rate_off_by_default(self) -> None:
+        server = Server()
+        alice = server.active(b"alice")
+        for i in range(500):
+            alice.send(T.SAY, b"%d" % i)
+        self.assertEqual(alice.types(), [T.MESSAGE] * 500)
