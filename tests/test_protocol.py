@@ -22,11 +22,6 @@ class HandshakeTests(ChatTestCase):
         self.assertEqual(ftype, T.WELCOME)
         self.assertEqual(payload, b"Alice.1." + str(PALETTE[0]).encode())
 
-    test_welcome_format.skip = (  # type: ignore[attr-defined]
-        "SPEC-BUG: WELCOME payload is id.color.name (User.welcome() sends "
-        "self.entry), PROTOCOL.md says name.id.color"
-    )
-
     def test_welcome_fields(self) -> None:
         """WELCOME holds the name as sent, the id and colour of its JOIN."""
         peer = self.server.connect()
