@@ -8,7 +8,6 @@ against a table: an impossible one is a bug and raises.
 from __future__ import annotations
 
 import enum
-import resource
 import sys
 import time
 
@@ -18,6 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chatd.config import Config
+from chatd.descriptors import AcceptFailures, raiseFileLimit
 from chatd.protocol import ChatFactory
 from chatd.wire import ErrorCode, LeaveReason
 
@@ -65,6 +65,7 @@ class ChatService(service.Service):
         self.started = 0.0
         self._stats = LoopingCall(self.logStats)
         self._stats.clock = reactor
+        self.acceptFailures = AcceptFailures(reactor)
 
     def _enter(self, state: ServerState, why: str = "") -> None:
         if state not in TRANSITIONS[self.state]:
@@ -89,7 +90,7 @@ class ChatService(service.Service):
             except Exception as e:  # a bad string or TLS file: say which
                 self._fail(description, e)
             failure = []
-            d.addCallbacks(self.ports.append, failure.append)
+            d.addCallbacks(self._listening, failure.append)
             if failure:
                 self._fail(description, failure[0].value)
             if not d.called:  # an endpoint that binds asynchronously
@@ -103,6 +104,10 @@ class ChatService(service.Service):
         """Logged once the reactor runs (signals handled): safe to connect."""
         addresses = ", ".join(str(p.getHost()) for p in self.ports)
         log.info("ready: accepting connections on {addresses}", addresses=addresses)
+
+    def _listening(self, port: object) -> None:
+        self.acceptFailures.watch(port)
+        self.ports.append(port)
 
     def _fail(self, description: str, error: BaseException) -> None:
         message = f"cannot listen on {description}: {error}"
@@ -129,6 +134,7 @@ class ChatService(service.Service):
         self._enter(ServerState.STOPPING)
         if self._stats.running:
             self._stats.stop()
+        self.acceptFailures.stop()
         factory = self.factory
         factory.refusal = ErrorCode.SHUTDOWN
         stopped = [defer.maybeDeferred(p.stopListening) for p in self.ports]
@@ -179,18 +185,6 @@ class ChatService(service.Service):
             counters=" ".join(f"{k}={v}" for k, v in snap.items()),
             errors=errors or "none",
         )
-
-
-def raiseFileLimit() -> None:
-    """Raise the soft open-files limit to the hard one: every user is a socket."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    log.info("open files limit: {soft} (hard {hard})", soft=soft, hard=hard)
 
 
 def quietStartupErrors() -> None:

@@ -41,11 +41,22 @@ class _Watch(protocol.ProcessProtocol):
         self.output = bytearray()
         self.ready: defer.Deferred = defer.Deferred()
         self.ended: defer.Deferred = defer.Deferred()
+        self.watching: list[tuple[bytes, defer.Deferred]] = []
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
         if not self.ready.called and READY_LINE in self.output:
             self.ready.callback(None)
+        for entry in list(self.watching):
+            if entry[0] in self.output:
+                self.watching.remove(entry)
+                entry[1].callback(None)
+
+    def waitFor(self, text: bytes) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.watching.append((text, d))
+        self.outReceived(b"")
+        return d
 
     errReceived = outReceived
 
@@ -84,12 +95,21 @@ class Daemon:
         *options: str,
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
+        maxFiles: int | None = None,
     ) -> None:
         self.port = freePort()
         self.listen = f"tcp:{self.port}:interface=127.0.0.1"
         if command is None:
             command = ["chatd", "--listen", self.listen, *options]
-        self.args = [*TWISTD, "-n", "--logfile=-", "--pidfile=", *command]
+        twistd = TWISTD
+        if maxFiles is not None:  # as `ulimit -n` would, soft and hard
+            twistd = [
+                sys.executable,
+                "-c",
+                "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, "
+                f"({maxFiles}, {maxFiles})); " + TWISTD[2],
+            ]
+        self.args = [*twistd, "-n", "--logfile=-", "--pidfile=", *command]
         self.env = environment(env)
         self.watch = _Watch()
         self.process = None
@@ -100,6 +120,10 @@ class Daemon:
             self.watch, self.args[0], self.args, env=self.env, path=str(ROOT)
         )
         return self.watch.ready
+
+    def waitForLog(self, text: str) -> defer.Deferred:
+        """Fires once ``text`` appears in the daemon's output."""
+        return self.watch.waitFor(text.encode())
 
     @property
     def log(self) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
@@ -91,3 +92,42 @@ class LimitTests(unittest.TestCase):
             payload.startswith(b"SERVER_FULL.too many connections from 127.0.0.1")
         )
         yield third.closed
+
+
+class DescriptorTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_out_of_descriptors(self):
+        """At the descriptor limit: one log line per burst, users keep chatting,
+        and new connections are accepted again once descriptors free up."""
+        daemon = Daemon("--stats-interval", "0", maxFiles=40)
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        self.assertIn("open files limit: 40 (hard 40)", daemon.log)
+        user = yield connect(daemon.port)
+        self.addCleanup(user.transport.abortConnection)
+        flood = []
+        for _ in range(60):
+            client = yield connect(daemon.port)
+            flood.append(client)
+        yield daemon.waitForLog("accept failures over:")
+        self.assertEqual(daemon.log.count("accept failing: out of file descriptors"), 1)
+        user.send(T.ECHO, b"still served")
+        self.assertEqual((yield user.next()), (T.ECHO, b"still served"))
+        for client in flood:
+            client.transport.abortConnection()
+        yield defer.DeferredList([c.closed for c in flood])
+        for _attempt in range(50):  # the server frees them on its next turns
+            late = yield connect(daemon.port)
+            late.send(T.ECHO, b"again")
+            try:
+                frame = yield late.next()
+            except Exception:
+                yield deferLater(reactor, 0.05, lambda: None)
+                continue
+            self.assertEqual(frame, (T.ECHO, b"again"))
+            late.transport.loseConnection()
+            break
+        else:
+            self.fail("no connection accepted after descriptors were freed")
