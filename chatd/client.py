@@ -485,12 +485,12 @@ class Session:
 
     def _welcome(self, payload: bytes) -> None:
         try:
-            self.me = render.parse_person(split_fields(payload, 3))
+            name, user_id, color = split_fields(payload, 3)
+            self.me = render.parse_person([user_id, color, name])
         except ValueError:
             self.console.warn("malformed WELCOME from the server")
             self.retryable = False
             return self._finish(1)
-        name, user_id, color = split_fields(payload, 3)
         self.limit = commands.max_text(user_id, color, name)
         self._send(FrameType.READY)
         self.state = "active"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, error, protocol, reactor
 
 from tests.daemon import ROOT, environment
 
@@ -95,7 +95,10 @@ class ClientProcess(protocol.ProcessProtocol):
     def stop(self) -> defer.Deferred:
         """For cleanups: kill it if it is still running."""
         if not self.ended.called:
-            self.process.signalProcess("KILL")
+            try:
+                self.process.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
         return self.ended
 
     def text(self) -> str:
