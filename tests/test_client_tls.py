@@ -28,7 +28,7 @@ def _name(common: str) -> x509.Name:
 
 
 def _certificate(subject, issuer, key, signer, names=None, ca=False):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
