@@ -1,0 +1,100 @@
+"""Start and stop a ``twistd -n chatd`` (or any server) for a benchmark run.
+
+Shared by the scripts in bench/: a free loopback port, the server pinned to
+one core when ``taskset`` exists, its CPU time and RSS read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinned(argv: list[str], core: int | None) -> list[str]:
+    if core is not None and shutil.which("taskset") and os.cpu_count() > 1:
+        return ["taskset", "-c", str(core), *argv]
+    return argv
+
+
+class Server:
+    """A server subprocess listening on 127.0.0.1:port."""
+
+    def __init__(self, argv: list[str], port: int, core: int | None = 0) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.port = port
+        self.proc = subprocess.Popen(
+            pinned(argv, core),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._waitListening()
+
+    @classmethod
+    def chatd(cls, *options: str, core: int | None = 0) -> Server:
+        port = freePort()
+        argv = [
+            *TWISTD, "-n", "--logfile=/dev/null", "--pidfile=", "chatd",
+            "--listen", f"tcp:{port}:interface=127.0.0.1",
+            "--stats-interval", "0", "--max-clients", "100000", *options,
+        ]  # fmt: skip
+        return cls(argv, port, core)
+
+    def _waitListening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start listening")
+
+    def cpuSeconds(self) -> float:
+        """User + system CPU time of the server process so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1]
+        utime, stime = fields.split()[11:13]
+        return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+    def rss(self) -> int:
+        """Resident set size in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def openFiles(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
