@@ -29,7 +29,7 @@ from chatd.bench.checks import (
     parseMessage,
     sayText,
 )
-from chatd.wire import HEADER, FrameReceiver, FrameType, parse_error
+from chatd.wire import HEADER, FrameReceiver, FrameType, join_fields, parse_error
 
 _PACK = HEADER.pack
 _ECHO = FrameType.ECHO
@@ -266,7 +266,9 @@ class FanUser(_Conn):
                 elif not self.inflight:
                     part.drained(self)
         elif ftype == FrameType.WELCOME:
-            self.welcome = payload
+            # WELCOME is name.id.color; our own JOIN will be id.color.name.
+            name, ident, color = payload.split(b".", 2)
+            self.welcome = join_fields(ident, color, name)
             self.transport.write(_PACK(FrameType.READY, 0))
         elif ftype == FrameType.JOIN:
             if payload == self.welcome and not self.active.called:
