@@ -11,4 +11,4 @@ from chatd.service import ChatService, quietStartupErrors
 
 quietStartupErrors()
 application = service.Application("chatd")
-ChatService(fromEnvironment()).setServiceParent(application)
+ChatService(fromEnvironment(), loader=fromEnvironment).setServiceParent(application)

@@ -8,6 +8,7 @@ usage error rather than a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ class Config:
     rate_limit: float = 0.0
     rate_burst: int = 10
     max_per_ip: int = 0
+    admin: str | None = None
+    admin_token_file: str | None = None
+    admin_token: bytes | None = field(default=None, repr=False)
+    env_file: str | None = None
 
 
 def _positiveInt(value: str) -> int:
@@ -77,7 +82,7 @@ def _bytes(value: str) -> int:
     return number
 
 
-def readPassword(path: str) -> bytes:
+def readPassword(path: str, what: str = "password") -> bytes:
     """The first line of ``path``, without its line ending."""
     try:
         with open(path, "rb") as f:
@@ -85,7 +90,7 @@ def readPassword(path: str) -> bytes:
     except OSError as e:
         raise ValueError(f"cannot read {path}: {e.strerror}") from None
     if not line:
-        raise ValueError(f"{path} holds no password on its first line")
+        raise ValueError(f"{path} holds no {what} on its first line")
     return line
 
 
@@ -102,6 +107,9 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "rate-limit": (_rate, 0.0, "SAY/WHISPER per second per user, beyond it RATE_LIMITED (0 = off)."),
     "rate-burst": (_positiveInt, 10, "Messages a user may send at once before --rate-limit applies."),
     "max-per-ip": (_count, 0, "Most connections from one address (0 = no limit)."),
+    "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
+    "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
+    "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
 }  # fmt: skip
 
 
@@ -138,9 +146,47 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         self.config = build(self, self.environ)
 
+    def reload(self) -> Config:
+        """The same command line over the files as they are now (SIGHUP)."""
+        return build(self, self.environ)
+
+
+def readEnvFile(path: str) -> dict[str, str]:
+    """``CHATD_NAME=value`` lines (systemd EnvironmentFile syntax, simply).
+
+    A running process cannot see a changed environment; this file is what a
+    reload re-reads.  Other variables are ignored; an unknown CHATD_ name is
+    an error, so a typo does not go unnoticed.
+    """
+    known = {envName(name) for name in PARAMETERS} | {envName("listen")}
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise usage.UsageError(f"--env-file: cannot read {path}: {e}") from None
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, eq, value = line.removeprefix("export ").partition("=")
+        name, value = name.strip(), value.strip()
+        if not eq:
+            raise usage.UsageError(f"--env-file: {path}:{number}: expected NAME=value")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if name.startswith("CHATD_"):
+            if name not in known:
+                raise usage.UsageError(f"--env-file: {path}:{number}: unknown {name}")
+            values[name] = value
+    return values
+
 
 def build(given: Mapping[str, object], environ: Mapping[str, str]) -> Config:
-    """Resolve every option (given > environment > default) into a Config."""
+    """Resolve every option (given > env file > environment > default)."""
+    envFile = given.get("env-file") or environ.get(envName("env-file"))
+    if envFile:
+        environ = {**environ, **readEnvFile(str(envFile))}
     values: dict[str, object] = {}
     for name, (parse, default, _) in PARAMETERS.items():
         raw = given.get(name)
@@ -166,19 +212,52 @@ def build(given: Mapping[str, object], environ: Mapping[str, str]) -> Config:
             password = readPassword(values["password_file"])
         except ValueError as e:
             raise usage.UsageError(f"--password-file: {e}") from None
-    return Config(listen=tuple(listen), password=password, **values)
+    token = None
+    if values["admin_token_file"] is not None:
+        try:
+            token = readPassword(values["admin_token_file"], "token")
+        except ValueError as e:
+            raise usage.UsageError(f"--admin-token-file: {e}") from None
+    if values["admin"] is not None:
+        checkEndpoint(values["admin"], "--admin")
+        if token is None and not isLocal(values["admin"]):
+            raise usage.UsageError(
+                f"--admin: {values['admin']!r} is reachable from other hosts: "
+                "give it --admin-token-file, or interface=127.0.0.1"
+            )
+    return Config(listen=tuple(listen), password=password, admin_token=token, **values)
 
 
-def checkEndpoint(description: str) -> None:
-    """Refuse an endpoint string Twisted cannot parse, naming --listen."""
+def checkEndpoint(description: str, option: str = "--listen") -> None:
+    """Refuse an endpoint string Twisted cannot parse, naming the option."""
     from twisted.internet import endpoints, reactor
 
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:  # Twisted raises many types for a bad string
-        raise usage.UsageError(f"--listen: bad endpoint {description!r}: {e}") from None
+        raise usage.UsageError(f"{option}: bad endpoint {description!r}: {e}") from None
+
+
+def isLocal(description: str) -> bool:
+    """Whether only this host can reach the endpoint: a loopback interface
+    or a unix socket.  Anything unrecognised counts as reachable, the safe
+    answer for an interface that can kick users.
+    """
+    from twisted.internet import endpoints, reactor
+
+    endpoint = endpoints.serverFromString(reactor, description)
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        return True
+    interface = getattr(endpoint, "_interface", "")  # TCP4/TCP6/SSL4 endpoints
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:  # "" (every interface) or a host name
+        return False
 
 
 def fromEnvironment(environ: Mapping[str, str] | None = None) -> Config:
-    """The Config that ``chatd.tac`` runs with: environment, then defaults."""
+    """The Config that ``chatd.tac`` runs with (and reloads): environment,
+    its env file, then defaults."""
     return build({}, os.environ if environ is None else environ)

@@ -520,3 +520,23 @@ class ChatFactory(protocol.Factory):
             deliveries=self.fanout.deliveries,
             broadcastBytes=self.fanout.bytesOut,
         )
+
+    def notice(self, code: str, text: str) -> int:
+        """NOTICE ``code.text`` to every ACTIVE user (maintenance, resumed).
+
+        Sent as a reply, so it follows what each user was already sent.
+        Returns how many users got it.
+        """
+        frame = encode(FrameType.NOTICE, f"{code}.{text}".encode())
+        users = [p for p in self.connections if p.state is ACTIVE]
+        for proto in users:
+            proto._reply(frame)
+        return len(users)
+
+    def kick(self, name: str) -> bool:
+        """An operator removes user ``name``: ERROR KICKED, LEAVE kicked."""
+        for user, proto in list(self.byUser.items()):
+            if user.name.lower() == name.encode().lower():
+                proto.close(LeaveReason.KICKED, ErrorCode.KICKED)
+                return True
+        return False

@@ -1,121 +1,182 @@
 """ChatService: the daemon's lifecycle, its listeners, stats and graceful stop.
 
-States (the original design's): STARTING -> ACTIVE -> STOPPING -> STOPPED,
-and STARTING -> FAILED when a listener cannot bind.  Transitions are checked
-against a table: an impossible one is a bug and raises.
+The states and their allowed moves are in :mod:`chatd.states`; this module
+does the work of each move: listen (STARTING -> ACTIVE), refuse newcomers
+(MAINTENANCE), re-read the configuration and swap the listeners whose
+endpoint changed (REBOOTING, on SIGHUP or from the admin interface), drain
+and close (STOPPING -> STOPPED).
 """
 
 from __future__ import annotations
 
-import enum
+import dataclasses
+import signal
 import sys
 import time
+from collections.abc import Callable
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python import usage
 
 from chatd.config import Config
 from chatd.descriptors import AcceptFailures, raiseFileLimit
 from chatd.protocol import ChatFactory
+from chatd.states import InvalidTransition, Lifecycle, ServerState
 from chatd.wire import ErrorCode, LeaveReason
+
+__all__ = [
+    "ChatService",
+    "InvalidTransition",
+    "ReloadRefused",
+    "ServerState",
+    "StartupError",
+]
 
 log = Logger(namespace="chatd")
 
-
-class ServerState(enum.Enum):
-    STARTING = "STARTING"
-    ACTIVE = "ACTIVE"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    FAILED = "FAILED"
-
-
-TRANSITIONS = {
-    ServerState.STARTING: {ServerState.ACTIVE, ServerState.FAILED, ServerState.STOPPING},
-    ServerState.ACTIVE: {ServerState.STOPPING},
-    ServerState.STOPPING: {ServerState.STOPPED},
-    ServerState.STOPPED: {ServerState.STARTING},
-    ServerState.FAILED: {ServerState.STOPPED},
-}  # fmt: skip
-
-
-class InvalidTransition(Exception):
-    pass
+STARTING, ACTIVE, MAINTENANCE, REBOOTING, STOPPING, STOPPED, FAILED = ServerState
 
 
 class StartupError(Exception):
     """chatd cannot start (a listener did not bind); the message says why."""
 
 
+class ReloadRefused(Exception):
+    """A new configuration was refused; the old one stays.  Says why."""
+
+
+def _changes(old: Config, new: Config) -> list[str]:
+    """Names of the settings that differ (secrets named, never shown)."""
+    return [
+        f.name
+        for f in dataclasses.fields(Config)
+        if getattr(old, f.name) != getattr(new, f.name)
+    ]
+
+
 class ChatService(service.Service):
-    """Owns the listeners and the shared connection state."""
+    """Owns the listeners, the shared connection state and the lifecycle.
+
+    ``loader`` builds a fresh :class:`Config` for a reload (the command line
+    over the files as they are now); without one a reload keeps the config.
+    """
 
     name = "chatd"
 
-    def __init__(self, config: Config, reactor: object = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reactor: object = None,
+        loader: Callable[[], Config] | None = None,
+        handleSignals: bool = True,
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        self.state = ServerState.STOPPED
+        self.loader = loader if loader is not None else (lambda: self.config)
+        self.handleSignals = handleSignals
+        self.lifecycle = Lifecycle()
         self.factory = ChatFactory(config, clock=reactor)
-        self.ports: list = []
+        #: endpoint description -> listening port, in --listen order.
+        self.listeners: dict[str, object] = {}
+        self.adminPort: object = None
         self.started = 0.0
+        self._startedAt = 0.0
+        self._oldHup: object = None
         self._stats = LoopingCall(self.logStats)
         self._stats.clock = reactor
         self.acceptFailures = AcceptFailures(reactor)
 
+    @property
+    def state(self) -> ServerState:
+        return self.lifecycle.state
+
+    @property
+    def ports(self) -> list:
+        return list(self.listeners.values())
+
+    @property
+    def uptime(self) -> float:
+        return self.reactor.seconds() - self._startedAt if self.started else 0.0
+
     def _enter(self, state: ServerState, why: str = "") -> None:
-        if state not in TRANSITIONS[self.state]:
-            raise InvalidTransition(f"{self.state.value} -> {state.value}")
-        log.info(
-            "state {old} -> {new}{why}",
-            old=self.state.value,
-            new=state.value,
-            why=f" ({why})" if why else "",
-        )
-        self.state = state
+        self.lifecycle.enter(state, why)
+
+    # -- STARTING -> ACTIVE | FAILED ------------------------------------
 
     def startService(self) -> None:
-        self._enter(ServerState.STARTING)
+        self._enter(STARTING)
         service.Service.startService(self)
         self.started = time.time()
+        self._startedAt = self.reactor.seconds()
         raiseFileLimit()
         for description in self.config.listen:
-            try:
-                endpoint = endpoints.serverFromString(self.reactor, description)
-                d = endpoint.listen(self.factory)
-            except Exception as e:  # a bad string or TLS file: say which
-                self._fail(description, e)
-            failure = []
-            d.addCallbacks(self._listening, failure.append)
-            if failure:
-                self._fail(description, failure[0].value)
-            if not d.called:  # an endpoint that binds asynchronously
-                d.addErrback(lambda f, s=description: self._failLate(s, f.value))
-        self._enter(ServerState.ACTIVE, "listening on " + ", ".join(self.config.listen))
+            self._listenNow(description, self.factory, self._listening(description))
+        if self.config.admin:
+            self._listenNow(self.config.admin, self._adminSite(), self._setAdminPort)
+        self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
         if self.config.stats_interval > 0:
             self._stats.start(self.config.stats_interval, now=False)
+        self._installSignals()
         self.reactor.callWhenRunning(self._announce)
+
+    def _listenNow(
+        self, description: str, factory: object, store: Callable[[object], None]
+    ) -> None:
+        """Listen and ``store`` the port, or FAILED with a StartupError that
+        says which endpoint.  An endpoint that binds later fails later."""
+        try:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            d = endpoint.listen(factory)
+        except Exception as e:  # a bad string or TLS file: say which
+            self._fail(description, e)
+        failure: list = []
+        d.addCallbacks(store, failure.append)
+        if failure:
+            self._fail(description, failure[0].value)
+        if not d.called:
+            d.addErrback(lambda f: self._failLate(description, f.value))
+
+    def _listening(self, description: str) -> Callable[[object], None]:
+        def store(port: object) -> None:
+            self.acceptFailures.watch(port)
+            self.listeners[description] = port
+
+        return store
+
+    def _setAdminPort(self, port: object) -> None:
+        self.adminPort = port
+
+    def _adminSite(self) -> object:
+        from chatd.admin import adminSite  # twisted.web only when asked for
+
+        return adminSite(self)
 
     def _announce(self) -> None:
         """Logged once the reactor runs (signals handled): safe to connect."""
         addresses = ", ".join(str(p.getHost()) for p in self.ports)
         log.info("ready: accepting connections on {addresses}", addresses=addresses)
-
-    def _listening(self, port: object) -> None:
-        self.acceptFailures.watch(port)
-        self.ports.append(port)
+        if self.adminPort is not None:
+            log.info(
+                "admin interface on http://{host}:{port}/{auth}",
+                host=self.adminPort.getHost().host,
+                port=getattr(self.adminPort.getHost(), "port", ""),
+                auth="" if self.config.admin_token else " (no token: local only)",
+            )
 
     def _fail(self, description: str, error: BaseException) -> None:
         message = f"cannot listen on {description}: {error}"
-        self._enter(ServerState.FAILED, message)
+        self._enter(FAILED, message)
         log.critical("startup failed: {message}", message=message)
-        for port in self.ports:
-            port.stopListening()
-        self.ports = []
+        for port in [*self.listeners.values(), self.adminPort]:
+            if port is not None:
+                port.stopListening()
+        self.listeners = {}
+        self.adminPort = None
         self.running = False
         raise StartupError(message)
 
@@ -125,20 +186,187 @@ class ChatService(service.Service):
         except StartupError:
             self.reactor.stop()
 
+    # -- SIGHUP -----------------------------------------------------------
+
+    def _installSignals(self) -> None:
+        """SIGHUP reloads.  The handler only schedules the work in the
+        reactor thread: a signal may arrive in the middle of anything."""
+        if not self.handleSignals:
+            return
+
+        def onHup(signum: int, frame: object) -> None:
+            self.reactor.callFromThread(self._reloadOnSignal)
+
+        self._oldHup = signal.signal(signal.SIGHUP, onHup)
+
+    def _restoreSignals(self) -> None:
+        if self._oldHup is not None:
+            signal.signal(signal.SIGHUP, self._oldHup)
+            self._oldHup = None
+
+    def _reloadOnSignal(self) -> None:
+        d = self.reload("SIGHUP")
+        d.addErrback(lambda f: None)  # reload() logged the refusal
+
+    # -- ACTIVE <-> MAINTENANCE -------------------------------------------
+
+    def setMaintenance(self, on: bool, text: str = "") -> int:
+        """Enter or leave maintenance; returns how many users were told.
+
+        Users already connected stay and get NOTICE MAINTENANCE / RESUMED;
+        while it lasts a new connection gets ERROR MAINTENANCE and is closed.
+        """
+        if on:
+            if self.state is not ACTIVE:
+                raise InvalidTransition(self.state, MAINTENANCE)
+            self._enter(MAINTENANCE, text or "by the operator")
+            self.factory.refusal = ErrorCode.MAINTENANCE
+            return self.factory.notice(
+                "MAINTENANCE", text or "maintenance: new connections are refused"
+            )
+        if self.state is not MAINTENANCE:
+            raise InvalidTransition(self.state, ACTIVE)
+        self._enter(ACTIVE, text or "maintenance over")
+        self.factory.refusal = None
+        return self.factory.notice(
+            "RESUMED", text or "maintenance is over: new connections are accepted"
+        )
+
+    # -- ACTIVE/MAINTENANCE -> REBOOTING -> back ----------------------------
+
+    def reload(self, why: str = "reload") -> defer.Deferred:
+        """Re-read the configuration and apply it without dropping users.
+
+        Fires with the names of the settings that changed, or fails with
+        :class:`ReloadRefused` (bad new configuration, a new listener that
+        cannot bind: the old configuration stays) or
+        :class:`InvalidTransition` (not ACTIVE or in MAINTENANCE).
+        """
+        return defer.ensureDeferred(self._reload(why))
+
+    async def _reload(self, why: str) -> list[str]:
+        try:
+            self.lifecycle.check(REBOOTING)
+        except InvalidTransition as e:
+            log.warn("{why}: reload refused: {e}", why=why, e=e)
+            raise
+        try:
+            new = self.loader()
+        except (usage.UsageError, ValueError, OSError) as e:
+            log.error(
+                "{why}: new configuration refused, the old one stays: {e}", why=why, e=e
+            )
+            raise ReloadRefused(str(e)) from None
+        back = self.state
+        old = self.config
+        self._enter(REBOOTING, why)
+        try:
+            await self._swapListeners(old, new)
+        except ReloadRefused as e:
+            log.error("{why}: reload refused, the old one stays: {e}", why=why, e=e)
+            if self.state is REBOOTING:
+                self._enter(back, "reload refused")
+            raise
+        if self.state is not REBOOTING:  # stopped meanwhile: nothing to apply
+            raise ReloadRefused(f"the server is {self.state.value}")
+        self._apply(new)
+        changed = _changes(old, new)
+        self._enter(back, "reloaded: " + (", ".join(changed) or "nothing changed"))
+        return changed
+
+    async def _swapListeners(self, old: Config, new: Config) -> None:
+        """Close the listeners whose endpoint went, open the new ones.
+
+        Old ones close first, so an endpoint that changed only in its options
+        can take the same port.  If a new one cannot bind, every change is
+        undone (best effort) and the reload is refused.
+        """
+        gone = [d for d in self.listeners if d not in new.listen]
+        added = [d for d in new.listen if d not in self.listeners]
+        adminChanged = new.admin != old.admin
+        closing = [self.listeners.pop(d) for d in gone]
+        if adminChanged and self.adminPort is not None:
+            closing.append(self.adminPort)
+            self.adminPort = None
+        for port in closing:
+            await defer.maybeDeferred(port.stopListening)
+        opened: dict[str, object] = {}
+        try:
+            for description in added:
+                opened[description] = await self._listenLater(description, self.factory)
+            adminPort = None
+            if adminChanged and new.admin:
+                adminPort = await self._listenLater(new.admin, self._adminSite())
+        except Exception as e:
+            for port in opened.values():
+                await defer.maybeDeferred(port.stopListening)
+            await self._reopen(gone, old.admin if adminChanged else None)
+            raise ReloadRefused(str(e)) from None
+        for description, port in opened.items():
+            self.acceptFailures.watch(port)
+            log.info("listening on {endpoint}", endpoint=description)
+        for description in gone:
+            log.info("stopped listening on {endpoint}", endpoint=description)
+        # Keep --listen order, so /status lists them as configured.
+        ports = {**self.listeners, **opened}
+        self.listeners = {d: ports[d] for d in new.listen}
+        if adminChanged:
+            self.adminPort = adminPort
+
+    async def _listenLater(self, description: str, factory: object) -> object:
+        try:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            return await endpoint.listen(factory)
+        except Exception as e:
+            raise ReloadRefused(f"cannot listen on {description}: {e}") from None
+
+    async def _reopen(self, gone: list[str], admin: str | None) -> None:
+        for description in gone:
+            try:
+                self.listeners[description] = await self._listenLater(
+                    description, self.factory
+                )
+            except ReloadRefused as e:
+                log.critical("could not restore the old listener: {e}", e=e)
+        if admin:
+            try:
+                self.adminPort = await self._listenLater(admin, self._adminSite())
+            except ReloadRefused as e:
+                log.critical("could not restore the admin listener: {e}", e=e)
+
+    def _apply(self, new: Config) -> None:
+        """Swap the new (immutable) config in; the factory reads it at use."""
+        factory = self.factory
+        self.config = factory.config = new
+        factory.password = new.password
+        factory.fanout.maxBacklog = new.max_backlog
+        factory.perAddress.limit = new.max_per_ip
+        if self._stats.running:
+            self._stats.stop()
+        if new.stats_interval > 0:
+            self._stats.start(new.stats_interval, now=False)
+
+    # -- any -> STOPPING -> STOPPED ---------------------------------------
+
     def stopService(self) -> defer.Deferred:
         """Stop accepting, SHUTDOWN everyone, let output drain, then close."""
         service.Service.stopService(self)
-        if self.state is ServerState.FAILED:
-            self._enter(ServerState.STOPPED)
+        self._restoreSignals()
+        if self.state is FAILED:
+            self._enter(STOPPED)
             return defer.succeed(None)
-        self._enter(ServerState.STOPPING)
+        self._enter(STOPPING)
         if self._stats.running:
             self._stats.stop()
         self.acceptFailures.stop()
         factory = self.factory
         factory.refusal = ErrorCode.SHUTDOWN
-        stopped = [defer.maybeDeferred(p.stopListening) for p in self.ports]
-        self.ports = []
+        ports = [*self.listeners.values()]
+        if self.adminPort is not None:
+            ports.append(self.adminPort)
+        stopped = [defer.maybeDeferred(p.stopListening) for p in ports]
+        self.listeners = {}
+        self.adminPort = None
         conns = list(factory.connections)
         closed = []
         for proto in conns:
@@ -154,7 +382,7 @@ class ChatService(service.Service):
             if grace.active():
                 grace.cancel()
             stats = factory.snapshot()
-            self._enter(ServerState.STOPPED)
+            self._enter(STOPPED)
             log.info(
                 "stopped: {n} connections closed in {secs:.2f}s; "
                 "connections_total={total} messages={messages} "

@@ -10,4 +10,4 @@ __all__ = ["Options", "makeService"]
 
 def makeService(options: Options) -> ChatService:
     quietStartupErrors()
-    return ChatService(options.config)
+    return ChatService(options.config, loader=options.reload)
