@@ -112,3 +112,33 @@ def spawn(
     client = ClientProcess(*args, pty=pty, env=env).start()
     test.addCleanup(client.stop)
     return client
+
+
+def daemonLogs(daemon, text: str, timeout: float = 5) -> defer.Deferred:
+    """Fires once the daemon (tests.daemon.Daemon) has logged ``text``.
+
+    The daemon's log arrives over its own pipe, so it may lag behind what a
+    client saw; this waits for it instead of racing it.
+    """
+    watch = daemon.watch
+    d: defer.Deferred = defer.Deferred()
+    original = watch.outReceived
+
+    def check() -> None:
+        if text in daemon.log and not d.called:
+            watch.outReceived = original
+            timer.cancel()
+            d.callback(None)
+
+    def outReceived(data: bytes) -> None:
+        original(data)
+        check()
+
+    def timedOut() -> None:
+        watch.outReceived = original
+        d.errback(AssertionError(f"daemon did not log {text!r}: {daemon.log}"))
+
+    timer = reactor.callLater(timeout, timedOut)
+    watch.outReceived = outReceived
+    check()
+    return d

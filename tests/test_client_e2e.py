@@ -10,7 +10,7 @@ import re
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
-from tests.clientproc import COLORED, spawn
+from tests.clientproc import COLORED, daemonLogs, spawn
 from tests.daemon import Daemon, freePort
 
 
@@ -67,8 +67,8 @@ class InteractiveTests(DaemonTestCase):
 
         alice.type(b"\x03")  # Ctrl-C: raw mode delivers it as a key
         self.assertEqual((yield alice.ended), 0)
-        self.assertIn("name=alice reason=quit", self.daemon.log)
-        self.assertIn("name=bob reason=quit", self.daemon.log)
+        yield daemonLogs(self.daemon, "name=alice reason=quit")
+        yield daemonLogs(self.daemon, "name=bob reason=quit")
 
     @defer.inlineCallbacks
     def test_name_prompt_retries(self):
@@ -107,9 +107,18 @@ class ScriptedTests(DaemonTestCase):
         yield listener.waitFor("* bot left\n")
         self.assertIn(b"bot: hi\nbot: line two\n", listener.output)
         self.assertNotIn(b"\x1b", listener.output)
-        self.assertIn("name=bot reason=quit", self.daemon.log)
+        yield daemonLogs(self.daemon, "name=bot reason=quit")
         listener.closeStdin()
         self.assertEqual((yield listener.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_sigint_leaves_cleanly(self):
+        """Ctrl-C (SIGINT) on a scripted client: BYE, exit 0."""
+        bot = spawn(self, "--name", "bot", self.server)
+        yield bot.waitFor("* you joined as bot")
+        bot.process.signalProcess("INT")
+        self.assertEqual((yield bot.ended), 0, bot.errors)
+        yield daemonLogs(self.daemon, "name=bot reason=quit")
 
     @defer.inlineCallbacks
     def test_bad_text_does_not_hang(self):

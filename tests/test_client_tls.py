@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from tests.clientproc import spawn
+from tests.clientproc import daemonLogs, spawn
 from tests.daemon import Daemon, freePort
 
 PEM = serialization.Encoding.PEM
@@ -84,7 +84,7 @@ class TLSTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        directory = Path(self.mktemp())
+        directory = Path(self.mktemp()).resolve()
         directory.mkdir()
         self.certs = makeCertificates(directory)
         self.tlsPort, self.wrongPort = freePort(), freePort()
@@ -122,7 +122,7 @@ class TLSTests(unittest.TestCase):
         for client in (plain, secure, byIP):
             client.closeStdin()
             self.assertEqual((yield client.ended), 0, client.errors)
-        self.assertIn("name=secure reason=quit", self.daemon.log)
+        yield daemonLogs(self.daemon, "name=secure reason=quit")
 
     @defer.inlineCallbacks
     def test_refusals(self):
