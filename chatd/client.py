@@ -381,10 +381,12 @@ class Session:
             BYE_TIMEOUT, self.proto.transport.abortConnection
         )
 
-    def shutdown(self) -> None:
-        """The reactor is stopping (SIGTERM): say BYE if still connected."""
-        if self.proto is not None and self.state in ("hello", "active"):
-            self._send(FrameType.BYE)
+    def shutdown(self) -> defer.Deferred | None:
+        """The reactor is stopping (SIGTERM): leave cleanly before it does."""
+        if self.state == "done":
+            return None
+        self.quit()
+        return self.done
 
     def _finish(self, code: int) -> None:
         if self.state == "done" and self.exitCode is not None:
@@ -397,7 +399,10 @@ class Session:
             self.keepalive.stop()
         if self.proto is not None:
             self.proto.transport.abortConnection()
-        self.console.finish().chainDeferred(self.done)
+        flushed = self.console.finish()
+        # stdout may never drain (a consumer that stopped reading): go anyway.
+        flushed.addTimeout(BYE_TIMEOUT, self.reactor)
+        flushed.addBoth(lambda _: self.done.callback(None))
 
     # -- input from the user ---------------------------------------------
 
@@ -655,6 +660,13 @@ class RawTerminal:
         termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
+def _stop(_: object, reactor: object) -> None:
+    try:
+        reactor.stop()
+    except error.ReactorNotRunning:  # already stopping (SIGTERM)
+        pass
+
+
 def run(settings: dict) -> int:
     """Run the chat in the reactor until the session ends; the exit status."""
     from twisted.internet import reactor
@@ -673,7 +685,7 @@ def run(settings: dict) -> int:
         reconnect=settings["reconnect"],
         keepalive=settings["keepalive"],
     )
-    session.done.addBoth(lambda _: reactor.stop())
+    session.done.addBoth(_stop, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", session.shutdown)
 
     def started() -> None:

@@ -112,13 +112,14 @@ class ScriptedTests(DaemonTestCase):
         self.assertEqual((yield listener.ended), 0)
 
     @defer.inlineCallbacks
-    def test_sigint_leaves_cleanly(self):
-        """Ctrl-C (SIGINT) on a scripted client: BYE, exit 0."""
-        bot = spawn(self, "--name", "bot", self.server)
-        yield bot.waitFor("* you joined as bot")
-        bot.process.signalProcess("INT")
-        self.assertEqual((yield bot.ended), 0, bot.errors)
-        yield daemonLogs(self.daemon, "name=bot reason=quit")
+    def test_signals_leave_cleanly(self):
+        """Ctrl-C (SIGINT) and SIGTERM on a scripted client: BYE, exit 0."""
+        for name, sig in (("int", "INT"), ("term", "TERM")):
+            bot = spawn(self, "--name", name, self.server)
+            yield bot.waitFor(f"* you joined as {name}")
+            bot.process.signalProcess(sig)
+            self.assertEqual((yield bot.ended), 0, bot.errors)
+            yield daemonLogs(self.daemon, f"name={name} reason=quit")
 
     @defer.inlineCallbacks
     def test_bad_text_does_not_hang(self):
@@ -158,6 +159,23 @@ class ScriptedTests(DaemonTestCase):
         yield bot.waitFor(rb"(?s)joined as bot.*joined as bot", timeout=15)
         bot.closeStdin()
         self.assertEqual((yield bot.ended), 0)
+
+
+class IPv6Tests(DaemonTestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.port6 = freePort()
+        self.daemonOptions = ("--listen", f"tcp6:{self.port6}:interface=\\:\\:1")
+        yield super().setUp()
+
+    @defer.inlineCallbacks
+    def test_bracketed_ipv6_address(self):
+        """``[::1]:PORT`` reaches the server's IPv6 listener."""
+        bot = spawn(self, "--name", "six", f"[::1]:{self.port6}")
+        yield bot.waitFor("* you joined as six")
+        yield daemonLogs(self.daemon, "peer=::1:")
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0, bot.errors)
 
 
 class KeepaliveTests(DaemonTestCase):
