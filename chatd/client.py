@@ -211,6 +211,14 @@ class Console(protocol.Protocol):
         else:
             self.show(render.warning(text, self.color))
 
+    def alert(self, line: str) -> None:
+        """A rendered server ERROR: stderr in a script, on screen otherwise."""
+        if self.editor is None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+        else:
+            self.show(line)
+
     def setPrompt(self, prompt: str) -> None:
         if self.editor is not None:
             self.editor.prompt = prompt
@@ -521,7 +529,7 @@ class Session:
             self.retryable = False
         if code in SAY_REFUSALS and self.pending:
             self.pending -= 1
-        self.console.show(
+        self.console.alert(
             render.render_frame(FrameType.ERROR, payload, None, self.console.color)
         )
         self._maybeDone()

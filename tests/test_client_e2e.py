@@ -139,7 +139,7 @@ class ScriptedTests(DaemonTestCase):
         yield bot.waitFor("* you joined as bot")
         yield self.daemon.stop()
         self.assertEqual((yield bot.ended), 1)
-        self.assertIn(b"server error: server is shutting down [SHUTDOWN]", bot.output)
+        self.assertIn(b"server error: server is shutting down [SHUTDOWN]", bot.errors)
         self.assertIn(b"closed the connection", bot.errors)
         self.assertNotIn(b"Traceback", bot.errors)
 
