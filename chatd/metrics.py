@@ -1,0 +1,92 @@
+"""Prometheus metrics: a collector over the service's own counters.
+
+The counters already exist (``factory.snapshot()``, the stats line); this
+collector reads them at scrape time instead of keeping a second set, and
+lives in its own registry so nothing of the client library's process
+defaults leaks in or is shared between services in one process (tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+
+from chatd import __version__
+from chatd.states import ServerState
+
+if TYPE_CHECKING:
+    from chatd.service import ChatService
+
+#: snapshot key -> (metric name without _total, help).  Counters only.
+COUNTERS = {
+    "connections_total": ("chatd_connections_accepted", "TCP connections accepted (refused ones too)."),
+    "frames_in": ("chatd_received_frames", "Frames received from clients."),
+    "bytes_in": ("chatd_received_bytes", "Bytes received from clients."),
+    "frames_out": ("chatd_sent_frames", "Frames sent to clients, broadcast copies included."),
+    "bytes_out": ("chatd_sent_bytes", "Bytes sent to clients, broadcast copies included."),
+    "messages": ("chatd_messages", "SAY messages broadcast."),
+    "deliveries": ("chatd_deliveries", "Broadcast frames delivered (one per recipient)."),
+}  # fmt: skip
+
+
+class ChatCollector:
+    """Reads the service at scrape time; see docs/operations.md for names."""
+
+    def __init__(self, service: ChatService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.service
+        factory = service.factory
+        snap = factory.snapshot()
+        yield InfoMetricFamily(
+            "chatd_build", "chatd version.", {"version": __version__}
+        )
+        states = GaugeMetricFamily(
+            "chatd_state", "1 for the server's current state.", labels=["state"]
+        )
+        for state in ServerState:
+            states.add_metric([state.value], float(state is service.state))
+        yield states
+        yield GaugeMetricFamily(
+            "chatd_uptime_seconds", "Seconds since the service started.", service.uptime
+        )
+        yield GaugeMetricFamily(
+            "chatd_connections", "TCP connections open now.", snap["connections"]
+        )
+        yield GaugeMetricFamily(
+            "chatd_active_users", "Users past READY now.", snap["active_users"]
+        )
+        yield GaugeMetricFamily(
+            "chatd_max_connections",
+            "The --max-clients limit.",
+            service.config.max_clients,
+        )
+        yield GaugeMetricFamily(
+            "chatd_broadcast_held_bytes",
+            "Bytes of broadcast kept for readers that are behind.",
+            factory.fanout.heldBytes,
+        )
+        for key, (name, text) in COUNTERS.items():
+            yield CounterMetricFamily(name, text, snap[key])
+        errors = CounterMetricFamily(
+            "chatd_errors", "ERROR frames sent, by code.", labels=["code"]
+        )
+        for code, count in snap["errors"].items():
+            errors.add_metric([code], count)
+        yield errors
+
+
+def registry(service: ChatService) -> CollectorRegistry:
+    """A registry of its own holding only this service's collector."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(ChatCollector(service))
+    return reg
