@@ -104,11 +104,14 @@ def idleRss(kind: str, users: int) -> dict:
         files0 = server.openFiles()
         options = {"senders": 0, "receivers": users}
         proc = bench(server.port, "fanout", options, 4.0, progress="off")
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 60
         while server.openFiles() < files0 + users and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
             time.sleep(0.1)
         time.sleep(1.0)  # handshakes done; let the allocator settle
         rss = server.rss()
+        connected = server.openFiles() - files0
         out, _ = proc.communicate(timeout=180)
     result = json.loads(out)
     return {
@@ -116,6 +119,7 @@ def idleRss(kind: str, users: int) -> dict:
         "rss_before": base,
         "rss_with_users": rss,
         "bytes_per_user": round((rss - base) / users),
+        "connected": connected,
         "ok": result["ok"],
     }
 

@@ -422,9 +422,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             result = await run(config, args.processes, args.progress)
         except Exception as e:  # noqa: BLE001 - report, do not trace back
-            err = getattr(e, "subFailure", None)
-            message = err.getErrorMessage() if err is not None else str(e)
-            sys.stderr.write(f"chatd-bench: {message}\n")
+            while isinstance(e, defer.FirstError):  # gathered: say the cause
+                e = e.subFailure.value
+            sys.stderr.write(f"chatd-bench: {e}\n")
             status.append(2)
             return
         print(json.dumps(result) if args.json else summary(result), flush=True)
