@@ -7,11 +7,14 @@ one core when ``taskset`` exists, its CPU time and RSS read from /proc.
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,3 +101,64 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+HEADER = struct.Struct("!II")
+
+
+def frame(ftype: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(ftype, len(payload)) + payload
+
+
+class Drain:
+    """Read and discard everything on many sockets, in one background thread."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.bytes = 0
+        self.closed = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def add(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with self.lock:
+            self.selector.register(sock, selectors.EVENT_READ)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self.lock:
+                ready = self.selector.select(0.05) if self.selector.get_map() else []
+            if not ready:
+                time.sleep(0.01)
+            for key, _ in ready:
+                try:
+                    data = key.fileobj.recv(1 << 16)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if data:
+                    self.bytes += len(data)
+                else:
+                    with self.lock:
+                        self.selector.unregister(key.fileobj)
+                    self.closed += 1
+
+    def quiet(self, seconds: float = 0.5, limit: float = 60.0) -> None:
+        """Wait until nothing has arrived for ``seconds``."""
+        deadline = time.monotonic() + limit
+        last = -1
+        while time.monotonic() < deadline:
+            if self.bytes == last:
+                return
+            last = self.bytes
+            time.sleep(seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join()
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()

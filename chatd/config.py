@@ -77,8 +77,10 @@ def _bytes(value: str) -> int:
     if unit not in _UNITS:
         raise ValueError("must be a size such as 65536, 64KiB or 1MiB")
     number = int(digits) * _UNITS[unit]
-    if number < 1024:
-        raise ValueError("must be at least 1024 bytes")
+    if number < 65536:
+        # Twisted's transport pauses its producer at 64 KiB: a smaller limit
+        # could not be enforced exactly.
+        raise ValueError("must be at least 64KiB")
     return number
 
 

@@ -176,8 +176,10 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             self._flushBatch()
             if self._producing:
                 self.transport.unregisterProducer()
-            self.transport.loseConnection()
+            # Armed first: connectionLost (which cancels it) may run inside
+            # loseConnection on some transports.
             self._abortCall = self.callLater(CLOSE_TIMEOUT, self._abort)
+            self.transport.loseConnection()
         if user is not None:
             log.info(
                 "leave conn={conn} id={id} name={name} reason={reason}",
@@ -252,7 +254,12 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
         if not valid_name(name):
             return self.error(ErrorCode.BAD_NAME)
-        user = self.roster.claim(name)
+        try:
+            user = self.roster.claim(name)
+        except OverflowError:
+            return self.close(
+                LeaveReason.ERROR, ErrorCode.SERVER_FULL, "user ids exhausted"
+            )
         if user is None:
             return self.error(ErrorCode.NAME_TAKEN)
         self.user = user

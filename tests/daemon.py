@@ -15,7 +15,7 @@ import struct
 import sys
 from pathlib import Path
 
-from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet import defer, endpoints, error, protocol, reactor
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -132,7 +132,10 @@ class Daemon:
     def signal(self, sig: int = signal.SIGTERM) -> defer.Deferred:
         """Send ``sig``; fires with the exit status (128+N when killed by N)."""
         if not self.watch.ended.called:
-            self.process.signalProcess(sig)
+            try:
+                self.process.signalProcess(sig)
+            except error.ProcessExitedAlready:
+                pass  # ended fires on its own
         return self.watch.ended
 
     def stop(self) -> defer.Deferred:
@@ -146,7 +149,10 @@ class Daemon:
 
     def _kill(self) -> None:
         if not self.watch.ended.called:
-            self.process.signalProcess("KILL")
+            try:
+                self.process.signalProcess("KILL")
+            except error.ProcessExitedAlready:
+                pass
 
 
 HEADER = struct.Struct("!II")
