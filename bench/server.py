@@ -50,10 +50,12 @@ class Server:
         self._waitListening()
 
     @classmethod
-    def chatd(cls, *options: str, core: int | None = 0) -> Server:
+    def chatd(
+        cls, *options: str, core: int | None = 0, logfile: str = "/dev/null"
+    ) -> Server:
         port = freePort()
         argv = [
-            *TWISTD, "-n", "--logfile=/dev/null", "--pidfile=", "chatd",
+            *TWISTD, "-n", f"--logfile={logfile}", "--pidfile=", "chatd",
             "--listen", f"tcp:{port}:interface=127.0.0.1",
             "--stats-interval", "0", "--max-clients", "100000", *options,
         ]  # fmt: skip
