@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import random
 import socket
-import struct
 import sys
 import tempfile
 import threading
