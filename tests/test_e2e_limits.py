@@ -131,3 +131,44 @@ class DescriptorTests(unittest.TestCase):
             break
         else:
             self.fail("no connection accepted after descriptors were freed")
+
+
+def peakRss(pid: int) -> int:
+    """The process's peak resident set size (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+class MemoryBoundTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_non_readers_cannot_grow_memory(self):
+        """Clients that flood ECHO and never read hold at most the documented
+        bound each (docs/limits.md): max_backlog + 64 KiB in + 64 KiB out."""
+        backlog = 64 * 1024
+        daemon = Daemon("--stats-interval", "0", "--max-backlog", str(backlog))
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        pid = daemon.process.pid
+        before = peakRss(pid)
+        clients = []
+        for _ in range(20):
+            client = yield connect(daemon.port)
+            client.transport.pauseProducing()  # never read
+            clients.append(client)
+            self.addCleanup(client.transport.abortConnection)
+        block = (b"\x00\x00\x00\x01\x00\x00\x03\xf8" + b"z" * 1016) * 2048  # 2 MiB
+        for client in clients:
+            client.transport.write(block)
+        yield daemon.waitForLog("SLOW_CONSUMER")
+        # Every flooder is cut off as a slow consumer once its replies pass the
+        # backlog; wait for all twenty.
+        while daemon.log.count("code=SLOW_CONSUMER") < 20:
+            yield deferLater(reactor, 0.05, lambda: None)
+        grown = peakRss(pid) - before
+        bound = 20 * (backlog + 2 * 64 * 1024 + 1024) + 8 * 2**20  # + allocator slack
+        self.assertLess(grown, bound, f"grew {grown} bytes")
