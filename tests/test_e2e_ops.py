@@ -163,8 +163,9 @@ class MaintenanceTests(OpsTestCase):
         self.assertEqual(ftype, T.NOTICE)
         self.assertTrue(payload.startswith(b"RESUMED."))
         yield self.user(daemon, b"bob")
-        self.assertIn("state ACTIVE -> MAINTENANCE (back at 10)", daemon.log)
-        self.assertIn("state MAINTENANCE -> ACTIVE", daemon.log)
+        # The log comes through another pipe: wait for it, do not race it.
+        yield waitLog(daemon, "state ACTIVE -> MAINTENANCE (back at 10)")
+        yield waitLog(daemon, "state MAINTENANCE -> ACTIVE")
 
     @defer.inlineCallbacks
     def test_maintenance_twice_is_conflict(self):
@@ -208,7 +209,7 @@ class ReloadTests(OpsTestCase):
         self.assertEqual(code, 400)
         self.assertIn("CHATD_MAX_CLIENTS", body["error"])
         self.assertEqual(body["state"], "ACTIVE")
-        self.assertIn("new configuration refused, the old one stays", daemon.log)
+        yield waitLog(daemon, "new configuration refused, the old one stays")
         code, status = yield self.json(b"GET", "/status")
         self.assertEqual(status["limits"]["max_clients"], 50)
 
@@ -283,12 +284,8 @@ class TokenTests(OpsTestCase):
         self.assertEqual((yield self.http(b"POST", "/reload", token=b"guess"))[0], 401)
         self.assertEqual((yield self.http(b"GET", "/status"))[0], 200)
         self.assertEqual((yield self.http(b"GET", "/metrics", token=None))[0], 200)
-        self.assertIn(
-            "admin: refused GET /status from 127.0.0.1: missing token", daemon.log
-        )
-        self.assertIn(
-            "admin: refused POST /reload from 127.0.0.1: wrong token", daemon.log
-        )
+        yield waitLog(daemon, "refused GET /status from 127.0.0.1: missing token")
+        yield waitLog(daemon, "refused POST /reload from 127.0.0.1: wrong token")
         self.assertNotIn("guess", daemon.log)
 
     @defer.inlineCallbacks
