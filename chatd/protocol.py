@@ -27,6 +27,7 @@ from chatd.broadcast import FanOut, IRecipient, ISequencer, LocalSequencer
 from chatd.broadcast import transportBacklog as _transportBacklog
 from chatd.limits import PerAddress, TokenBucket
 from chatd.roster import Roster, User
+from chatd.sendnow import writerFor
 from chatd.stats import Stats
 from chatd.wire import (
     HEADER,
@@ -98,8 +99,8 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         peer = self.transport.getPeer()
         self.host = str(getattr(peer, "host", peer))
         self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
-        # Sent by the fan-out once per turn: skip a method call per recipient.
-        self.write = self.transport.write
+        # Used by the fan-out once per turn, and for replies: send at once.
+        self.write = writerFor(self.transport)
         refusal = self.factory.admit(self)
         if refusal is not None:
             code, why = refusal
@@ -389,7 +390,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         if self.state is ACTIVE:
             self.fanout.send(self, data)
         else:
-            self.transport.write(data)
+            self.write(data)
         if (
             self._outputBlocked
             and self.state is not CLOSED
@@ -400,7 +401,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     # -- IRecipient ------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Replaced by ``transport.write`` itself once connected."""
+        """Replaced by :func:`chatd.sendnow.writerFor` once connected."""
         self.transport.write(data)
 
     def transportBacklog(self) -> int:

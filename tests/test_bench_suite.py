@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from twisted.internet import defer, utils
@@ -17,7 +18,7 @@ class SuiteSmokeTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_smoke_echo(self):
         """bench/run.py --smoke: chatd and the naive server, clean, reported."""
-        out = self.mktemp()
+        out = os.path.abspath(self.mktemp())
         stdout, stderr, status = yield utils.getProcessOutputAndValue(
             sys.executable,
             ["bench/run.py", "--smoke", "--only", "echo", "--out", out],

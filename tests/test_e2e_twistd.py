@@ -44,7 +44,7 @@ class TwistdTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_background_pidfile_logfile(self):
         """``twistd chatd`` backgrounds, writes pid and log files, stops on SIGTERM."""
-        tmp = self.mktemp()
+        tmp = os.path.abspath(self.mktemp())
         os.makedirs(tmp)
         pidfile = os.path.join(tmp, "chatd.pid")
         logfile = os.path.join(tmp, "chatd.log")
