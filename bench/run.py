@@ -19,6 +19,7 @@ appended when it exists), docs/benchmarks.png and docs/benchmarks.json.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -140,7 +141,9 @@ def buildLoadgen() -> Path | None:
     if gcc is None:
         print("gcc not found: falling back to chatd-bench (--load py)", file=sys.stderr)
         return None
-    exe = Path(tempfile.mkdtemp(prefix="chatd-loadgen-")) / "loadgen"
+    tmp = tempfile.mkdtemp(prefix="chatd-loadgen-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    exe = Path(tmp) / "loadgen"
     argv = [gcc, "-O2", "-std=c11", "-Wall", "-o", str(exe), str(LOADGEN_SOURCE)]
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
