@@ -168,41 +168,43 @@ class FrameReceiver(protocol.Protocol):
     _readingThrottled = False
     # A subclass that sets framesPerTurn provides callLater (TimeoutMixin does).
 
-    def dataReceived(self, data: bytes) -> None:
+    def dataReceived(self, data: bytes) -> int:
+        """Handle ``data``; returns how many whole frames it handled."""
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
         if self._readingThrottled:
             # Paused for fairness: keep the bytes for the next turn.
             self._buffer = data
-            return
-        self._frameChunk(data)
+            return 0
+        return self._frameChunk(data)
 
-    def _frameChunk(self, data: bytes) -> None:
+    def _frameChunk(self, data: bytes) -> int:
         unpack_from = self._unpack_from
         end = len(data)
         offset = 0
-        budget = self.framesPerTurn
+        count = 0
+        budget = self.framesPerTurn or -1
         while end - offset >= HEADER_SIZE:
             if self.stopFraming:
-                return
+                return count
             ftype, size = unpack_from(data, offset)
             if size > MAX_PAYLOAD:
                 self.frameTooLarge(ftype, size)
-                return
+                return count
             start = offset + HEADER_SIZE
             stop = start + size
             if stop > end:
                 break
             offset = stop
+            count += 1
             self.frameReceived(ftype, data[start:stop])
-            if budget is not None:
-                budget -= 1
-                if budget == 0 and end - offset >= HEADER_SIZE:
-                    self._throttle()
-                    break
+            if count == budget and end - offset >= HEADER_SIZE:
+                self._throttle()
+                break
         if not self.stopFraming:
             self._buffer = data[offset:] if offset else data
+        return count
 
     def _throttle(self) -> None:
         """Stop reading until the next reactor turn (fairness)."""
@@ -210,14 +212,14 @@ class FrameReceiver(protocol.Protocol):
         self.readingPaused(True)
         self._turnCall = self.callLater(0, self._nextTurn)
 
-    def _nextTurn(self) -> None:
+    def _nextTurn(self) -> int:
         self._turnCall = None
         self._readingThrottled = False
         if self.stopFraming:
-            return
+            return 0
         self.readingPaused(False)
         data, self._buffer = self._buffer, b""
-        self._frameChunk(data)
+        return self._frameChunk(data)
 
     def cancelThrottle(self) -> None:
         if self._turnCall is not None and self._turnCall.active():
@@ -245,7 +247,8 @@ _NAME = re.compile(rb"[A-Za-z0-9_-]{1,32}\Z")
 _FORBIDDEN_TEXT = re.compile(
     "[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
-_FORBIDDEN_ASCII = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")
+#: The ASCII bytes text may hold: TAB and the printable range.
+_PLAIN_ASCII = bytes([9, *range(32, 127)])
 
 
 def valid_name(name: bytes) -> bool:
@@ -262,8 +265,10 @@ def valid_text(text: bytes) -> bool:
     """
     if not text:
         return False
+    if not text.translate(None, _PLAIN_ASCII):  # all plain ASCII: one C call
+        return True
     if text.isascii():
-        return _FORBIDDEN_ASCII.search(text) is None
+        return False  # an ASCII control character
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError:
