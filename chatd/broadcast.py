@@ -73,12 +73,17 @@ class LocalSequencer:
 
 
 class _Paused:
-    """A recipient the transport paused: where it is in the log, and its queue."""
+    """A recipient the transport paused: where it is in the log, and its queue.
 
-    __slots__ = ("cursor", "queued")
+    It needs blob number ``cursor`` onwards, less the first ``skip`` bytes of
+    that blob (which it was given before the blob was complete).
+    """
 
-    def __init__(self, cursor: int) -> None:
+    __slots__ = ("cursor", "skip", "queued")
+
+    def __init__(self, cursor: int, skip: int = 0) -> None:
         self.cursor = cursor
+        self.skip = skip
         self.queued = 0
 
 
@@ -103,7 +108,13 @@ class FanOut:
         self.maxBacklog = maxBacklog
         self._live: dict[IRecipient, None] = {}
         self._paused: dict[IRecipient, _Paused] = {}
+        # This turn's frames, and the byte length of _pending[:i] at _ends[i].
         self._pending: list[bytes] = []
+        self._ends: list[int] = [0]
+        self._joined: bytes | None = None  # b"".join(_pending), when asked for
+        # Live recipients already given _pending[:i] (a newcomer, or one that
+        # got a reply mid-turn): they get only the rest at the flush.
+        self._given: dict[IRecipient, int] = {}
         self._flushCall = None
         # Blobs some paused recipient still needs; _log[0] is blob number _base.
         self._log: deque[bytes] = deque()
@@ -129,9 +140,8 @@ class FanOut:
         """
         if drain:
             self.send(recipient, b"")
-        elif self._pending:
-            self.flush()
         self._live.pop(recipient, None)
+        self._given.pop(recipient, None)
         if self._paused.pop(recipient, None) is not None:
             self._trim()
 
@@ -147,12 +157,15 @@ class FanOut:
     # -- the data path ---------------------------------------------------
 
     def deliver(self, frame: bytes, joining: IRecipient | None = None) -> None:
+        pending = self._pending
         if joining is not None:
-            # The newcomer must get nothing sequenced before its own JOIN.
-            if self._pending:
-                self.flush()
+            # The newcomer gets nothing sequenced before its own JOIN.
             self._live[joining] = None
-        self._pending.append(frame)
+            if pending:
+                self._given[joining] = len(pending)
+        pending.append(frame)
+        self._ends.append(self._ends[-1] + len(frame))
+        self._joined = None
         if self._flushCall is None:
             self._flushCall = self._callLater(0, self.flush)
 
@@ -165,75 +178,122 @@ class FanOut:
         pending = self._pending
         if not pending:
             return
-        self._pending = []
-        blob = pending[0] if len(pending) == 1 else b"".join(pending)
+        blob = self._joined or (pending[0] if len(pending) == 1 else b"".join(pending))
+        ends, given = self._ends, self._given
+        self._pending, self._ends, self._joined, self._given = [], [0], None, {}
         number = self._next
         self._next = number + 1
         live = self._live
-        self.deliveries += len(pending) * len(live)
+        count = len(pending)
+        self.deliveries += count * len(live)
         self.bytesOut += len(blob) * len(live)
         # write() may pause a recipient (moving it out of _live): iterate a copy.
-        for recipient in tuple(live):
-            recipient.write(blob)
+        if not given:
+            for recipient in tuple(live):
+                recipient.write(blob)
+        else:
+            for recipient in tuple(live):
+                first = given.get(recipient, 0)
+                if not first:
+                    recipient.write(blob)
+                    continue
+                self.deliveries -= first
+                self.bytesOut -= ends[first]
+                if first < count:
+                    recipient.write(blob[ends[first] :])
         if self._paused:
             self._queue(number, blob)
 
     def _queue(self, number: int, blob: bytes) -> None:
         """Keep ``blob`` for the paused recipients that missed it."""
-        missed = [(r, p) for r, p in self._paused.items() if p.cursor <= number]
+        missed = []
+        for recipient, state in self._paused.items():
+            if state.cursor == number and state.skip >= len(blob):
+                state.cursor, state.skip = number + 1, 0  # it has all of it
+            elif state.cursor <= number:
+                missed.append((recipient, state))
         if not missed:
+            self._trim()
             return
         if not self._log:
             self._base = number
         self._log.append(blob)
-        size = len(blob)
         for recipient, state in missed:
-            state.queued += size
+            state.queued += len(blob) - (state.skip if state.cursor == number else 0)
             if state.queued + recipient.transportBacklog() > self.maxBacklog:
                 self.slowCutoffs += 1
                 del self._paused[recipient]
                 recipient.slowConsumer()
         self._trim()
 
+    def _pendingShare(self, recipient: IRecipient) -> bytes:
+        """What of this turn's frames ``recipient`` has not been given; it
+        counts as given from now on."""
+        pending = self._pending
+        first = self._given.get(recipient, 0)
+        if first == len(pending):
+            return b""
+        self._given[recipient] = len(pending)
+        if self._joined is None:
+            self._joined = b"".join(pending)
+        return self._joined[self._ends[first] :]
+
     def send(self, recipient: IRecipient, data: bytes) -> None:
         """Write ``data`` to one recipient, after everything sequenced before it.
 
         Used for replies (ECHO, PONG, ERROR, USERS) and whispers, so that one
-        connection's frames keep their order.
+        connection's frames keep their order.  A live recipient gets its share
+        of this turn's frames now, ahead of ``data``; the others still get the
+        turn's frames in one batch at the flush.
         """
-        if self._pending:
-            self.flush()
-        state = self._paused.get(recipient)
-        if state is not None and state.cursor < self._next:
-            # Catch the paused recipient up: its transport takes the bytes
-            # (the backlog stays the same, it only moves).
-            queued = list(self._log)[state.cursor - self._base :]
-            queued.append(data)
-            state.cursor = self._next
-            state.queued = 0
-            data = b"".join(queued)
-            self._trim()
+        if recipient in self._live:
+            if self._pending:
+                data = self._pendingShare(recipient) + data
+        elif recipient in self._paused:
+            data = self._catchUp(recipient, self._paused[recipient]) + data
         if data:
             recipient.write(data)
+
+    def _catchUp(self, recipient: IRecipient, state: _Paused) -> bytes:
+        """Everything a paused recipient is owed, up to now; it is then owed
+        nothing (its backlog moves into its transport)."""
+        parts = list(self._log)[state.cursor - self._base :]
+        if parts and state.skip:
+            parts[0] = parts[0][state.skip :]
+        if state.cursor == self._next:
+            skip = state.skip  # already given part of this turn's frames
+        else:
+            skip = 0
+        if self._pending:
+            if self._joined is None:
+                self._joined = b"".join(self._pending)
+            parts.append(self._joined[skip:])
+        state.cursor, state.skip, state.queued = self._next, self._ends[-1], 0
+        self._trim()
+        return b"".join(parts)
 
     # -- flow control (called by the recipient, as the transport's producer) --
 
     def pause(self, recipient: IRecipient) -> None:
         if recipient in self._live:
             del self._live[recipient]
-            self._paused[recipient] = _Paused(self._next)
+            first = self._given.pop(recipient, 0)
+            self._paused[recipient] = _Paused(self._next, self._ends[first])
 
     def resume(self, recipient: IRecipient) -> None:
         state = self._paused.pop(recipient, None)
         if state is None:
             return
+        data = self._catchUp(recipient, state) if state.cursor < self._next else b""
         self._live[recipient] = None
-        if state.cursor < self._next:
-            data = b"".join(list(self._log)[state.cursor - self._base :])
-            self._trim()
+        if self._pending:
+            # It has this turn's frames up to its skip; the flush gives the rest.
+            index = self._ends.index(state.skip) if state.skip else 0
+            if index:
+                self._given[recipient] = index
+        self._trim()
+        if data:
             recipient.write(data)  # may pause it again; that is fine
-        else:
-            self._trim()
 
     def backlog(self, recipient: IRecipient) -> int:
         """Bytes held for ``recipient``: its transport's buffer plus its queue."""

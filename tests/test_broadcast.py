@@ -110,7 +110,8 @@ class DeliveryTests(FanOutTestCase):
         self.fanout.send(a, b"<reply>")
         self.say(b"n")
         self.clock.advance(0)
-        self.assertEqual(a.writes, [b"Jam", b"<reply>", b"n"])
+        # Its share of the turn so far goes with the reply, in one write.
+        self.assertEqual(a.writes, [b"Jam<reply>", b"n"])
 
     def test_remove_drain(self) -> None:
         a, b = self.join("a"), self.join("b")
@@ -251,4 +252,69 @@ class PropertyTests(FanOutTestCase):
         self.clock.advance(0)
         for r, stream in zip(recipients, expected, strict=True):
             self.assertEqual(r.data, b"".join(stream))
+        self.assertEqual(self.fanout.heldBytes, 0)
+
+
+#: Operations with recipients joining and leaving mid-turn as well.
+CHURN_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["say", "pause", "resume", "turn", "send", "join", "leave", "bye"]
+        ),
+        st.integers(0, 5),
+    ),
+    max_size=80,
+)
+
+
+class ChurnPropertyTests(FanOutTestCase):
+    maxBacklog = 10**9
+
+    @settings(max_examples=300, deadline=None)
+    @given(CHURN_OPS)
+    def test_joins_and_leaves_mid_turn(self, ops: list) -> None:
+        """Joining, leaving (abruptly or draining), pausing and replying in any
+        order, mid-turn or not: a member gets exactly the order from its JOIN
+        until it leaves, replies in place; a drained leaver gets all before
+        its leave; memory is released."""
+        self.setUp()
+        members: list[tuple[Recipient, list[bytes]]] = []
+        gone: list[tuple[Recipient, list[bytes], bool]] = []
+        for n, (op, i) in enumerate(ops):
+            if op == "join" or not members:
+                r = Recipient(str(n))
+                stream: list[bytes] = []
+                members.append((r, stream))
+                self.sequencer.sequence(b"J%d" % n, joining=r)
+                for _, s in members:
+                    s.append(b"J%d" % n)
+                continue
+            r, stream = members[i % len(members)]
+            if op == "say":
+                self.say(b"<%d>" % n)
+                for _, s in members:
+                    s.append(b"<%d>" % n)
+            elif op == "pause":
+                self.fanout.pause(r)
+            elif op == "resume":
+                self.fanout.resume(r)
+            elif op == "turn":
+                self.clock.advance(0)
+            elif op == "send":
+                self.fanout.send(r, b"(%d)" % n)
+                stream.append(b"(%d)" % n)
+            else:  # leave abruptly (only a prefix arrives) or with BYE (drain)
+                members.remove((r, stream))
+                self.fanout.remove(r, drain=op == "bye")
+                gone.append((r, stream, op == "bye"))
+        for r, _ in members:
+            self.fanout.resume(r)
+        self.clock.advance(0)
+        for r, stream in members:
+            self.assertEqual(r.data, b"".join(stream))
+        for r, stream, drained in gone:
+            if drained:
+                self.assertEqual(r.data, b"".join(stream))
+            else:  # cut off: what it got is a prefix of its order
+                self.assertTrue(b"".join(stream).startswith(r.data))
         self.assertEqual(self.fanout.heldBytes, 0)
