@@ -61,13 +61,17 @@ class LocalSequencer:
 
     def __init__(self) -> None:
         self._fanouts: list[IFanOut] = []
-        self.sequenced = 0
 
     def subscribe(self, fanout: IFanOut) -> None:
         self._fanouts.append(fanout)
+        # With one fan-out (the usual case) sequencing is just delivering:
+        # save a call per message.
+        if len(self._fanouts) == 1:
+            self.sequence = fanout.deliver  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("sequence", None)
 
     def sequence(self, frame: bytes, joining: IRecipient | None = None) -> None:
-        self.sequenced += 1
         for fanout in self._fanouts:
             fanout.deliver(frame, joining)
 
@@ -108,10 +112,12 @@ class FanOut:
         self.maxBacklog = maxBacklog
         self._live: dict[IRecipient, None] = {}
         self._paused: dict[IRecipient, _Paused] = {}
-        # This turn's frames, and the byte length of _pending[:i] at _ends[i].
+        # This turn's frames.  Only when a recipient takes part of them early
+        # are their joined bytes and offsets worked out (see _endsNow).
         self._pending: list[bytes] = []
         self._ends: list[int] = [0]
-        self._joined: bytes | None = None  # b"".join(_pending), when asked for
+        self._joined = b""
+        self._joinedCount = 0
         # Live recipients already given _pending[:i] (a newcomer, or one that
         # got a reply mid-turn): they get only the rest at the flush.
         self._given: dict[IRecipient, int] = {}
@@ -164,8 +170,6 @@ class FanOut:
             if pending:
                 self._given[joining] = len(pending)
         pending.append(frame)
-        self._ends.append(self._ends[-1] + len(frame))
-        self._joined = None
         if self._flushCall is None:
             self._flushCall = self._callLater(0, self.flush)
 
@@ -178,9 +182,11 @@ class FanOut:
         pending = self._pending
         if not pending:
             return
-        blob = self._joined or (pending[0] if len(pending) == 1 else b"".join(pending))
-        ends, given = self._ends, self._given
-        self._pending, self._ends, self._joined, self._given = [], [0], None, {}
+        given = self._given
+        ends = self._endsNow() if given else None
+        blob = self._joinedNow()
+        self._pending, self._ends, self._given = [], [0], {}
+        self._joined, self._joinedCount = b"", 0
         number = self._next
         self._next = number + 1
         live = self._live
@@ -234,9 +240,24 @@ class FanOut:
         if first == len(pending):
             return b""
         self._given[recipient] = len(pending)
-        if self._joined is None:
+        return self._joinedNow()[self._endsNow()[first] :]
+
+    def _endsNow(self) -> list[int]:
+        """Byte offsets of this turn's frames: ``_pending[:i]`` ends at [i]."""
+        ends = self._ends
+        for frame in self._pending[len(ends) - 1 :]:
+            ends.append(ends[-1] + len(frame))
+        return ends
+
+    def _joinedNow(self) -> bytes:
+        """This turn's frames as one blob (built once, however often asked)."""
+        pending = self._pending
+        if len(pending) == 1:
+            return pending[0]
+        if self._joinedCount != len(pending):
             self._joined = b"".join(pending)
-        return self._joined[self._ends[first] :]
+            self._joinedCount = len(pending)
+        return self._joined
 
     def send(self, recipient: IRecipient, data: bytes) -> None:
         """Write ``data`` to one recipient, after everything sequenced before it.
@@ -265,10 +286,8 @@ class FanOut:
         else:
             skip = 0
         if self._pending:
-            if self._joined is None:
-                self._joined = b"".join(self._pending)
-            parts.append(self._joined[skip:])
-        state.cursor, state.skip, state.queued = self._next, self._ends[-1], 0
+            parts.append(self._joinedNow()[skip:])
+        state.cursor, state.skip, state.queued = self._next, self._endsNow()[-1], 0
         self._trim()
         return b"".join(parts)
 
@@ -278,7 +297,8 @@ class FanOut:
         if recipient in self._live:
             del self._live[recipient]
             first = self._given.pop(recipient, 0)
-            self._paused[recipient] = _Paused(self._next, self._ends[first])
+            skip = self._endsNow()[first] if first else 0
+            self._paused[recipient] = _Paused(self._next, skip)
 
     def resume(self, recipient: IRecipient) -> None:
         state = self._paused.pop(recipient, None)
@@ -288,7 +308,7 @@ class FanOut:
         self._live[recipient] = None
         if self._pending:
             # It has this turn's frames up to its skip; the flush gives the rest.
-            index = self._ends.index(state.skip) if state.skip else 0
+            index = self._endsNow().index(state.skip) if state.skip else 0
             if index:
                 self._given[recipient] = index
         self._trim()

@@ -318,3 +318,25 @@ class ChurnPropertyTests(FanOutTestCase):
             else:  # cut off: what it got is a prefix of its order
                 self.assertTrue(b"".join(stream).startswith(r.data))
         self.assertEqual(self.fanout.heldBytes, 0)
+
+
+class SequencerTests(SynchronousTestCase):
+    def test_every_subscriber_gets_every_frame_in_order(self) -> None:
+        """One fan-out or several: each gets the frames in sequence order."""
+        got: list[list[bytes]] = [[], []]
+
+        @implementer(IFanOut)
+        class Sink:
+            def __init__(self, into: list[bytes]) -> None:
+                self.into = into
+
+            def deliver(self, frame: bytes, joining: object = None) -> None:
+                self.into.append(frame)
+
+        sequencer = LocalSequencer()
+        sequencer.subscribe(Sink(got[0]))
+        sequencer.sequence(b"a")
+        sequencer.subscribe(Sink(got[1]))
+        sequencer.sequence(b"b")
+        sequencer.sequence(b"c")
+        self.assertEqual(got, [[b"a", b"b", b"c"], [b"b", b"c"]])
