@@ -73,6 +73,11 @@ def parser() -> argparse.ArgumentParser:
         "--split", action="store_true", help="send frames cut at random bytes"
     )
     e.add_argument("--ping", action="store_true", help="mix PING/PONG with ECHO")
+    e.add_argument(
+        "--no-handshake",
+        action="store_true",
+        help="echo before the handshake (runs end at the server's handshake timeout)",
+    )
     f = sub.add_parser("fanout", parents=[common], help="SAY -> MESSAGE broadcast")
     f.add_argument("--receivers", type=int, default=10)
     f.add_argument("--senders", type=int, default=1)
@@ -99,6 +104,7 @@ def configFrom(args: argparse.Namespace) -> Config:
     if args.mode == "echo":
         config.connections, config.depth = args.connections, args.depth
         config.split, config.ping = args.split, args.ping
+        config.handshake = not args.no_handshake
     else:
         config.receivers, config.senders = args.receivers, args.senders
         config.size, config.window, config.rate = args.size, args.window, args.rate

@@ -55,6 +55,9 @@ class Config:
     depth: int = 1
     split: bool = False
     ping: bool = False
+    #: Echo connections become ACTIVE users first, so that a run longer than
+    #: the server's handshake timeout is not cut off by it.
+    handshake: bool = True
     receivers: int = 10
     senders: int = 1
     size: int = 64
@@ -142,6 +145,9 @@ class _Conn(FrameReceiver):
         return "connection"
 
 
+_HANDSHAKE_FRAMES = frozenset({FrameType.WELCOME, FrameType.JOIN, FrameType.LEAVE})
+
+
 class EchoConn(_Conn):
     """Keeps ``depth`` ECHO (or PING) requests in flight, checks each reply."""
 
@@ -158,6 +164,17 @@ class EchoConn(_Conn):
     def label(self) -> str:
         return f"echo connection {self.number}"
 
+    def connectionMade(self) -> None:
+        _Conn.connectionMade(self)
+        config = self.part.config
+        if config.handshake:
+            hello = f"{config.tag}e{self.number}".encode()
+            if config.password:
+                hello += b"." + config.password.encode()
+            self.transport.write(
+                _PACK(FrameType.HELLO, len(hello)) + hello + _PACK(FrameType.READY, 0)
+            )
+
     def go(self) -> None:
         self.running = True
         self.queue(b"".join(self.request() for _ in range(self.part.config.depth)))
@@ -172,6 +189,8 @@ class EchoConn(_Conn):
         if ftype == _ERROR:
             self.error(payload)
             return
+        if ftype in _HANDSHAKE_FRAMES and self.part.config.handshake:
+            return  # our WELCOME, and everyone's JOIN and LEAVE
         part = self.part
         stamp = self.checker.received(ftype, payload)
         if stamp is None:
