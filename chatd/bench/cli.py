@@ -433,8 +433,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.stderr.write(f"chatd-bench: {e}\n")
             status.append(2)
             return
-        print(json.dumps(result) if args.json else summary(result), flush=True)
         status.append(0 if result["ok"] else 1)
+        try:
+            print(json.dumps(result) if args.json else summary(result), flush=True)
+        except BrokenPipeError:  # e.g. piped into head: the reader left
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for exit's flush
 
     try:
         task.react(lambda r: defer.ensureDeferred(body(r)))
