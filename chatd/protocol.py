@@ -98,8 +98,11 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
 
     def connectionMade(self) -> None:
         peer = self.transport.getPeer()
-        self.host = str(getattr(peer, "host", peer))
-        self.peer = f"{self.host}:{getattr(peer, 'port', '')}"
+        if hasattr(peer, "host"):
+            self.host = str(peer.host)
+            self.peer = f"{self.host}:{peer.port}"
+        else:  # a unix socket: every peer is local
+            self.host = self.peer = "unix"
         # Used by the fan-out once per turn, and for replies: send at once.
         self.write = writerFor(self.transport)
         refusal = self.factory.admit(self)
