@@ -221,6 +221,18 @@ OPS = st.lists(
 )
 
 
+#: Operations with recipients joining and leaving mid-turn as well.
+CHURN_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["say", "pause", "resume", "turn", "send", "join", "leave", "bye"]
+        ),
+        st.integers(0, 5),
+    ),
+    max_size=80,
+)
+
+
 class PropertyTests(FanOutTestCase):
     maxBacklog = 10**9
 
@@ -253,22 +265,6 @@ class PropertyTests(FanOutTestCase):
         for r, stream in zip(recipients, expected, strict=True):
             self.assertEqual(r.data, b"".join(stream))
         self.assertEqual(self.fanout.heldBytes, 0)
-
-
-#: Operations with recipients joining and leaving mid-turn as well.
-CHURN_OPS = st.lists(
-    st.tuples(
-        st.sampled_from(
-            ["say", "pause", "resume", "turn", "send", "join", "leave", "bye"]
-        ),
-        st.integers(0, 5),
-    ),
-    max_size=80,
-)
-
-
-class ChurnPropertyTests(FanOutTestCase):
-    maxBacklog = 10**9
 
     @settings(max_examples=300, deadline=None)
     @given(CHURN_OPS)
