@@ -7,7 +7,6 @@ import signal
 import socket
 
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
@@ -153,8 +152,7 @@ class TwistdTests(unittest.TestCase):
         client = yield connect(daemon.port)
         client.send(T.ECHO, b"x")
         yield client.next()
-        while "frames_in=1 " not in daemon.log:
-            yield deferLater(reactor, 0.1, lambda: None)
+        yield daemon.waitForLog("frames_in=1 ")
         line = [x for x in daemon.log.splitlines() if "frames_in=1 " in x][0]
         self.assertIn("connections=1 ", line)
         self.assertIn("errors: none", line)
