@@ -76,6 +76,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     _batch: list[bytes] | None = None
     _producing = False
     _outputBlocked = False
+    _overBacklog = False
     _disconnected = False
     _abortCall = None
     _bucket: TokenBucket | None = None
@@ -89,7 +90,6 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         self.stats = factory.stats
         self.fanout = factory.fanout
         self.sequencer = factory.sequencer
-        self._sequence = factory.sequencer.sequence
         self.roster = factory.roster
         self.peer = "?"
         self.since = factory.clock.seconds()
@@ -209,8 +209,14 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         try:
             self.stats.framesIn += FrameReceiver.dataReceived(self, data)
         finally:
-            self._flushBatch()
-            self._batch = None
+            self._endChunk()
+
+    def _endChunk(self) -> None:
+        """Write the chunk's replies; cut off a client over its backlog."""
+        self._flushBatch()
+        self._batch = None
+        if self._overBacklog and self.state is not CLOSED:
+            self.slowConsumer()
 
     def _nextTurn(self) -> int:
         self._batch = []
@@ -219,8 +225,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             self.stats.framesIn += frames
             return frames
         finally:
-            self._flushBatch()
-            self._batch = None
+            self._endChunk()
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
         handler = _HANDLERS.get(ftype)
@@ -294,6 +299,8 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         # The WELCOME must go out before the JOIN the fan-out will send.
         self._flushBatch()
         self.sequencer.sequence(user.join(), joining=self)
+        if self._outputBlocked:  # its transport was already full: not live
+            self.fanout.pause(self)
         log.info(
             "join conn={conn} id={id} name={name} active={n}",
             conn=self.number,
@@ -316,7 +323,9 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             self._flushBatch()
         self.stats.messages += 1
         prefix = user.prefix
-        self._sequence(_PACK(_MESSAGE, len(prefix) + len(text)) + prefix + text)
+        self.sequencer.sequence(
+            _PACK(_MESSAGE, len(prefix) + len(text)) + prefix + text
+        )
 
     def do_WHO(self, payload: bytes) -> None:
         if self.state is not ACTIVE:
@@ -402,7 +411,13 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             and self.state is not CLOSED
             and self.fanout.backlog(self) > self.fanout.maxBacklog
         ):
-            self.slowConsumer()
+            if self._batch is None:
+                self.slowConsumer()
+            else:
+                # Inside our own frame handler: closing here would pull the
+                # state from under it (a LEAVE before its MESSAGE, a close
+                # within close).  Cut off once the chunk is handled.
+                self._overBacklog = True
 
     # -- IRecipient ------------------------------------------------------
 

@@ -1,0 +1,61 @@
+"""A client over its backlog while its own frames are being handled.
+
+Found in review: cutting a slow client off from inside its own frame
+handler closed it in the middle of that handler (a close within close, a
+MESSAGE after the sender's LEAVE); and a client whose transport was already
+full when it sent READY joined as a live reader, never cut off.
+"""
+
+from __future__ import annotations
+
+from chatd.wire import HEADER, encode
+from tests.memory import ChatTestCase, T
+
+
+class OverBacklogTests(ChatTestCase):
+    def slowPair(self):
+        alice, bob = self.server.users(b"alice", b"bob")
+        alice.proto.pauseProducing()  # its transport says it is full...
+        alice.proto.transportBacklog = lambda: 2 << 20  # ...with 2 MiB held
+        return alice, bob
+
+    def test_reply_then_bye(self):
+        """ECHO then BYE in one read: no exception, one LEAVE, name freed."""
+        alice, bob = self.slowPair()
+        alice.sendRaw(encode(T.ECHO, b"x") + encode(T.BYE))
+        leaves = [p for t, p in bob.received() if t == T.LEAVE]
+        self.assertEqual(leaves, [alice.proto.user.entry + b".quit"])
+        self.assertEqual(list(self.server.factory.byUser), [bob.proto.user])
+
+    def test_reply_then_oversize(self):
+        """ECHO then a frame too large: the fatal error wins, no exception."""
+        alice, bob = self.slowPair()
+        alice.sendRaw(encode(T.ECHO, b"x") + HEADER.pack(T.SAY, 5000))
+        self.assertTrue(alice.closing)
+        self.assertEqual([t for t, _ in bob.received()], [T.LEAVE])
+
+    def test_no_message_after_leave(self):
+        """ECHO then SAY from a client over its backlog: its MESSAGE, then
+        its LEAVE slow, never the other way round."""
+        alice, bob = self.slowPair()
+        alice.sendRaw(encode(T.ECHO, b"x") + encode(T.SAY, b"last words"))
+        frames = bob.received()
+        self.assertEqual([t for t, _ in frames], [T.MESSAGE, T.LEAVE])
+        self.assertTrue(frames[0][1].endswith(b".last words"))
+        self.assertTrue(frames[1][1].endswith(b".slow"))
+        self.assertTrue(alice.closing)
+
+    def test_full_before_ready(self):
+        """A client whose transport is full when it sends READY is paused in
+        the fan-out, so it is cut off when its backlog passes the limit."""
+        (bob,) = self.server.users(b"bob")
+        alice = self.server.named(b"alice")
+        alice.proto.pauseProducing()
+        alice.proto.transportBacklog = lambda: 50 << 20
+        alice.send(T.READY)
+        fanout = self.server.factory.fanout
+        self.assertNotIn(alice.proto, fanout._live)
+        bob.send(T.SAY, b"hello")
+        self.server.clock.advance(0)
+        self.assertTrue(alice.closing)
+        self.assertIn((T.LEAVE, alice.proto.user.entry + b".slow"), bob.received())
