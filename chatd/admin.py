@@ -25,6 +25,7 @@ from chatd import __version__
 from chatd.metrics import registry
 from chatd.service import ReloadRefused
 from chatd.states import InvalidTransition
+from chatd.wire import MAX_NOTICE_TEXT, noticeText
 
 if TYPE_CHECKING:
     from chatd.service import ChatService
@@ -54,6 +55,11 @@ def _param(request: server.Request, name: bytes) -> str:
     request.content.seek(0)
     raw = request.content.read(4096).decode("utf-8", "replace").strip()
     return "" if "=" in raw else raw
+
+
+def _peer(request: server.Request) -> str:
+    """Who asked: an address, or "unix" on a unix socket."""
+    return str(getattr(request.getClientAddress(), "host", "unix"))
 
 
 class Admin(resource.Resource):
@@ -89,7 +95,7 @@ class Admin(resource.Resource):
             "admin: refused {method} {path} from {peer}: {why} token",
             method=request.method.decode(),
             path=request.path.decode("ascii", "replace"),
-            peer=request.getClientAddress().host,
+            peer=_peer(request),
             why="wrong" if given else "missing",
         )
         return False
@@ -106,7 +112,7 @@ class Admin(resource.Resource):
         log.info(
             "admin: {what} (from {peer})",
             what=what,
-            peer=request.getClientAddress().host,
+            peer=_peer(request),
         )
 
     # -- pages ------------------------------------------------------------
@@ -123,6 +129,12 @@ class Admin(resource.Resource):
         text = request.args.get(b"text", [b""])[0].decode("utf-8", "replace")
         if mode not in ("on", "off"):
             return self._json(request, 400, {"error": "say on or off"})
+        if text and not noticeText(text):
+            return self._json(
+                request,
+                400,
+                {"error": f"text must be one line of at most {MAX_NOTICE_TEXT} bytes"},
+            )
         try:
             told = self.service.setMaintenance(mode == "on", text)
         except InvalidTransition as e:

@@ -91,22 +91,6 @@ class LeaveReason(enum.Enum):
     KICKED = "kicked"
 
 
-#: Frame types a client may send; any other type is UNKNOWN_TYPE.
-CLIENT_TYPES = frozenset(
-    {
-        FrameType.ECHO,
-        FrameType.HELLO,
-        FrameType.READY,
-        FrameType.SAY,
-        FrameType.PING,
-        FrameType.PONG,
-        FrameType.WHO,
-        FrameType.WHISPER,
-        FrameType.BYE,
-    }
-)
-
-
 def encode(ftype: int, payload: bytes = b"") -> bytes:
     """One frame: header and payload.  The caller keeps payloads <= 1016."""
     return HEADER.pack(ftype, len(payload)) + payload
@@ -249,6 +233,16 @@ _FORBIDDEN_TEXT = re.compile(
 )
 #: The ASCII bytes text may hold: TAB and the printable range.
 _PLAIN_ASCII = bytes([9, *range(32, 127)])
+
+
+#: The longest text of a NOTICE: ``MAINTENANCE.`` is the longest code we send.
+MAX_NOTICE_TEXT = MAX_PAYLOAD - len("MAINTENANCE.")
+
+
+def noticeText(text: str) -> bool:
+    """Whether an operator's notice text can go to every user as it is."""
+    data = text.encode("utf-8")
+    return len(data) <= MAX_NOTICE_TEXT and valid_text(data)
 
 
 def valid_name(name: bytes) -> bool:

@@ -175,6 +175,18 @@ class MaintenanceTests(OpsTestCase):
         self.assertEqual(code, 409)
         self.assertIn("MAINTENANCE -> MAINTENANCE", body["error"])
 
+    @defer.inlineCallbacks
+    def test_notice_text_checked(self):
+        """A notice text that is too long or not one line is refused (400)."""
+        yield self.daemon()
+        for text in (b"x" * 1100, b"two%0Alines", b"esc%1B%5B2J"):
+            code, body = yield self.json(
+                b"POST", "/maintenance", b"state=on&text=" + text
+            )
+            self.assertEqual(code, 400, text)
+            self.assertIn("one line", body["error"])
+        self.assertEqual((yield self.http(b"POST", "/maintenance", b"on"))[0], 200)
+
 
 class ReloadTests(OpsTestCase):
     @defer.inlineCallbacks
