@@ -152,12 +152,13 @@ class ChatService(service.Service):
             d = endpoint.listen(factory)
         except Exception as e:  # a bad string or TLS file: say which
             self._fail(description, e)
+        if not d.called:  # an endpoint that binds later fails later
+            d.addCallbacks(store, lambda f: self._failLate(description, f.value))
+            return
         failure: list = []
         d.addCallbacks(store, failure.append)
         if failure:
             self._fail(description, failure[0].value)
-        if not d.called:
-            d.addErrback(lambda f: self._failLate(description, f.value))
 
     def _listening(self, description: str) -> Callable[[object], None]:
         def store(port: object) -> None:
