@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 
 from zope.interface import Interface, implementer
 
@@ -113,11 +114,9 @@ class FanOut:
         self._live: dict[IRecipient, None] = {}
         self._paused: dict[IRecipient, _Paused] = {}
         # This turn's frames.  Only when a recipient takes part of them early
-        # are their joined bytes and offsets worked out (see _endsNow).
+        # are their byte offsets worked out (see _endsNow).
         self._pending: list[bytes] = []
         self._ends: list[int] = [0]
-        self._joined = b""
-        self._joinedCount = 0
         # Live recipients already given _pending[:i] (a newcomer, or one that
         # got a reply mid-turn): they get only the rest at the flush.
         self._given: dict[IRecipient, int] = {}
@@ -128,7 +127,6 @@ class FanOut:
         self._next = 0  # number of the next blob
         self.deliveries = 0
         self.bytesOut = 0
-        self.slowCutoffs = 0
 
     # -- membership ------------------------------------------------------
 
@@ -184,9 +182,8 @@ class FanOut:
             return
         given = self._given
         ends = self._endsNow() if given else None
-        blob = self._joinedNow()
+        blob = pending[0] if len(pending) == 1 else b"".join(pending)
         self._pending, self._ends, self._given = [], [0], {}
-        self._joined, self._joinedCount = b"", 0
         number = self._next
         self._next = number + 1
         live = self._live
@@ -227,7 +224,6 @@ class FanOut:
         for recipient, state in missed:
             state.queued += len(blob) - (state.skip if state.cursor == number else 0)
             if state.queued + recipient.transportBacklog() > self.maxBacklog:
-                self.slowCutoffs += 1
                 del self._paused[recipient]
                 recipient.slowConsumer()
         self._trim()
@@ -240,7 +236,7 @@ class FanOut:
         if first == len(pending):
             return b""
         self._given[recipient] = len(pending)
-        return self._joinedNow()[self._endsNow()[first] :]
+        return b"".join(pending[first:])
 
     def _endsNow(self) -> list[int]:
         """Byte offsets of this turn's frames: ``_pending[:i]`` ends at [i]."""
@@ -248,16 +244,6 @@ class FanOut:
         for frame in self._pending[len(ends) - 1 :]:
             ends.append(ends[-1] + len(frame))
         return ends
-
-    def _joinedNow(self) -> bytes:
-        """This turn's frames as one blob (built once, however often asked)."""
-        pending = self._pending
-        if len(pending) == 1:
-            return pending[0]
-        if self._joinedCount != len(pending):
-            self._joined = b"".join(pending)
-            self._joinedCount = len(pending)
-        return self._joined
 
     def send(self, recipient: IRecipient, data: bytes) -> None:
         """Write ``data`` to one recipient, after everything sequenced before it.
@@ -278,15 +264,14 @@ class FanOut:
     def _catchUp(self, recipient: IRecipient, state: _Paused) -> bytes:
         """Everything a paused recipient is owed, up to now; it is then owed
         nothing (its backlog moves into its transport)."""
-        parts = list(self._log)[state.cursor - self._base :]
+        parts = list(islice(self._log, state.cursor - self._base, None))
         if parts and state.skip:
             parts[0] = parts[0][state.skip :]
-        if state.cursor == self._next:
-            skip = state.skip  # already given part of this turn's frames
-        else:
-            skip = 0
         if self._pending:
-            parts.append(self._joinedNow()[skip:])
+            # It was given this turn's frames up to its skip, if it was paused
+            # this turn; the rest it gets now.
+            skip = state.skip if state.cursor == self._next else 0
+            parts.extend(self._pending[self._endsNow().index(skip) :])
         state.cursor, state.skip, state.queued = self._next, self._endsNow()[-1], 0
         self._trim()
         return b"".join(parts)
