@@ -131,10 +131,10 @@ def parse_error(payload: bytes) -> tuple[str, str]:
 class FrameReceiver(protocol.Protocol):
     """Reassemble frames from a byte stream, in the style of IntNStringReceiver.
 
-    Subclasses implement :meth:`frameReceived`.  The buffer never holds more
-    than one partial frame (at most 1023 bytes), so a chunk with hundreds of
-    frames is walked with an offset and sliced once per frame: no quadratic
-    copying.  A size above :data:`MAX_PAYLOAD` is decided from the header
+    Subclasses implement :meth:`frameReceived`.  Between reads the buffer
+    holds one partial frame (at most 1023 bytes), or, while reading is paused
+    for fairness, the rest of one read; a chunk with hundreds of frames is
+    walked with an offset and sliced once per frame: no quadratic copying.  A size above :data:`MAX_PAYLOAD` is decided from the header
     alone and reported to :meth:`frameTooLarge`.
 
     ``framesPerTurn`` bounds how many frames one connection gets handled in a
