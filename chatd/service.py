@@ -321,6 +321,11 @@ class ChatService(service.Service):
                 await defer.maybeDeferred(port.stopListening)
             await self._reopen(gone, old.admin if adminChanged else None)
             raise ReloadRefused(str(e)) from None
+        if self.state is not REBOOTING:  # stopped while we awaited
+            for port in [*opened.values(), adminPort]:
+                if port is not None:
+                    await defer.maybeDeferred(port.stopListening)
+            return
         for description, port in opened.items():
             self.acceptFailures.watch(port)
             log.info("listening on {endpoint}", endpoint=description)
