@@ -64,6 +64,7 @@ class Roster:
         self._names: dict[bytes, User] = {}
         #: Active users in the order they became active (dicts keep order).
         self._active: dict[User, None] = {}
+        self._who: list[bytes] | None = None  # whoFrames(), until a change
 
     def claim(self, name: bytes) -> User | None:
         """Hold ``name`` for a new user, or None if it is taken."""
@@ -84,10 +85,12 @@ class Roster:
         key = user.name.lower()
         if self._names.get(key) is user:
             del self._names[key]
-        self._active.pop(user, None)
+        if self._active.pop(user, 0) is None:
+            self._who = None
 
     def activate(self, user: User) -> None:
         self._active[user] = None
+        self._who = None
 
     def findActive(self, name: bytes) -> User | None:
         user = self._names.get(name.lower())
@@ -105,8 +108,14 @@ class Roster:
     def whoFrames(self) -> list[bytes]:
         """USERS frames listing the active users, ended by an empty USERS.
 
-        Entries are packed greedily; an entry never spans two frames.
+        Entries are packed greedily; an entry never spans two frames.  Built
+        once per change of the active users, however many ask.
         """
+        if self._who is None:
+            self._who = self._packWho()
+        return self._who
+
+    def _packWho(self) -> list[bytes]:
         frames = []
         chunk: list[bytes] = []
         size = 0
