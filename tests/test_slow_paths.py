@@ -59,3 +59,21 @@ class OverBacklogTests(ChatTestCase):
         self.server.clock.advance(0)
         self.assertTrue(alice.closing)
         self.assertIn((T.LEAVE, alice.proto.user.entry + b".slow"), bob.received())
+
+
+class WhoAfterChangesTests(ChatTestCase):
+    def who(self, peer):
+        peer.send(T.WHO)
+        return [p for t, p in peer.received() if t == T.USERS]
+
+    def test_who_follows_joins_and_leaves(self):
+        """WHO's answer (built once per change) follows every join and leave."""
+        (alice,) = self.server.users(b"alice")
+        first = self.who(alice)
+        self.assertEqual(first, [alice.entry, b""])
+        bob = self.server.active(b"bob")
+        alice.received()
+        self.assertEqual(self.who(alice), [alice.entry + b"\n" + bob.entry, b""])
+        bob.send(T.BYE)
+        alice.received()
+        self.assertEqual(self.who(alice), [alice.entry, b""])
