@@ -138,6 +138,7 @@ class TwistdTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_sigint_stops_cleanly(self):
         daemon = Daemon("--stats-interval", "0")
+        self.addCleanup(daemon.stop)
         yield daemon.start()
         status = yield daemon.signal(signal.SIGINT)
         self.assertIn(status, (0, 128 + signal.SIGINT))
