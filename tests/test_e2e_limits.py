@@ -180,3 +180,26 @@ class MemoryBoundTests(unittest.TestCase):
         grown = peakRss(pid) - before
         bound = count * (backlog + 2 * 64 * 1024 + 1024) + 8 * 2**20  # + slack
         self.assertLess(grown, bound, f"grew {grown} bytes")
+
+
+class FairnessTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_flooder_does_not_starve_others(self):
+        """While one connection pipelines 300,000 ECHOs, another connection's
+        ECHO is answered long before the flood is (64 frames per turn each)."""
+        daemon = Daemon("--stats-interval", "0")
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        flooder = yield connect(daemon.port)
+        probe = yield connect(daemon.port)
+        self.addCleanup(flooder.transport.abortConnection)
+        self.addCleanup(probe.transport.abortConnection)
+        flood = 300_000
+        flooder.transport.write(b"\x00\x00\x00\x01\x00\x00\x00\x00" * flood)
+        yield flooder.next()  # the flood is being served
+        probe.send(T.ECHO, b"me too")
+        self.assertEqual((yield probe.next()), (T.ECHO, b"me too"))
+        served = len(flooder.frames)
+        self.assertLess(served, flood // 2, "the probe waited for the flood")
