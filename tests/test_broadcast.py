@@ -236,6 +236,31 @@ CHURN_OPS = st.lists(
 class PropertyTests(FanOutTestCase):
     maxBacklog = 10**9
 
+    def apply(
+        self,
+        op: str,
+        n: int,
+        r: Recipient,
+        own: list[bytes],
+        everyone: list[list[bytes]],
+    ) -> None:
+        """Do ``op`` (number ``n``) for ``r``, and note what each should get."""
+        if op == "say":
+            self.say(b"<%d>" % n)
+            for stream in everyone:
+                stream.append(b"<%d>" % n)
+        elif op == "pause":
+            self.fanout.pause(r)
+        elif op == "resume":
+            self.fanout.resume(r)
+        elif op == "turn":
+            self.clock.advance(0)
+        elif op == "send":
+            self.fanout.send(r, b"(%d)" % n)
+            own.append(b"(%d)" % n)
+        else:
+            raise ValueError(op)
+
     @settings(max_examples=200, deadline=None)
     @given(OPS)
     def test_every_recipient_gets_the_whole_order(self, ops: list) -> None:
@@ -245,20 +270,7 @@ class PropertyTests(FanOutTestCase):
         # What each should get: the order from its JOIN on, replies in place.
         expected = [[b"J%d" % j for j in range(i, 4)] for i in range(4)]
         for n, (op, i) in enumerate(ops):
-            r = recipients[i]
-            if op == "say":
-                self.say(b"<%d>" % n)
-                for stream in expected:
-                    stream.append(b"<%d>" % n)
-            elif op == "pause":
-                self.fanout.pause(r)
-            elif op == "resume":
-                self.fanout.resume(r)
-            elif op == "turn":
-                self.clock.advance(0)
-            else:
-                self.fanout.send(r, b"(%d)" % n)
-                expected[i].append(b"(%d)" % n)
+            self.apply(op, n, recipients[i], expected[i], expected)
         for r in recipients:
             self.fanout.resume(r)
         self.clock.advance(0)
@@ -286,23 +298,12 @@ class PropertyTests(FanOutTestCase):
                     s.append(b"J%d" % n)
                 continue
             r, stream = members[i % len(members)]
-            if op == "say":
-                self.say(b"<%d>" % n)
-                for _, s in members:
-                    s.append(b"<%d>" % n)
-            elif op == "pause":
-                self.fanout.pause(r)
-            elif op == "resume":
-                self.fanout.resume(r)
-            elif op == "turn":
-                self.clock.advance(0)
-            elif op == "send":
-                self.fanout.send(r, b"(%d)" % n)
-                stream.append(b"(%d)" % n)
-            else:  # leave abruptly (only a prefix arrives) or with BYE (drain)
+            if op in ("leave", "bye"):  # abruptly (a prefix arrives) or drained
                 members.remove((r, stream))
                 self.fanout.remove(r, drain=op == "bye")
                 gone.append((r, stream, op == "bye"))
+            else:
+                self.apply(op, n, r, stream, [s for _, s in members])
         for r, _ in members:
             self.fanout.resume(r)
         self.clock.advance(0)
