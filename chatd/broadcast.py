@@ -40,9 +40,13 @@ class IRecipient(Interface):
 class IFanOut(Interface):
     """Where a sequencer hands each frame, in the total order."""
 
-    def deliver(frame: bytes, joining: IRecipient | None = None) -> None:
+    def deliver(
+        frame: bytes, joining: IRecipient | None = None, frames: int = 1
+    ) -> None:
         """Deliver ``frame``; if ``joining`` is given, it receives this frame
-        (its own JOIN) and everything after, and nothing before."""
+        (its own JOIN) and everything after, and nothing before.  ``frame``
+        may be several whole frames in order (``frames`` of them), which
+        then stay together."""
 
 
 class ISequencer(Interface):
@@ -51,9 +55,12 @@ class ISequencer(Interface):
     def subscribe(fanout: IFanOut) -> None:
         """Deliver every sequenced frame to ``fanout``."""
 
-    def sequence(frame: bytes, joining: IRecipient | None = None) -> None:
-        """Give ``frame`` its place in the order; ``joining`` as in
-        :meth:`IFanOut.deliver` (it stays local to the submitting process)."""
+    def sequence(
+        frame: bytes, joining: IRecipient | None = None, frames: int = 1
+    ) -> None:
+        """Give ``frame`` its place in the order; ``joining`` and ``frames``
+        as in :meth:`IFanOut.deliver` (``joining`` stays local to the
+        submitting process)."""
 
 
 @implementer(ISequencer)
@@ -72,9 +79,11 @@ class LocalSequencer:
         else:
             self.__dict__.pop("sequence", None)
 
-    def sequence(self, frame: bytes, joining: IRecipient | None = None) -> None:
+    def sequence(
+        self, frame: bytes, joining: IRecipient | None = None, frames: int = 1
+    ) -> None:
         for fanout in self._fanouts:
-            fanout.deliver(frame, joining)
+            fanout.deliver(frame, joining, frames)
 
 
 class _Paused:
@@ -104,6 +113,11 @@ def transportBacklog(transport: object) -> int:
         return 0
 
 
+def _frameCount(multi: dict[int, int], elements: int) -> int:
+    """Frames in the first ``elements`` of a turn's pending list."""
+    return elements + sum(n - 1 for i, n in multi.items() if i < elements)
+
+
 @implementer(IFanOut)
 class FanOut:
     """Batched delivery of sequenced frames to local recipients."""
@@ -117,6 +131,8 @@ class FanOut:
         # are their byte offsets worked out (see _endsNow).
         self._pending: list[bytes] = []
         self._ends: list[int] = [0]
+        # _pending[i] holds _multi[i] frames where that is more than one.
+        self._multi: dict[int, int] = {}
         # Live recipients already given _pending[:i] (a newcomer, or one that
         # got a reply mid-turn): they get only the rest at the flush.
         self._given: dict[IRecipient, int] = {}
@@ -160,13 +176,17 @@ class FanOut:
 
     # -- the data path ---------------------------------------------------
 
-    def deliver(self, frame: bytes, joining: IRecipient | None = None) -> None:
+    def deliver(
+        self, frame: bytes, joining: IRecipient | None = None, frames: int = 1
+    ) -> None:
         pending = self._pending
         if joining is not None:
             # The newcomer gets nothing sequenced before its own JOIN.
             self._live[joining] = None
             if pending:
                 self._given[joining] = len(pending)
+        if frames != 1:
+            self._multi[len(pending)] = frames
         pending.append(frame)
         if self._flushCall is None:
             self._flushCall = self._callLater(0, self.flush)
@@ -181,14 +201,17 @@ class FanOut:
         if not pending:
             return
         given = self._given
+        multi = self._multi
         ends = self._endsNow() if given else None
         blob = pending[0] if len(pending) == 1 else b"".join(pending)
         self._pending, self._ends, self._given = [], [0], {}
+        if multi:
+            self._multi = {}
         number = self._next
         self._next = number + 1
         live = self._live
         count = len(pending)
-        self.deliveries += count * len(live)
+        self.deliveries += _frameCount(multi, count) * len(live)
         self.bytesOut += len(blob) * len(live)
         # write() may pause a recipient (moving it out of _live): iterate a copy.
         if not given:
@@ -200,7 +223,7 @@ class FanOut:
                 if not first:
                     recipient.write(blob)
                     continue
-                self.deliveries -= first
+                self.deliveries -= _frameCount(multi, first)
                 self.bytesOut -= ends[first]
                 if first < count:
                     recipient.write(blob[ends[first] :])

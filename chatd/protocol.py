@@ -31,12 +31,15 @@ from chatd.sendnow import writerFor
 from chatd.stats import Stats
 from chatd.wire import (
     HEADER,
+    HEADER_SIZE,
+    SAY_HEADER_NOISE,
     ErrorCode,
     FrameReceiver,
     FrameType,
     LeaveReason,
     encode,
     error_frame,
+    plainTexts,
     valid_name,
     valid_text,
 )
@@ -52,6 +55,7 @@ CLOSE_TIMEOUT = 10.0
 
 _PACK = HEADER.pack
 _MESSAGE = FrameType.MESSAGE
+_SAY = FrameType.SAY
 _ECHO = FrameType.ECHO
 _PONG = FrameType.PONG
 
@@ -226,6 +230,56 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             return frames
         finally:
             self._endChunk()
+
+    def _frameChunk(self, data: bytes, offset: int = 0, count: int = 0) -> int:
+        if self.state is ACTIVE and self._bucket is None and not self._batch:
+            offset, count = self._says(data, offset, count)
+        return FrameReceiver._frameChunk(self, data, offset, count)
+
+    def _says(self, data: bytes, offset: int, count: int) -> tuple[int, int]:
+        """Handle the run of plain SAY frames at ``offset`` at once.
+
+        Busy chat arrives as runs of SAY.  Each becomes its MESSAGE with one
+        slice and a header shared by texts of one size, the run's texts are
+        checked in one C call (:func:`plainTexts`), and the run is sequenced
+        as one blob.  The run ends at the first frame that is not a SAY of
+        1 to ``max_text`` bytes; if any text in it is not plain ASCII, the
+        whole run is left to the frame-by-frame path, which also gives the
+        errors.  Returns the new offset and frame count.
+        """
+        user = self.user
+        prefix = user.prefix
+        room = len(prefix)
+        limit = user.max_text
+        budget = self.framesPerTurn or -1
+        unpack_from = self._unpack_from
+        end = len(data)
+        start, frames = offset, count
+        parts: list[bytes] = []
+        append = parts.append
+        noise = 0
+        lastSize = head = headNoise = None
+        while end - offset >= HEADER_SIZE and frames != budget:
+            ftype, size = unpack_from(data, offset)
+            if ftype != _SAY or not 0 < size <= limit:
+                break
+            stop = offset + HEADER_SIZE + size
+            if stop > end:
+                break
+            if size != lastSize:
+                lastSize = size
+                head = _PACK(_MESSAGE, room + size) + prefix
+                headNoise = SAY_HEADER_NOISE[size]
+            append(head)
+            append(data[offset + HEADER_SIZE : stop])
+            noise += headNoise
+            offset = stop
+            frames += 1
+        if frames == count or not plainTexts(data[start:offset], noise):
+            return start, count
+        self.stats.messages += frames - count
+        self.sequencer.sequence(b"".join(parts), frames=frames - count)
+        return offset, frames
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
         handler = _HANDLERS.get(ftype)

@@ -163,15 +163,18 @@ class FrameReceiver(protocol.Protocol):
             return 0
         return self._frameChunk(data)
 
-    def _frameChunk(self, data: bytes) -> int:
+    def _frameChunk(self, data: bytes, offset: int = 0, count: int = 0) -> int:
+        """Handle the whole frames of ``data`` from ``offset``, ``count`` of
+        this turn's frames being handled already; keep the rest."""
         unpack_from = self._unpack_from
         end = len(data)
-        offset = 0
-        count = 0
         budget = self.framesPerTurn or -1
         while end - offset >= HEADER_SIZE:
             if self.stopFraming:
                 return count
+            if count == budget:
+                self._throttle()
+                break
             ftype, size = unpack_from(data, offset)
             if size > MAX_PAYLOAD:
                 self.frameTooLarge(ftype, size)
@@ -183,9 +186,6 @@ class FrameReceiver(protocol.Protocol):
             offset = stop
             count += 1
             self.frameReceived(ftype, data[start:stop])
-            if count == budget and end - offset >= HEADER_SIZE:
-                self._throttle()
-                break
         if not self.stopFraming:
             self._buffer = data[offset:] if offset else data
         return count
@@ -233,6 +233,26 @@ _FORBIDDEN_TEXT = re.compile(
 )
 #: The ASCII bytes text may hold: TAB and the printable range.
 _PLAIN_ASCII = bytes([9, *range(32, 127)])
+
+
+#: For each payload size, how many bytes of a SAY header are not plain-ASCII
+#: text bytes: what :func:`plainTexts` discounts.
+SAY_HEADER_NOISE = tuple(
+    len(HEADER.pack(FrameType.SAY, n).translate(None, _PLAIN_ASCII))
+    for n in range(MAX_PAYLOAD + 1)
+)
+
+
+def plainTexts(frames: bytes, noise: int) -> bool:
+    """Whether whole SAY ``frames`` carry only plain-ASCII text (valid text
+    under :func:`valid_text`), given the sum of their headers'
+    :data:`SAY_HEADER_NOISE`.
+
+    One C call for a run of frames instead of one check per frame: a header
+    holds a fixed number of non-text bytes for its size, so any text byte
+    outside TAB and the printable range makes the count come out larger.
+    """
+    return len(frames.translate(None, _PLAIN_ASCII)) == noise
 
 
 #: The longest text of a NOTICE: ``MAINTENANCE.`` is the longest code we send.

@@ -327,7 +327,9 @@ class SequencerTests(SynchronousTestCase):
             def __init__(self, into: list[bytes]) -> None:
                 self.into = into
 
-            def deliver(self, frame: bytes, joining: object = None) -> None:
+            def deliver(
+                self, frame: bytes, joining: object = None, frames: int = 1
+            ) -> None:
                 self.into.append(frame)
 
         sequencer = LocalSequencer()
