@@ -16,7 +16,7 @@ import hmac
 import itertools
 from typing import TYPE_CHECKING
 
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -53,6 +53,10 @@ log = Logger(namespace="chatd")
 #: aborted (a peer that never reads would otherwise hold it open forever).
 CLOSE_TIMEOUT = 10.0
 
+#: How long a closing TCP connection keeps reading (and dropping) input after
+#: it has sent everything and its FIN, waiting for the client to close too.
+LINGER = 2.0
+
 _PACK = HEADER.pack
 _MESSAGE = FrameType.MESSAGE
 _SAY = FrameType.SAY
@@ -83,6 +87,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     _overBacklog = False
     _disconnected = False
     _abortCall = None
+    _lingerCall = None
     _bucket: TokenBucket | None = None
     #: Fired once the connection is gone (the service waits on it at stop).
     onClosed: Deferred | None = None
@@ -135,8 +140,9 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         self._disconnected = True
         if self.state is not CLOSED:
             self.close(LeaveReason.ERROR)
-        if self._abortCall is not None and self._abortCall.active():
-            self._abortCall.cancel()
+        for call in (self._abortCall, self._lingerCall):
+            if call is not None and call.active():
+                call.cancel()
         self.factory.forget(self)
         if self.onClosed is not None:
             d, self.onClosed = self.onClosed, None
@@ -188,7 +194,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             # Armed first: connectionLost (which cancels it) may run inside
             # loseConnection on some transports.
             self._abortCall = self.callLater(CLOSE_TIMEOUT, self._abort)
-            self.transport.loseConnection()
+            self._hangUp()
         if user is not None:
             log.info(
                 "leave conn={conn} id={id} name={name} reason={reason}",
@@ -197,6 +203,28 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
                 name=user.display,
                 reason=reason.value,
             )
+
+    def _hangUp(self) -> None:
+        """Close after what is queued; on TCP, a lingering close.
+
+        Closing a socket that still has unread input makes the kernel reset
+        the connection and throw away what it has not sent yet, the final
+        ERROR among it, whenever a client is still sending.  So on TCP only
+        our side is shut (the FIN follows the queued frames) and input is
+        read and dropped until the client closes too, or for LINGER seconds.
+        """
+        transport = self.transport
+        if not isinstance(transport, tcp.Connection):
+            transport.loseConnection()
+            return
+        transport.loseWriteConnection()
+        if self._readingThrottled:
+            transport.resumeProducing()
+        self._lingerCall = self.callLater(LINGER, self._lingerEnd)
+
+    def _lingerEnd(self) -> None:
+        self._lingerCall = None
+        self.transport.loseConnection()
 
     def _abort(self) -> None:
         self._abortCall = None
@@ -207,6 +235,8 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         self.stats.bytesIn += len(data)
+        if self.state is CLOSED:
+            return  # lingering: nothing more is handled, or kept
         if self.state is ACTIVE:
             self.resetTimeout()
         self._batch = []

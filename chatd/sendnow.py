@@ -24,7 +24,8 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
     """The fastest correct way to write ``bytes`` to ``transport``."""
     write = transport.write  # type: ignore[attr-defined]
     if not isinstance(transport, tcp.Connection) or not all(
-        hasattr(transport, a) for a in ("_tempDataLen", "dataBuffer", "offset")
+        hasattr(transport, a)
+        for a in ("_tempDataLen", "dataBuffer", "offset", "_writeDisconnecting")
     ):
         return write
     sock = transport.socket
@@ -40,6 +41,7 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
             or t.offset != len(t.dataBuffer)
             or not t.connected
             or t.disconnecting
+            or t._writeDisconnecting
         ):
             write(data)
             return

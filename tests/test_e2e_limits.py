@@ -203,3 +203,40 @@ class FairnessTests(unittest.TestCase):
         self.assertEqual((yield probe.next()), (T.ECHO, b"me too"))
         served = len(flooder.frames)
         self.assertLess(served, flood // 2, "the probe waited for the flood")
+
+
+class LingeringCloseTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_final_error_survives_unread_input(self):
+        """A client cut off while it is still sending gets its ERROR, then EOF.
+
+        It floods ECHO without reading until the daemon cuts it off as a slow
+        consumer, sends 1 MiB more, and only then reads.  Had the daemon
+        closed its socket with that input unread, the kernel would have reset
+        the connection and dropped the replies it still held, the ERROR
+        with them.
+        """
+        daemon = Daemon("--stats-interval", "0", "--max-backlog", "64KiB")
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        client = yield connect(daemon.port)
+        self.addCleanup(client.transport.abortConnection)
+        client.transport.pauseProducing()  # not reading
+        block = (b"\x00\x00\x00\x01\x00\x00\x03\xf8" + b"z" * 1016) * 1024  # 1 MiB
+        cut = daemon.waitForLog("code=SLOW_CONSUMER")
+        for _step in range(48):  # bounded: at most 48 MiB
+            if cut.called:
+                break
+            if len(client.transport._tempDataBuffer) < 4:
+                client.transport.write(block)
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(cut.called, "never cut off")
+        client.transport.write(block)  # still sending when the daemon closes
+        yield deferLater(reactor, 0.2, lambda: None)
+        client.transport.resumeProducing()
+        yield client.closed
+        self.assertEqual(client.frames[-1][0], T.ERROR)
+        self.assertTrue(client.frames[-1][1].startswith(b"SLOW_CONSUMER."))
+        self.assertEqual({t for t, _ in client.frames[:-1]}, {T.ECHO})
