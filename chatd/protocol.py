@@ -635,13 +635,14 @@ class ChatFactory(protocol.Factory):
         )
 
     def notice(self, code: str, text: str) -> int:
-        """NOTICE ``code.text`` to every ACTIVE user (maintenance, resumed).
+        """NOTICE ``code.text`` to every open connection (maintenance,
+        resumed), mid-handshake ones too: they may still finish it.
 
-        Sent as a reply, so it follows what each user was already sent.
-        Returns how many users got it.
+        Sent as a reply, so it follows what each was already sent.
+        Returns how many connections got it.
         """
         frame = encode(FrameType.NOTICE, f"{code}.{text}".encode())
-        users = [p for p in self.connections if p.state is ACTIVE]
+        users = [p for p in self.connections if p.state is not CLOSED]
         for proto in users:
             proto._reply(frame)
         return len(users)

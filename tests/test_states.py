@@ -129,6 +129,19 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(alice.received(), [(FrameType.NOTICE, b"RESUMED.done")])
         self.server.active(b"carol")
 
+    def test_maintenance_told_mid_handshake(self) -> None:
+        """A connection already open but not yet ACTIVE hears both notices and
+        may finish its handshake meanwhile."""
+        early = self.server.named(b"early")
+        told = self.service.setMaintenance(True, "soon")
+        self.assertEqual(told, 1)
+        early.send(FrameType.READY)
+        self.service.setMaintenance(False, "done")
+        self.assertEqual(
+            [t for t, _ in early.received()],
+            [FrameType.NOTICE, FrameType.JOIN, FrameType.NOTICE],
+        )
+
     def test_maintenance_refused_twice(self) -> None:
         self.service.setMaintenance(True)
         with self.assertRaises(InvalidTransition):
