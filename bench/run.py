@@ -2,7 +2,9 @@
 
 Each scenario runs against a fresh ``twistd -n chatd`` and a fresh
 bench/naive_server.py (the reference point), the server pinned to core 0
-and the load to core 1 when ``taskset`` and two cores exist.  The load is
+and the load to core 1 when ``taskset`` and two cores exist.  With
+``--load c`` it also runs bench/floor.c, the least a server can do for the
+same traffic in C: its CPU per delivery is what the kernel alone costs.  The load is
 chatd-bench (``--load py``, the default) or bench/loadgen.c (``--load c``),
 a C epoll load generator compiled on the fly with gcc: the Python tool
 saturates its core well below what the servers can do, so with it the
@@ -37,6 +39,7 @@ import twisted
 BENCH = [sys.executable, "-c", "from chatd.bench.cli import main; main()"]
 LOAD_CORE = 1
 LOADGEN_SOURCE = ROOT / "bench" / "loadgen.c"
+FLOOR_SOURCE = ROOT / "bench" / "floor.c"
 NOTES = "benchmarks-notes.md"
 
 #: name, mode, chatd-bench options.  Targets refer to these names.
@@ -60,10 +63,16 @@ SMOKE: list[tuple[str, str, dict]] = [
 IDLE_USERS = 2000
 
 
+#: Compiled C programs by source name (bench/run.py --load c).
+BUILT: dict[str, Path] = {}
+
+
 def startServer(kind: str) -> Server:
     if kind == "chatd":
         return Server.chatd("--idle-timeout", "0", "--handshake-timeout", "0")
     port = freePort()
+    if kind == "floor":
+        return Server([str(BUILT["floor"]), str(port)], port)
     return Server([sys.executable, "bench/naive_server.py", str(port)], port)
 
 
@@ -135,22 +144,22 @@ def measurePy(kind: str, mode: str, options: dict, duration: float) -> dict:
     return result
 
 
-def buildLoadgen() -> Path | None:
-    """Compile bench/loadgen.c into a temporary directory; None without gcc."""
+def buildC(source: Path) -> Path | None:
+    """Compile a C program of bench/ into a temporary directory; None if
+    there is no compiler or it fails (said on stderr)."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
-        print("gcc not found: falling back to chatd-bench (--load py)", file=sys.stderr)
+        print(f"gcc not found: {source.name} not built", file=sys.stderr)
         return None
-    tmp = tempfile.mkdtemp(prefix="chatd-loadgen-")
+    tmp = tempfile.mkdtemp(prefix="chatd-bench-")
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    exe = Path(tmp) / "loadgen"
-    argv = [gcc, "-O2", "-std=c11", "-Wall", "-o", str(exe), str(LOADGEN_SOURCE)]
+    exe = Path(tmp) / source.stem
+    argv = [gcc, "-O2", "-std=c11", "-Wall", "-o", str(exe), str(source)]
     done = subprocess.run(argv, capture_output=True, text=True)
     if done.returncode != 0:
-        print(
-            f"gcc failed, falling back to chatd-bench:\n{done.stderr}", file=sys.stderr
-        )
+        print(f"gcc failed on {source.name}:\n{done.stderr}", file=sys.stderr)
         return None
+    BUILT[source.stem] = exe
     return exe
 
 
@@ -315,9 +324,16 @@ def report(
         + ("---|" if load == "c" else "")
         + "---|",
     ]
+    floors: list[str] = []
     for name, pair in results.items():
         c, n = pair["chatd"], pair["naive"]
         ratio = rate(c) / rate(n) if rate(n) else float("nan")
+        if "floor" in pair:
+            floors.append(
+                f"| {name} | {rate(pair['floor']):,.0f} | "
+                f"{pair['floor']['cpu_ns_per_unit']} | {c['cpu_ns_per_unit']} | "
+                f"{pair['floor']['integrity_failures']} |"
+            )
         lines.append(
             f"| {name} | {rate(c):,.0f} | {rate(n):,.0f} | {ratio:.2f}x | "
             f"{c['mb_per_s']:.1f} | {ms(c['latency_us']['p50'])} | "
@@ -331,6 +347,19 @@ def report(
             )
             + f" {steal(c)}/{steal(n)} |"
         )
+    if floors:
+        lines += [
+            "",
+            "The kernel's share: bench/floor.c, a C epoll server that only frames",
+            "and batches like chatd (no checks), under the same load.  Its CPU per",
+            "unit is nearly all system time: loopback TCP's cost, which any server",
+            "pays.",
+            "",
+            "| scenario | floor /s | floor CPU ns/unit | chatd CPU ns/unit | "
+            "integrity floor |",
+            "|---|---|---|---|---|",
+            *floors,
+        ]
     if rss:
         lines += [
             "",
@@ -469,8 +498,13 @@ def main() -> None:
         help="load generator: chatd-bench (py) or bench/loadgen.c (c)",
     )
     args = p.parse_args()
-    loadgen = buildLoadgen() if args.load == "c" else None
+    loadgen = buildC(LOADGEN_SOURCE) if args.load == "c" else None
+    if args.load == "c" and loadgen is None:
+        print("falling back to chatd-bench (--load py)", file=sys.stderr)
     load = "c" if loadgen is not None else "py"
+    kinds = ["chatd", "naive"]
+    if loadgen is not None and buildC(FLOOR_SOURCE) is not None:
+        kinds.append("floor")
     scenarios = SMOKE if args.smoke else SCENARIOS
     if args.only:
         scenarios = [s for s in scenarios if args.only in s[0]]
@@ -478,7 +512,7 @@ def main() -> None:
     results: dict = {}
     for name, mode, options in scenarios:
         results[name] = {}
-        for kind in ("chatd", "naive"):
+        for kind in kinds:
             r = measure(kind, mode, options, duration, loadgen)
             results[name][kind] = r
             print(

@@ -67,10 +67,18 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
+                probe = socket.create_connection(("127.0.0.1", self.port), 0.2)
             except OSError:
                 time.sleep(0.05)
+                continue
+            # End the probe and wait for the server's end of it too, so that
+            # it is gone before anyone counts the server's descriptors.
+            with probe:
+                probe.settimeout(5)
+                probe.shutdown(socket.SHUT_WR)
+                while probe.recv(4096):
+                    pass
+            return
         raise RuntimeError("server did not start listening")
 
     def cpuSeconds(self) -> float:
