@@ -463,13 +463,18 @@ def drawPlot(results: dict, path: Path) -> bool:
     if not series:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # One colour per load shape, one line style per server.
+    shapes = sorted({key[1:] for key in series})
+    colours = {shape: f"C{i}" for i, shape in enumerate(shapes)}
+    styles = {"chatd": "-o", "naive": "--x", "floor": ":."}
     for (kind, senders, size), points in sorted(series.items()):
         points.sort()
         xs = [p[0] for p in points]
-        style = "-o" if kind == "chatd" else "--x"
+        style = styles.get(kind, "-.")
+        colour = colours[senders, size]
         label = f"{kind} {senders} sender{'s' if senders > 1 else ''} {size} B"
-        left.plot(xs, [p[1] for p in points], style, label=label)
-        right.plot(xs, [p[2] for p in points], style, label=label)
+        left.plot(xs, [p[1] for p in points], style, color=colour, label=label)
+        right.plot(xs, [p[2] for p in points], style, color=colour, label=label)
     left.set(
         xscale="log",
         xlabel="receivers",
