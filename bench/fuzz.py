@@ -60,25 +60,34 @@ class Fuzzer(threading.Thread):
             except OSError:
                 time.sleep(0.01)
                 continue
-            reader = threading.Thread(target=self._drain, args=(sock,), daemon=True)
+            # The server closes after a fatal error: its FIN (it keeps
+            # reading for a while, so sending alone would not notice) or a
+            # reset, whichever the reader or the sender meets first.
+            ended = threading.Event()
+            reader = threading.Thread(
+                target=self._drain, args=(sock, ended), daemon=True
+            )
             reader.start()
             try:
-                while self.sent < self.quota:
+                while self.sent < self.quota and not ended.is_set():
                     block, n = randomFrames(self.rng, 500)
                     sock.sendall(block)
                     self.sent += n
+                if ended.is_set():
+                    self.reconnects += 1
             except OSError:
                 self.reconnects += 1
             finally:
                 sock.close()
 
     @staticmethod
-    def _drain(sock: socket.socket) -> None:
+    def _drain(sock: socket.socket, ended: threading.Event) -> None:
         try:
             while sock.recv(1 << 16):
                 pass
         except OSError:
             pass
+        ended.set()
 
 
 def readFrame(sock: socket.socket) -> tuple[int, bytes]:
