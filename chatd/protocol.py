@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import protocol, tcp
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
@@ -74,7 +74,7 @@ class State(enum.Enum):
 CONNECTED, NAMED, ACTIVE, CLOSED = State
 
 
-@implementer(IRecipient, IPushProducer)
+@implementer(IRecipient, IPushProducer, IHalfCloseableProtocol)
 class ChatProtocol(FrameReceiver, TimeoutMixin):
     """The server side of one chatd connection."""
 
@@ -86,6 +86,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     _outputBlocked = False
     _overBacklog = False
     _disconnected = False
+    _readEnded = False
     _abortCall = None
     _lingerCall = None
     _bucket: TokenBucket | None = None
@@ -221,6 +222,24 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         if self._readingThrottled:
             transport.resumeProducing()
         self._lingerCall = self.callLater(LINGER, self._lingerEnd)
+
+    # -- IHalfCloseableProtocol (TCP) -----------------------------------
+
+    def readConnectionLost(self) -> None:
+        """The client will send nothing more: it closed, or shut its side."""
+        self._readEnded = True
+        if self.state is CLOSED:
+            self.transport.loseConnection()  # lingering: it closed too
+        else:
+            # Like a disconnect without BYE, but what is queued for it still
+            # goes out (a client that shut only its sending side reads on).
+            self.close(LeaveReason.ERROR)
+
+    def writeConnectionLost(self) -> None:
+        """Everything queued went to the kernel, then our FIN."""
+        self.factory.release(self)
+        if self._readEnded:
+            self.transport.loseConnection()
 
     def _lingerEnd(self) -> None:
         self._lingerCall = None
@@ -594,6 +613,9 @@ class ChatFactory(protocol.Factory):
         self.sequencer = sequencer if sequencer is not None else LocalSequencer()
         self.sequencer.subscribe(self.fanout)
         self.connections: dict[ChatProtocol, None] = {}
+        # Connections that have sent everything and their FIN, and linger
+        # only to read what the client still sends: not counted in limits.
+        self._released: set[ChatProtocol] = set()
         self.byUser: dict[User, ChatProtocol] = {}
         self.errorLog = ErrorLog()
         self.perAddress = PerAddress(config.max_per_ip)
@@ -609,7 +631,7 @@ class ChatFactory(protocol.Factory):
         self.stats.connectionsTotal += 1
         if self.refusal is not None:
             return self.refusal, None
-        if len(self.connections) >= self.config.max_clients:
+        if len(self.connections) - len(self._released) >= self.config.max_clients:
             return ErrorCode.SERVER_FULL, None
         if not self.perAddress.admit(proto.host):
             return (
@@ -620,10 +642,20 @@ class ChatFactory(protocol.Factory):
         self.connections[proto] = None
         return None
 
+    def release(self, proto: ChatProtocol) -> None:
+        """``proto`` has sent all it will: it no longer counts against
+        --max-clients and --max-per-ip while it lingers."""
+        if proto in self.connections and proto not in self._released:
+            self._released.add(proto)
+            self.perAddress.release(proto.host)
+
     def forget(self, proto: ChatProtocol) -> None:
         if proto in self.connections:
             del self.connections[proto]
-            self.perAddress.release(proto.host)
+            if proto in self._released:
+                self._released.discard(proto)
+            else:
+                self.perAddress.release(proto.host)
         self.errorLog.forget(proto)
 
     def snapshot(self) -> dict:

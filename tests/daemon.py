@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from twisted.internet import defer, endpoints, error, protocol, reactor
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
 
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -198,7 +200,23 @@ class FrameClient(protocol.Protocol):
         self.closed.callback(None)
 
 
-def connect(port: int) -> defer.Deferred:
-    """A connected :class:`FrameClient` to 127.0.0.1:port."""
+@implementer(IHalfCloseableProtocol)
+class HalfCloseClient(FrameClient):
+    """A client that keeps its socket open after the server's FIN (``ended``
+    fires then), and can shut its own sending side."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def readConnectionLost(self) -> None:
+        self.ended.callback(None)
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+def connect(port: int, kind: type[FrameClient] = FrameClient) -> defer.Deferred:
+    """A connected :class:`FrameClient` (or ``kind``) to 127.0.0.1:port."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    return endpoint.connect(protocol.Factory.forProtocol(FrameClient))
+    return endpoint.connect(protocol.Factory.forProtocol(kind))

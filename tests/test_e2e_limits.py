@@ -7,7 +7,7 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, connect
+from tests.daemon import Daemon, HalfCloseClient, connect
 
 
 class LimitTests(unittest.TestCase):
@@ -240,3 +240,60 @@ class LingeringCloseTests(unittest.TestCase):
         self.assertEqual(client.frames[-1][0], T.ERROR)
         self.assertTrue(client.frames[-1][1].startswith(b"SLOW_CONSUMER."))
         self.assertEqual({t for t, _ in client.frames[:-1]}, {T.ECHO})
+
+    @defer.inlineCallbacks
+    def handshake(self, daemon, name, kind):
+        client = yield connect(daemon.port, kind)
+        self.addCleanup(client.transport.abortConnection)
+        client.send(T.HELLO, name)
+        self.assertEqual((yield client.next())[0], T.WELCOME)
+        client.send(T.READY)
+        self.assertEqual((yield client.next())[0], T.JOIN)
+        return client
+
+    @defer.inlineCallbacks
+    def test_slot_free_once_everything_is_sent(self):
+        """A user who left no longer counts against --max-clients once the
+        daemon has sent it everything, though its socket is still open."""
+        daemon = Daemon("--stats-interval", "0", "--max-clients", "1")
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        first = yield self.handshake(daemon, b"first", HalfCloseClient)
+        first.send(T.BYE)
+        yield first.ended  # the daemon's FIN; our socket stays open
+        self.assertTrue(first.transport.connected)
+        second = yield self.handshake(daemon, b"second", HalfCloseClient)
+        second.send(T.ECHO, b"in")
+        self.assertEqual((yield second.next()), (T.ECHO, b"in"))
+
+    @defer.inlineCallbacks
+    def test_half_close_still_answered(self):
+        """A client that shuts its sending side gets the replies to what it
+        sent, then the daemon's FIN; the others see it leave (reason error).
+
+        It reads nothing until the daemon has seen its end of stream, so
+        more replies are queued in the daemon then than the kernel holds.
+        """
+        daemon = Daemon("--stats-interval", "0", "--max-backlog", "64MiB")
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        alice = yield self.handshake(daemon, b"alice", HalfCloseClient)
+        bob = yield self.handshake(daemon, b"bob", HalfCloseClient)
+        self.assertEqual((yield alice.next())[0], T.JOIN)  # bob's
+        alice.transport.pauseProducing()
+        alice.send(T.SAY, b"last words")
+        echoes = [b"%05d" % i + b"e" * 995 for i in range(16000)]  # 16 MB
+        for payload in echoes:
+            alice.send(T.ECHO, payload)
+        alice.transport.loseWriteConnection()
+        yield daemon.waitForLog("name=alice reason=error")
+        alice.transport.resumeProducing()
+        # The FIN; a reset would be a failure, so also wake on the close.
+        yield defer.DeferredList([alice.ended, alice.closed], fireOnOneCallback=True)
+        got = alice.frames  # all of it: the FIN came after it
+        self.assertEqual(got[0][0], T.MESSAGE)
+        self.assertEqual(got[1:], [(T.ECHO, p) for p in echoes])
+        said = yield bob.next()
+        self.assertTrue(said[1].endswith(b".last words"))
+        ftype, payload = yield bob.next()
+        self.assertEqual((ftype, payload.rsplit(b".", 1)[1]), (T.LEAVE, b"error"))
