@@ -7,7 +7,19 @@ from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, HalfCloseClient, connect
+from tests.daemon import Daemon, FrameClient, HalfCloseClient, connect
+
+
+@defer.inlineCallbacks
+def active(case, daemon, name, kind=FrameClient):
+    """A client of ``kind`` that is ACTIVE as ``name``, closed after ``case``."""
+    client = yield connect(daemon.port, kind)
+    case.addCleanup(client.transport.abortConnection)
+    client.send(T.HELLO, name)
+    case.assertEqual((yield client.next())[0], T.WELCOME)
+    client.send(T.READY)
+    case.assertEqual((yield client.next())[0], T.JOIN)
+    return client
 
 
 class LimitTests(unittest.TestCase):
@@ -20,15 +32,8 @@ class LimitTests(unittest.TestCase):
         yield daemon.start()
         return daemon
 
-    @defer.inlineCallbacks
     def active(self, daemon, name):
-        client = yield connect(daemon.port)
-        self.addCleanup(client.transport.abortConnection)
-        client.send(T.HELLO, name.encode())
-        self.assertEqual((yield client.next())[0], T.WELCOME)
-        client.send(T.READY)
-        self.assertEqual((yield client.next())[0], T.JOIN)
-        return client
+        return active(self, daemon, name.encode())
 
     @defer.inlineCallbacks
     def test_slow_consumer_cut_off(self):
@@ -242,27 +247,17 @@ class LingeringCloseTests(unittest.TestCase):
         self.assertEqual({t for t, _ in client.frames[:-1]}, {T.ECHO})
 
     @defer.inlineCallbacks
-    def handshake(self, daemon, name, kind):
-        client = yield connect(daemon.port, kind)
-        self.addCleanup(client.transport.abortConnection)
-        client.send(T.HELLO, name)
-        self.assertEqual((yield client.next())[0], T.WELCOME)
-        client.send(T.READY)
-        self.assertEqual((yield client.next())[0], T.JOIN)
-        return client
-
-    @defer.inlineCallbacks
     def test_slot_free_once_everything_is_sent(self):
         """A user who left no longer counts against --max-clients once the
         daemon has sent it everything, though its socket is still open."""
         daemon = Daemon("--stats-interval", "0", "--max-clients", "1")
         self.addCleanup(daemon.stop)
         yield daemon.start()
-        first = yield self.handshake(daemon, b"first", HalfCloseClient)
+        first = yield active(self, daemon, b"first", HalfCloseClient)
         first.send(T.BYE)
         yield first.ended  # the daemon's FIN; our socket stays open
         self.assertTrue(first.transport.connected)
-        second = yield self.handshake(daemon, b"second", HalfCloseClient)
+        second = yield active(self, daemon, b"second", HalfCloseClient)
         second.send(T.ECHO, b"in")
         self.assertEqual((yield second.next()), (T.ECHO, b"in"))
 
@@ -277,8 +272,8 @@ class LingeringCloseTests(unittest.TestCase):
         daemon = Daemon("--stats-interval", "0", "--max-backlog", "64MiB")
         self.addCleanup(daemon.stop)
         yield daemon.start()
-        alice = yield self.handshake(daemon, b"alice", HalfCloseClient)
-        bob = yield self.handshake(daemon, b"bob", HalfCloseClient)
+        alice = yield active(self, daemon, b"alice", HalfCloseClient)
+        bob = yield active(self, daemon, b"bob", HalfCloseClient)
         self.assertEqual((yield alice.next())[0], T.JOIN)  # bob's
         alice.transport.pauseProducing()
         alice.send(T.SAY, b"last words")
