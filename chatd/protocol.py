@@ -237,8 +237,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
 
     def writeConnectionLost(self) -> None:
         """Everything queued went to the kernel, then our FIN."""
-        self.factory.release(self)
-        if self._readEnded:
+        if not self.factory.release(self) or self._readEnded:
             self.transport.loseConnection()
 
     def _lingerEnd(self) -> None:
@@ -642,12 +641,22 @@ class ChatFactory(protocol.Factory):
         self.connections[proto] = None
         return None
 
-    def release(self, proto: ChatProtocol) -> None:
+    def release(self, proto: ChatProtocol) -> bool:
         """``proto`` has sent all it will: it no longer counts against
-        --max-clients and --max-per-ip while it lingers."""
-        if proto in self.connections and proto not in self._released:
+        --max-clients and --max-per-ip while it lingers.
+
+        Returns False when ``max_clients`` connections linger already: then
+        it should close at once, so that clients which leave and keep their
+        sockets open cannot hold descriptors without bound.
+        """
+        if proto not in self.connections:
+            return False
+        if proto not in self._released:
+            if len(self._released) >= self.config.max_clients:
+                return False
             self._released.add(proto)
             self.perAddress.release(proto.host)
+        return True
 
     def forget(self, proto: ChatProtocol) -> None:
         if proto in self.connections:

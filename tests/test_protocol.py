@@ -526,6 +526,25 @@ class LimitTests(ChatTestCase):
         peers[0].lose()
         self.assertEqual(self.server.connect().received(), [])
 
+    def test_lingering_released_up_to_max_clients(self) -> None:
+        """A closed connection that lingers frees its slot, but at most
+        max_clients linger at once; the next must close at once."""
+        server = Server(max_clients=1, max_per_ip=1)
+        factory = server.factory
+        first = server.connect()
+        self.assertTrue(server.connect().closing)  # full
+        self.assertTrue(factory.release(first.proto))
+        self.assertTrue(factory.release(first.proto))  # idempotent
+        self.assertNotIn("127.0.0.1", factory.perAddress.counts)
+        second = server.connect()
+        self.assertFalse(second.closing)  # first's slot was free
+        self.assertFalse(factory.release(second.proto))  # one lingers already
+        self.assertEqual(factory.perAddress.counts["127.0.0.1"], 1)
+        first.lose()
+        self.assertEqual(list(factory.connections), [second.proto])
+        self.assertEqual(factory.perAddress.counts["127.0.0.1"], 1)
+        self.assertTrue(factory.release(second.proto))
+
     def test_max_per_ip(self) -> None:
         """chatd's --max-per-ip: SERVER_FULL for one host's extra connection."""
         server = Server(max_per_ip=2)
