@@ -27,7 +27,7 @@ from chatd.broadcast import FanOut, IRecipient, ISequencer, LocalSequencer
 from chatd.broadcast import transportBacklog as _transportBacklog
 from chatd.limits import PerAddress, TokenBucket
 from chatd.roster import Roster, User
-from chatd.sendnow import writerFor
+from chatd.sendnow import unsentBytes, writerFor
 from chatd.stats import Stats
 from chatd.wire import (
     HEADER,
@@ -53,9 +53,9 @@ log = Logger(namespace="chatd")
 #: aborted (a peer that never reads would otherwise hold it open forever).
 CLOSE_TIMEOUT = 10.0
 
-#: How long a closing TCP connection keeps reading (and dropping) input after
-#: it has sent everything and its FIN, waiting for the client to close too.
-LINGER = 2.0
+#: A closing TCP connection checks this often (doubling up to 0.5 s) whether
+#: the client has everything; CLOSE_TIMEOUT still bounds the whole close.
+LINGER_POLL = 0.01
 
 _PACK = HEADER.pack
 _MESSAGE = FrameType.MESSAGE
@@ -209,19 +209,21 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         """Close after what is queued; on TCP, a lingering close.
 
         Closing a socket that still has unread input makes the kernel reset
-        the connection and throw away what it has not sent yet, the final
-        ERROR among it, whenever a client is still sending.  So on TCP only
-        our side is shut (the FIN follows the queued frames) and input is
-        read and dropped until the client closes too, or for LINGER seconds.
+        the connection and throw away what the client has not acknowledged
+        yet, the final ERROR among it, whenever a client is still sending.
+        So on TCP only our side is shut (the FIN follows the queued frames),
+        input is read and dropped, and the socket is closed once the client
+        has acknowledged everything (or closed too, or CLOSE_TIMEOUT ends).
         """
         transport = self.transport
-        if not isinstance(transport, tcp.Connection):
-            transport.loseConnection()
-            return
-        transport.loseWriteConnection()
         if self._readingThrottled:
+            # Paused for fairness: a close must still see the client's end
+            # (TLS waits for it).
             transport.resumeProducing()
-        self._lingerCall = self.callLater(LINGER, self._lingerEnd)
+        if isinstance(transport, tcp.Connection):
+            transport.loseWriteConnection()  # then writeConnectionLost
+        else:
+            transport.loseConnection()
 
     # -- IHalfCloseableProtocol (TCP) -----------------------------------
 
@@ -236,13 +238,23 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             self.close(LeaveReason.ERROR)
 
     def writeConnectionLost(self) -> None:
-        """Everything queued went to the kernel, then our FIN."""
-        if not self.factory.release(self) or self._readEnded:
+        """Everything queued went to the kernel, then our FIN: the slot is
+        free (:meth:`ChatFactory.release`); close once the client has it."""
+        if self.factory.release(self):
+            self._linger(LINGER_POLL)
+        else:
             self.transport.loseConnection()
 
-    def _lingerEnd(self) -> None:
+    def _linger(self, delay: float) -> None:
+        """Close once the client has acknowledged all our data (only the FIN
+        may be left: a reset then loses nothing), or has closed too; until
+        then, look again."""
         self._lingerCall = None
-        self.transport.loseConnection()
+        unsent = unsentBytes(self.transport)
+        if self._readEnded or unsent is None or unsent <= 1:
+            self.transport.loseConnection()
+        else:
+            self._lingerCall = self.callLater(delay, self._linger, min(2 * delay, 0.5))
 
     def _abort(self) -> None:
         self._abortCall = None

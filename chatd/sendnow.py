@@ -14,7 +14,10 @@ asyncio's transports do the same.
 
 from __future__ import annotations
 
+import fcntl
 import socket
+import struct
+import termios
 from collections.abc import Callable
 
 from twisted.internet import tcp
@@ -57,3 +60,14 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
             write(data[sent:])
 
     return sendNow
+
+
+def unsentBytes(transport: object) -> int | None:
+    """Bytes the kernel holds for a TCP transport's peer that the peer has not
+    acknowledged yet (Linux ``SIOCOUTQ``); None where that cannot be told."""
+    try:
+        fd = transport.socket.fileno()  # type: ignore[attr-defined]
+        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, OSError):
+        return None
+    return struct.unpack("i", raw)[0]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+import signal
+import socket
+
+from twisted.internet import defer, reactor, task
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
+from chatd.wire import HEADER
 from chatd.wire import FrameType as T
 from tests.daemon import Daemon, FrameClient, HalfCloseClient, connect
 
@@ -292,3 +296,51 @@ class LingeringCloseTests(unittest.TestCase):
         self.assertTrue(said[1].endswith(b".last words"))
         ftype, payload = yield bob.next()
         self.assertEqual((ftype, payload.rsplit(b".", 1)[1]), (T.LEAVE, b"error"))
+
+    @defer.inlineCallbacks
+    def test_shutdown_prompt_when_clients_keep_sockets_open(self):
+        """SIGTERM: clients that read their ERROR SHUTDOWN but never close
+        their sockets do not hold the daemon until the grace period ends."""
+        daemon = Daemon("--stats-interval", "0", "--shutdown-grace", "1")
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        clients = []
+        for name in (b"k1", b"k2", b"k3"):
+            clients.append((yield active(self, daemon, name, HalfCloseClient)))
+        left = yield active(self, daemon, b"k4", HalfCloseClient)
+        left.send(T.BYE)  # lingering already when the stop begins
+        yield left.ended
+        status = daemon.signal(signal.SIGTERM)
+        for client in clients:
+            yield client.ended
+            self.assertEqual(client.frames[-1][0], T.ERROR)
+            self.assertTrue(client.frames[-1][1].startswith(b"SHUTDOWN."))
+        self.assertEqual((yield status), 128 + signal.SIGTERM)
+        self.assertNotIn("shutdown grace over", daemon.log)
+
+    @defer.inlineCallbacks
+    def test_slow_reader_still_gets_final_error(self):
+        """A client with a small receive buffer that sends a bad frame and
+        keeps sending for 3 s before it reads gets everything, the ERROR last:
+        the daemon lingers until the client has acknowledged it all."""
+        daemon = Daemon("--stats-interval", "0")
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        client = yield connect(daemon.port)
+        self.addCleanup(client.transport.abortConnection)
+        client.transport.socket.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024
+        )
+        client.transport.pauseProducing()
+        for i in range(700):
+            client.send(T.ECHO, b"%04d" % i + b"x" * 1012)
+        client.transport.write(HEADER.pack(T.ECHO, 5000))  # fatal
+        pinger = task.LoopingCall(client.send, T.PING, b"p")
+        pinger.start(0.05)
+        yield deferLater(reactor, 3.0, lambda: None)
+        pinger.stop()
+        client.transport.resumeProducing()
+        yield client.closed
+        self.assertEqual(len(client.frames), 701)
+        self.assertEqual(client.frames[-1][0], T.ERROR)
+        self.assertTrue(client.frames[-1][1].startswith(b"FRAME_TOO_LARGE."))

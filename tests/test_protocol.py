@@ -668,6 +668,16 @@ class FairnessTests(ChatTestCase):
         self.assertEqual(frames, [(T.ECHO, b"%d" % i) for i in range(200)])
         self.assertEqual(peer.transport.producerState, "producing")
 
+    def test_close_while_paused_resumes_reading(self) -> None:
+        """A connection closed while paused for fairness reads again: a close
+        must see the client's end (TLS waits for its close_notify)."""
+        [peer] = self.server.users(b"a")
+        peer.sendRaw(b"".join(encode(T.ECHO, b"%d" % i) for i in range(200)))
+        self.assertEqual(peer.transport.producerState, "paused")
+        self.assertTrue(self.server.factory.kick("a"))
+        self.assertTrue(peer.closing)
+        self.assertEqual(peer.transport.producerState, "producing")
+
     def test_other_clients_served_between_turns(self) -> None:
         a, b = self.server.users(b"a", b"b")
         a.sendRaw(encode(T.SAY, b"x") * 100)
