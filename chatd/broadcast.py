@@ -259,7 +259,12 @@ class FanOut:
         if first == len(pending):
             return b""
         self._given[recipient] = len(pending)
-        return b"".join(pending[first:])
+        share = b"".join(pending[first:])
+        # Delivered now: the flush counts only what it writes.
+        multi = self._multi
+        self.deliveries += _frameCount(multi, len(pending)) - _frameCount(multi, first)
+        self.bytesOut += len(share)
+        return share
 
     def _endsNow(self) -> list[int]:
         """Byte offsets of this turn's frames: ``_pending[:i]`` ends at [i]."""

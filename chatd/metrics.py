@@ -33,7 +33,11 @@ COUNTERS = {
     "frames_out": ("chatd_sent_frames", "Frames sent to clients, broadcast copies included."),
     "bytes_out": ("chatd_sent_bytes", "Bytes sent to clients, broadcast copies included."),
     "messages": ("chatd_messages", "SAY messages broadcast."),
-    "deliveries": ("chatd_deliveries", "Broadcast frames delivered (one per recipient)."),
+    "deliveries": (
+        "chatd_deliveries",
+        "Broadcast frames delivered (one per recipient; frames a reader paused"
+        " by flow control catches up on later are not counted).",
+    ),
 }  # fmt: skip
 
 

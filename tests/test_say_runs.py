@@ -107,6 +107,24 @@ class SayRunTests(SynchronousTestCase):
         self.assertEqual([t for t, _ in carol.received()], [T.JOIN])
         self.assertEqual(len(bob.received()), 6)
 
+    def test_deliveries_count_frames_given_early(self) -> None:
+        """A reply in the same read, or a BYE, gives the sender this turn's
+        frames early; they are delivered all the same and counted."""
+        server = Server()
+        alice, bob = server.users(b"alice", b"bob")
+        before = server.factory.snapshot()["deliveries"]
+        alice.sendRaw(encode(T.SAY, b"one") + encode(T.SAY, b"two") + encode(T.ECHO))
+        server.clock.advance(0)
+        self.assertEqual(server.factory.snapshot()["deliveries"] - before, 2 * 2)
+        self.assertEqual(len(alice.received()), 3)
+        alice.sendRaw(encode(T.SAY, b"three") + encode(T.BYE))
+        server.clock.advance(0)
+        # MESSAGE to both, then alice's LEAVE to bob.
+        self.assertEqual(server.factory.snapshot()["deliveries"] - before, 4 + 2 + 1)
+        self.assertEqual(
+            [t for t, _ in bob.received()][-3:], [T.MESSAGE] * 2 + [T.LEAVE]
+        )
+
 
 class PlainTextsTests(SynchronousTestCase):
     def frames(self, *texts: bytes) -> tuple[bytes, int]:
