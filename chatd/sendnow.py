@@ -64,10 +64,16 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
 
 def unsentBytes(transport: object) -> int | None:
     """Bytes the kernel holds for a TCP transport's peer that the peer has not
-    acknowledged yet (Linux ``SIOCOUTQ``); None where that cannot be told."""
+    acknowledged yet (Linux ``SIOCOUTQ``); None where that cannot be told.
+
+    Also None for a unix socket: there it counts what the peer has not read,
+    and a unix socket keeps that readable after we close anyway.
+    """
     try:
-        fd = transport.socket.fileno()  # type: ignore[attr-defined]
-        raw = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")
-    except (AttributeError, OSError):
+        sock = transport.socket  # type: ignore[attr-defined]
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return None
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (AttributeError, OSError, ValueError):
         return None
     return struct.unpack("i", raw)[0]
