@@ -2,15 +2,16 @@
 
 Each scenario runs against a fresh ``twistd -n chatd`` and a fresh
 bench/naive_server.py (the reference point), the server pinned to core 0
-and the load to core 1 when ``taskset`` and two cores exist.  With
-``--load c`` it also runs bench/floor.c, the least a server can do for the
-same traffic in C: its CPU per delivery is what the kernel alone costs.  The load is
+and the load to core 1 when ``taskset`` and two cores exist.  The load is
 chatd-bench (``--load py``, the default) or bench/loadgen.c (``--load c``),
 a C epoll load generator compiled on the fly with gcc: the Python tool
 saturates its core well below what the servers can do, so with it the
-ratios measure the load tool.  Server CPU time comes from /proc/PID/stat
-before and after the load; RSS per idle user from /proc/PID/status with
-2,000 users connected (always with chatd-bench: idle users need no speed).
+ratios measure the load tool.  With ``--load c`` the suite also runs
+bench/floor.c, the least a server can do for the same traffic in C: its
+CPU per delivery is what the kernel alone costs.  Server CPU time comes
+from /proc/PID/stat before and after the load; RSS per idle user from
+/proc/PID/status with 2,000 users connected (always with chatd-bench: idle
+users need no speed).
 Writes docs/benchmarks.md (with docs/benchmarks-notes.md, hand-written,
 appended when it exists), docs/benchmarks.png and docs/benchmarks.json.
 

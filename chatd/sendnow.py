@@ -27,8 +27,7 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
     """The fastest correct way to write ``bytes`` to ``transport``."""
     write = transport.write  # type: ignore[attr-defined]
     if not isinstance(transport, tcp.Connection) or not all(
-        hasattr(transport, a)
-        for a in ("_tempDataLen", "dataBuffer", "offset", "_writeDisconnecting")
+        hasattr(transport, a) for a in ("_tempDataLen", "dataBuffer", "offset")
     ):
         return write
     sock = transport.socket
@@ -44,7 +43,6 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
             or t.offset != len(t.dataBuffer)
             or not t.connected
             or t.disconnecting
-            or t._writeDisconnecting
         ):
             write(data)
             return

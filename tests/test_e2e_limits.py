@@ -337,6 +337,9 @@ class LingeringCloseTests(unittest.TestCase):
         client.transport.write(HEADER.pack(T.ECHO, 5000))  # fatal
         pinger = task.LoopingCall(client.send, T.PING, b"p")
         pinger.start(0.05)
+        yield daemon.waitForLog("code=FRAME_TOO_LARGE")  # the close begins
+        # No Deferred stands for "the client is still not reading": real time
+        # must pass, longer than any fixed linger would have allowed.
         yield deferLater(reactor, 3.0, lambda: None)
         pinger.stop()
         client.transport.resumeProducing()
