@@ -6,8 +6,8 @@ see README.md), the same settings ``twistd chatd`` takes as options.
 
 from twisted.application import service
 
-from chatd.config import fromEnvironment
-from chatd.service import ChatService, quietStartupErrors
+from chatd.server.config import fromEnvironment
+from chatd.server.service import ChatService, quietStartupErrors
 
 quietStartupErrors()
 application = service.Application("chatd")

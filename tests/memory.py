@@ -13,8 +13,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.config import Config
-from chatd.protocol import ChatFactory, ChatProtocol
+from chatd.server.config import Config
+from chatd.server.protocol import ChatFactory, ChatProtocol
 from chatd.wire import HEADER, HEADER_SIZE, FrameType, encode
 
 T = FrameType

@@ -1,4 +1,4 @@
-"""chatd.broadcast: LocalSequencer + FanOut with fake recipients and a clock."""
+"""chatd.core.fanout: LocalSequencer + FanOut with fake recipients and a clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from chatd.broadcast import FanOut, IFanOut, IRecipient, LocalSequencer
+from chatd.core.fanout import FanOut, IFanOut, IRecipient, LocalSequencer
 from tests.memory import TurnClock
 
 

@@ -8,10 +8,10 @@ from twisted.internet import error
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd import commands as c
-from chatd.client import UsageError, describe_failure, parse_address
-from chatd.lineedit import CLEAR_LINE, Key, LineEditor
-from chatd.render import render_frame, safe, users_line
+from chatd.client import commands as c
+from chatd.client.app import UsageError, describe_failure, parse_address
+from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor
+from chatd.client.render import render_frame, safe, users_line
 from chatd.wire import FrameType as T
 
 

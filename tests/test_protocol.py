@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chatd import protocol as chatprotocol
-from chatd.roster import PALETTE
+from chatd.server import protocol as chatprotocol
+from chatd.core.roster import PALETTE
 from chatd.wire import HEADER, MAX_PAYLOAD, encode
 from tests.memory import ChatTestCase, Server, T, parseFrames
 from tests.test_wire import BAD_TEXTS, GOOD_TEXTS

@@ -1,4 +1,4 @@
-"""chatd.sendnow.unsentBytes on real sockets (loopback only)."""
+"""chatd.server.internals.unsentBytes on real sockets (loopback only)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.sendnow import unsentBytes
+from chatd.server.internals import unsentBytes
 
 
 class UnsentBytesTests(SynchronousTestCase):

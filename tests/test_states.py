@@ -13,9 +13,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.config import Config
-from chatd.service import ChatService, ReloadRefused
-from chatd.states import TRANSITIONS, InvalidTransition, Lifecycle, ServerState
+from chatd.server.config import Config
+from chatd.server.service import ChatService, ReloadRefused
+from chatd.server.states import TRANSITIONS, InvalidTransition, Lifecycle, ServerState
 from chatd.wire import FrameType
 from tests.memory import Server
 

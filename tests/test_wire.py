@@ -192,7 +192,14 @@ class FieldTests(SynchronousTestCase):
         )  # fmt: skip
 
     def test_codes_and_types_match_spec(self) -> None:
-        self.assertEqual(len(wire.ErrorCode), 18)
+        spec = (
+            "FRAME_TOO_LARGE UNKNOWN_TYPE BAD_NAME NAME_TAKEN AUTH_FAILED NOT_READY "
+            "BAD_STATE BAD_TEXT TOO_LONG NO_SUCH_USER RATE_LIMITED SERVER_FULL "
+            "MAINTENANCE SLOW_CONSUMER IDLE_TIMEOUT HANDSHAKE_TIMEOUT SHUTDOWN KICKED "
+            "UNAVAILABLE"  # protocol 1.1
+        ).split()
+        self.assertEqual(sorted(c.name for c in wire.ErrorCode), sorted(spec))
+        self.assertFalse(wire.ErrorCode.UNAVAILABLE.fatal)
         self.assertEqual([int(t) for t in wire.FrameType], list(range(1, 18)))
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from twisted.python import usage
 
+from chatd.secretfile import readPassword
+
 DEFAULT_LISTEN = "tcp:7777"
 
 
@@ -82,18 +84,6 @@ def _bytes(value: str) -> int:
         # could not be enforced exactly.
         raise ValueError("must be at least 64KiB")
     return number
-
-
-def readPassword(path: str, what: str = "password") -> bytes:
-    """The first line of ``path``, without its line ending."""
-    try:
-        with open(path, "rb") as f:
-            line = f.readline().rstrip(b"\r\n")
-    except OSError as e:
-        raise ValueError(f"cannot read {path}: {e.strerror}") from None
-    if not line:
-        raise ValueError(f"{path} holds no {what} on its first line")
-    return line
 
 
 # name -> (parser, default, help).  The option is --name, the variable

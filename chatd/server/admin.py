@@ -22,15 +22,15 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from chatd import __version__
-from chatd.metrics import registry
-from chatd.service import ReloadRefused
-from chatd.states import InvalidTransition
+from chatd.server.metrics import registry
+from chatd.server.service import ReloadRefused
+from chatd.server.states import InvalidTransition
 from chatd.wire import MAX_NOTICE_TEXT, noticeText
 
 if TYPE_CHECKING:
-    from chatd.service import ChatService
+    from chatd.server.service import ChatService
 
-log = Logger(namespace="chatd.admin")
+log = Logger(namespace="chatd.server.admin")
 
 #: (method, path) -> handler name; a known path with another method is 405.
 ROUTES = {

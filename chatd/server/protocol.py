@@ -23,12 +23,12 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from chatd.broadcast import FanOut, IRecipient, ISequencer, LocalSequencer
-from chatd.broadcast import transportBacklog as _transportBacklog
-from chatd.limits import PerAddress, TokenBucket
-from chatd.roster import Roster, User
-from chatd.sendnow import unsentBytes, writerFor
-from chatd.stats import Stats
+from chatd.core.fanout import FanOut, IRecipient, ISequencer, LocalSequencer
+from chatd.core.fanout import transportBacklog as _transportBacklog
+from chatd.core.limits import PerAddress, TokenBucket
+from chatd.core.roster import Roster, User
+from chatd.core.stats import Stats
+from chatd.server.internals import unsentBytes, writerFor
 from chatd.wire import (
     HEADER,
     HEADER_SIZE,
@@ -45,7 +45,7 @@ from chatd.wire import (
 )
 
 if TYPE_CHECKING:
-    from chatd.config import Config
+    from chatd.server.config import Config
 
 log = Logger(namespace="chatd")
 
@@ -536,7 +536,7 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
     # -- IRecipient ------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Replaced by :func:`chatd.sendnow.writerFor` once connected."""
+        """Replaced by :func:`chatd.server.internals.writerFor` once connected."""
         self.transport.write(data)
 
     def transportBacklog(self) -> int:

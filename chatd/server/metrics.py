@@ -20,10 +20,10 @@ from prometheus_client.core import (
 )
 
 from chatd import __version__
-from chatd.states import ServerState
+from chatd.server.states import ServerState
 
 if TYPE_CHECKING:
-    from chatd.service import ChatService
+    from chatd.server.service import ChatService
 
 #: snapshot key -> (metric name without _total, help).  Counters only.
 COUNTERS = {

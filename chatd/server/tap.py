@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chatd.config import Options
-from chatd.service import ChatService, quietStartupErrors
+from chatd.server.config import Options
+from chatd.server.service import ChatService, quietStartupErrors
 
 __all__ = ["Options", "makeService"]
 

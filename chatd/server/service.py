@@ -1,6 +1,6 @@
 """ChatService: the daemon's lifecycle, its listeners, stats and graceful stop.
 
-The states and their allowed moves are in :mod:`chatd.states`; this module
+The states and their allowed moves are in :mod:`chatd.server.states`; this module
 does the work of each move: listen (STARTING -> ACTIVE), refuse newcomers
 (MAINTENANCE), re-read the configuration and swap the listeners whose
 endpoint changed (REBOOTING, on SIGHUP or from the admin interface), drain
@@ -21,10 +21,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 
-from chatd.config import Config
-from chatd.descriptors import AcceptFailures, raiseFileLimit
-from chatd.protocol import ChatFactory
-from chatd.states import InvalidTransition, Lifecycle, ServerState
+from chatd.server.config import Config
+from chatd.server.descriptors import AcceptFailures, raiseFileLimit
+from chatd.server.protocol import ChatFactory
+from chatd.server.states import InvalidTransition, Lifecycle, ServerState
 from chatd.wire import ErrorCode, LeaveReason
 
 __all__ = [
@@ -171,7 +171,7 @@ class ChatService(service.Service):
         self.adminPort = port
 
     def _adminSite(self) -> object:
-        from chatd.admin import adminSite  # twisted.web only when asked for
+        from chatd.server.admin import adminSite  # twisted.web only when asked for
 
         return adminSite(self)
 

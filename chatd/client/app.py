@@ -26,9 +26,9 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd import commands, render
-from chatd.config import readPassword
-from chatd.lineedit import CLEAR_LINE, Key, LineEditor
+from chatd.client import commands, render
+from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor
+from chatd.secretfile import readPassword
 from chatd.wire import (
     MAX_PAYLOAD,
     ErrorCode,

@@ -1,0 +1,1 @@
+"""chatd-client: the terminal client."""

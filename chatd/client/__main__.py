@@ -1,0 +1,5 @@
+"""``python -m chatd.client``."""
+
+from chatd.client.app import main
+
+main()

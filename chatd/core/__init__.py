@@ -1,0 +1,1 @@
+"""Transport-free chat logic: sessions, sequencing, fan-out, roster."""

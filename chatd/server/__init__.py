@@ -1,0 +1,1 @@
+"""The daemon: the binary front end, the service and its operations."""
