@@ -17,7 +17,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from twisted.internet import protocol, tcp
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -678,6 +678,34 @@ class ChatFactory(protocol.Factory):
             else:
                 self.perAddress.release(proto.host)
         self.errorLog.forget(proto)
+
+    def applyConfig(self, config: Config) -> None:
+        """Take a reloaded configuration; connections read it at use."""
+        self.config = config
+        self.password = config.password
+        self.fanout.maxBacklog = config.max_backlog
+        self.perAddress.limit = config.max_per_ip
+
+    def closeAll(self, reason: LeaveReason, code: ErrorCode) -> Deferred:
+        """Close every connection with ERROR ``code`` (all local users go at
+        once: none of them gets a LEAVE of the others).  Fires once every
+        connection is gone; :meth:`abortAll` hurries the stragglers."""
+        conns = list(self.connections)
+        closed = []
+        for proto in conns:
+            proto.onClosed = Deferred()
+            closed.append(proto.onClosed)
+        self.fanout.removeAll()
+        for proto in conns:
+            proto.close(reason, code)
+        return DeferredList(closed).addCallback(lambda _: len(conns))
+
+    def abortAll(self) -> int:
+        """Abort every connection still open; returns how many."""
+        left = list(self.connections)
+        for proto in left:
+            proto.transport.abortConnection()
+        return len(left)
 
     def snapshot(self) -> dict:
         return self.stats.snapshot(

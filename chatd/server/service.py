@@ -360,11 +360,8 @@ class ChatService(service.Service):
 
     def _apply(self, new: Config) -> None:
         """Swap the new (immutable) config in; the factory reads it at use."""
-        factory = self.factory
-        self.config = factory.config = new
-        factory.password = new.password
-        factory.fanout.maxBacklog = new.max_backlog
-        factory.perAddress.limit = new.max_per_ip
+        self.config = new
+        self.factory.applyConfig(new)
         if self._stats.running:
             self._stats.stop()
         if new.stats_interval > 0:
@@ -391,14 +388,8 @@ class ChatService(service.Service):
         stopped = [defer.maybeDeferred(p.stopListening) for p in ports]
         self.listeners = {}
         self.adminPort = None
-        conns = list(factory.connections)
-        closed = []
-        for proto in conns:
-            proto.onClosed = defer.Deferred()
-            closed.append(proto.onClosed)
-        factory.fanout.removeAll()  # local users all go: no LEAVE among them
-        for proto in conns:
-            proto.close(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
+        n = len(factory.connections)
+        closed = factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
         begun = self.reactor.seconds()
         grace = self.reactor.callLater(self.config.shutdown_grace, self._abortAll)
 
@@ -411,23 +402,21 @@ class ChatService(service.Service):
                 "stopped: {n} connections closed in {secs:.2f}s; "
                 "connections_total={total} messages={messages} "
                 "deliveries={deliveries}",
-                n=len(conns),
+                n=n,
                 secs=self.reactor.seconds() - begun,
                 total=stats["connections_total"],
                 messages=stats["messages"],
                 deliveries=stats["deliveries"],
             )
 
-        d = defer.DeferredList(stopped + closed)
+        d = defer.DeferredList([*stopped, closed])
         d.addCallback(done)
         return d
 
     def _abortAll(self) -> None:
-        left = list(self.factory.connections)
-        if left:
-            log.info("shutdown grace over: aborting {n} connections", n=len(left))
-        for proto in left:
-            proto.transport.abortConnection()
+        n = self.factory.abortAll()
+        if n:
+            log.info("shutdown grace over: aborted {n} connections", n=n)
 
     def logStats(self) -> None:
         snap = self.factory.snapshot()
