@@ -1,4 +1,5 @@
-"""chatd.core.fanout: LocalSequencer + FanOut with fake recipients and a clock."""
+"""chatd.core.fanout and chatd.core.sequencer: LocalSequencer + FanOut with
+fake recipients and a clock."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from chatd.core.fanout import FanOut, IFanOut, IRecipient, LocalSequencer
+from chatd.core.events import Event, Join, Kick, Whisper
+from chatd.core.fanout import FanOut, IRecipient
+from chatd.core.roster import User
+from chatd.core.sequencer import IEventSink, ISequencer, LocalSequencer
 from tests.memory import TurnClock
 
 
@@ -18,15 +22,20 @@ class Recipient:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.user = User(1, 33, name.encode())
         self.writes: list[bytes] = []
-        self.backlog = 0
+        self.held = 0
         self.cut = 0
+        self.events: list[Event] = []
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
-    def transportBacklog(self) -> int:
-        return self.backlog
+    def backlog(self) -> int:
+        return self.held
+
+    def targeted(self, event: Event) -> None:
+        self.events.append(event)
 
     def slowConsumer(self) -> None:
         self.cut += 1
@@ -50,17 +59,28 @@ class FanOutTestCase(SynchronousTestCase):
 
     def join(self, name: str) -> Recipient:
         r = Recipient(name)
-        self.sequencer.sequence(b"J" + name.encode(), joining=r)
+        self.sequence(b"J" + name.encode(), joining=r)
         return r
+
+    def sequence(self, frame: bytes, joining: Recipient | None = None) -> None:
+        """Sequence ``frame`` (as ``joining``'s JOIN if given)."""
+        if joining is None:
+            self.sequencer.submit(Event(frame))
+            return
+        self.fanout.expect(joining)
+        join = Join(joining.user)
+        join.frame = frame
+        self.sequencer.submit(join)
 
     def say(self, *frames: bytes) -> None:
         for frame in frames:
-            self.sequencer.sequence(frame)
+            self.sequence(frame)
 
 
 class DeliveryTests(FanOutTestCase):
     def test_interfaces(self) -> None:
-        verifyObject(IFanOut, self.fanout)
+        verifyObject(IEventSink, self.fanout)
+        verifyObject(ISequencer, self.sequencer)
         verifyObject(IRecipient, Recipient("x"))
 
     def test_total_order_no_loss_no_duplicate(self) -> None:
@@ -177,7 +197,7 @@ class SlowConsumerTests(FanOutTestCase):
         slow = self.join("slow")
         self.clock.advance(0)
         self.fanout.pause(slow)
-        slow.backlog = 950
+        slow.held = 950
         self.say(b"x" * 50)
         self.clock.advance(0)
         self.assertEqual(slow.cut, 0)
@@ -293,7 +313,7 @@ class PropertyTests(FanOutTestCase):
                 r = Recipient(str(n))
                 stream: list[bytes] = []
                 members.append((r, stream))
-                self.sequencer.sequence(b"J%d" % n, joining=r)
+                self.sequence(b"J%d" % n, joining=r)
                 for _, s in members:
                     s.append(b"J%d" % n)
                 continue
@@ -322,20 +342,47 @@ class SequencerTests(SynchronousTestCase):
         """One fan-out or several: each gets the frames in sequence order."""
         got: list[list[bytes]] = [[], []]
 
-        @implementer(IFanOut)
+        @implementer(IEventSink)
         class Sink:
             def __init__(self, into: list[bytes]) -> None:
                 self.into = into
 
-            def deliver(
-                self, frame: bytes, joining: object = None, frames: int = 1
-            ) -> None:
-                self.into.append(frame)
+            def deliver(self, event: Event) -> None:
+                self.into.append(event.frame)
 
         sequencer = LocalSequencer()
         sequencer.subscribe(Sink(got[0]))
-        sequencer.sequence(b"a")
-        sequencer.subscribe(Sink(got[1]))
-        sequencer.sequence(b"b")
-        sequencer.sequence(b"c")
+        numbers = [self.successResultOf(sequencer.submit(Event(b"a")))]
+        sequencer.subscribe(Sink(got[1]), after=1)
+        for frame in (b"b", b"c"):
+            numbers.append(self.successResultOf(sequencer.submit(Event(frame))))
         self.assertEqual(got, [[b"a", b"b", b"c"], [b"b", b"c"]])
+        self.assertEqual(numbers, [1, 2, 3])
+
+    def test_subscribe_from_a_number_it_no_longer_has(self) -> None:
+        """The local sequencer keeps no history: only 'from now on'."""
+        sequencer = LocalSequencer()
+        sequencer.submit(Event(b"a"))
+        self.assertRaises(ValueError, sequencer.subscribe, FanOut(None), 0)
+
+
+class TargetedTests(FanOutTestCase):
+    def test_targeted_events_reach_only_their_user(self) -> None:
+        """A whisper or a kick goes to its target's recipient, nobody else,
+        and never into the broadcast stream."""
+        alice, bob = self.join("alice"), self.join("bob")
+        self.clock.advance(0)
+        before = (alice.data, bob.data)
+        whisper = Whisper(alice.user, bob.user, b"psst")
+        self.sequencer.submit(whisper)
+        self.sequencer.submit(Kick(alice.user))
+        self.clock.advance(0)
+        self.assertEqual((alice.data, bob.data), before)
+        self.assertEqual(bob.events, [whisper])
+        self.assertEqual([type(e) for e in alice.events], [Kick])
+
+    def test_targeted_event_for_a_user_gone(self) -> None:
+        alice = self.join("alice")
+        self.fanout.remove(alice)
+        self.sequencer.submit(Kick(alice.user))
+        self.assertEqual(alice.events, [])

@@ -80,12 +80,13 @@ class FuzzTests(SynchronousTestCase):
             peer.lose()
         server.clock.advance(0)
         factory = server.factory
-        self.assertEqual(factory.roster.named, 0)
-        self.assertEqual(factory.roster.active, [])
+        self.assertEqual(factory.room.roster.named, 0)
+        self.assertEqual(factory.room.replica.active, [])
+        self.assertEqual(factory.room.sessions, {})
         self.assertEqual(len(factory.fanout), 0)
         self.assertEqual(factory.fanout.heldBytes, 0)
         self.assertEqual(factory.connections, {})
-        self.assertEqual(factory.byUser, {})
+        self.assertEqual(factory.named(), [])
         self.assertEqual(dict(factory.perAddress.counts), {})
         # No timers left behind but the (finished) ones
         self.assertEqual([c for c in server.clock.getDelayedCalls() if c.active()], [])

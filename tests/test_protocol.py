@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chatd.server import protocol as chatprotocol
 from chatd.core.roster import PALETTE
+from chatd.server import protocol as chatprotocol
 from chatd.wire import HEADER, MAX_PAYLOAD, encode
 from tests.memory import ChatTestCase, Server, T, parseFrames
 from tests.test_wire import BAD_TEXTS, GOOD_TEXTS
@@ -690,18 +690,20 @@ class FairnessTests(ChatTestCase):
 
 
 class SlowConsumerTests(ChatTestCase):
-    config = {"max_backlog": 4096}
+    # A paused transport holds 64 KiB and the write that crossed it, as the
+    # protocol counts it: the limit leaves room for 8 KiB more.
+    config = {"max_backlog": 72 * 1024}
 
     def test_paused_reader_cut_off(self) -> None:
         """Past max_backlog held for a paused reader: SLOW_CONSUMER, LEAVE slow."""
         slow, talker, other = self.server.users(b"slow", b"talker", b"other")
         slow.proto.pauseProducing()
-        for _ in range(10):
+        for _ in range(20):
             talker.send(T.SAY, b"z" * 500)
             self.server.clock.advance(0)
         self.assertOnlyError(slow, "SLOW_CONSUMER", fatal=True)
         frames = other.received()
-        self.assertEqual([t for t, _ in frames].count(T.MESSAGE), 10)
+        self.assertEqual([t for t, _ in frames].count(T.MESSAGE), 20)
         self.assertIn((T.LEAVE, slow.prefix + b"slow"), frames)
         self.assertEqual(self.server.factory.fanout.heldBytes, 0)
         self.server.active(b"slow")
@@ -710,9 +712,7 @@ class SlowConsumerTests(ChatTestCase):
         """chatd's choice: replies a paused reader leaves unsent count too."""
         [slow] = self.server.users(b"slow")
         slow.proto.pauseProducing()
-        mark = len(slow.transport.value())
-        slow.proto.transportBacklog = lambda: len(slow.transport.value()) - mark
-        for _ in range(3):
+        for _ in range(7):
             slow.send(T.ECHO, b"e" * MAX_PAYLOAD)
         self.assertFalse(slow.closing)
         for _ in range(2):

@@ -66,12 +66,9 @@ class SayRunTests(SynchronousTestCase):
         server = Server()
         alice, bob = server.users(b"alice", b"bob")
         calls = []
-        sequence = server.factory.sequencer.sequence
-        self.patch(
-            server.factory.sequencer,
-            "sequence",
-            lambda *a, **kw: calls.append(kw.get("frames", 1)) or sequence(*a, **kw),
-        )
+        sequencer = server.factory.room.sequencer
+        submit = sequencer.submit
+        self.patch(sequencer, "submit", lambda e: calls.append(e.count) or submit(e))
         alice.sendRaw(b"".join(encode(T.SAY, b"line %d\tok" % i) for i in range(10)))
         self.assertEqual(calls, [10])
         self.assertEqual(len(bob.received()), 10)

@@ -13,10 +13,12 @@ from tests.memory import ChatTestCase, T
 
 
 class OverBacklogTests(ChatTestCase):
+    # What a paused transport holds is already more than this.
+    config = {"max_backlog": 65536}
+
     def slowPair(self):
         alice, bob = self.server.users(b"alice", b"bob")
-        alice.proto.pauseProducing()  # its transport says it is full...
-        alice.proto.transportBacklog = lambda: 2 << 20  # ...with 2 MiB held
+        alice.proto.pauseProducing()  # its transport says it is full
         return alice, bob
 
     def test_reply_then_bye(self):
@@ -24,8 +26,10 @@ class OverBacklogTests(ChatTestCase):
         alice, bob = self.slowPair()
         alice.sendRaw(encode(T.ECHO, b"x") + encode(T.BYE))
         leaves = [p for t, p in bob.received() if t == T.LEAVE]
-        self.assertEqual(leaves, [alice.proto.user.entry + b".quit"])
-        self.assertEqual(list(self.server.factory.byUser), [bob.proto.user])
+        self.assertEqual(leaves, [alice.entry + b".quit"])
+        self.assertEqual(
+            [u for u, _ in self.server.factory.named()], [bob.proto.session.user]
+        )
 
     def test_reply_then_oversize(self):
         """ECHO then a frame too large: the fatal error wins, no exception."""
@@ -51,14 +55,15 @@ class OverBacklogTests(ChatTestCase):
         (bob,) = self.server.users(b"bob")
         alice = self.server.named(b"alice")
         alice.proto.pauseProducing()
-        alice.proto.transportBacklog = lambda: 50 << 20
         alice.send(T.READY)
         fanout = self.server.factory.fanout
-        self.assertNotIn(alice.proto, fanout._live)
+        self.assertNotIn(alice.proto.session, fanout._live)
         bob.send(T.SAY, b"hello")
         self.server.clock.advance(0)
         self.assertTrue(alice.closing)
-        self.assertIn((T.LEAVE, alice.proto.user.entry + b".slow"), bob.received())
+        self.assertIn(
+            (T.LEAVE, alice.proto.session.user.entry + b".slow"), bob.received()
+        )
 
 
 class WhoAfterChangesTests(ChatTestCase):

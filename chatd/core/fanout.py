@@ -1,12 +1,8 @@
-"""Broadcast: one total order of events, fanned out to this process's users.
+"""Fan-out: sequenced events to this process's users, batched, bounded.
 
-Two jobs, kept apart behind small interfaces:
-
-* *Sequencing* (:class:`ISequencer`) decides the one total order of MESSAGE,
-  JOIN and LEAVE frames.  :class:`LocalSequencer` does it in-process; a
-  cluster will plug in a shared sequencer and keep everything below.
-* *Local fan-out* (:class:`FanOut`) gets sequenced frames to the
-  :class:`IRecipient` s of this process.  Frames sequenced in one reactor turn
+:class:`FanOut` is an :class:`~chatd.core.sequencer.IEventSink`: it gets
+every event in the total order and hands its frames to the
+:class:`IRecipient` s (sessions) of this process.  Frames sequenced in one reactor turn
   are joined into one blob, once, and each recipient gets one ``write`` of it
   per turn.  A recipient whose transport buffer is full (the transport paused
   it, as a push producer) stops being written to; it keeps a cursor into a
@@ -21,69 +17,28 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
+
+from chatd.core.events import Event, Join
+from chatd.core.sequencer import IEventSink
 
 
 class IRecipient(Interface):
-    """A local connection that receives broadcast frames."""
+    """A local user that receives broadcast frames (a session)."""
+
+    user = Attribute("The User this recipient is, for targeted events.")
 
     def write(data: bytes) -> None:
-        """Hand bytes to the connection's transport."""
+        """Hand whole frames to the user's connection."""
 
-    def transportBacklog() -> int:
-        """Bytes the transport holds that the kernel has not accepted yet."""
+    def backlog() -> int:
+        """Bytes its front end holds that the peer has not taken yet."""
 
     def slowConsumer() -> None:
         """The fan-out gave up on this recipient: send SLOW_CONSUMER and close."""
 
-
-class IFanOut(Interface):
-    """Where a sequencer hands each frame, in the total order."""
-
-    def deliver(
-        frame: bytes, joining: IRecipient | None = None, frames: int = 1
-    ) -> None:
-        """Deliver ``frame``; if ``joining`` is given, it receives this frame
-        (its own JOIN) and everything after, and nothing before.  ``frame``
-        may be several whole frames in order (``frames`` of them), which
-        then stay together."""
-
-
-class ISequencer(Interface):
-    """Decides the one total order of broadcast events."""
-
-    def subscribe(fanout: IFanOut) -> None:
-        """Deliver every sequenced frame to ``fanout``."""
-
-    def sequence(
-        frame: bytes, joining: IRecipient | None = None, frames: int = 1
-    ) -> None:
-        """Give ``frame`` its place in the order; ``joining`` and ``frames``
-        as in :meth:`IFanOut.deliver` (``joining`` stays local to the
-        submitting process)."""
-
-
-@implementer(ISequencer)
-class LocalSequencer:
-    """The order is the order of calls: right for a single process."""
-
-    def __init__(self) -> None:
-        self._fanouts: list[IFanOut] = []
-
-    def subscribe(self, fanout: IFanOut) -> None:
-        self._fanouts.append(fanout)
-        # With one fan-out (the usual case) sequencing is just delivering:
-        # save a call per message.
-        if len(self._fanouts) == 1:
-            self.sequence = fanout.deliver  # type: ignore[method-assign]
-        else:
-            self.__dict__.pop("sequence", None)
-
-    def sequence(
-        self, frame: bytes, joining: IRecipient | None = None, frames: int = 1
-    ) -> None:
-        for fanout in self._fanouts:
-            fanout.deliver(frame, joining, frames)
+    def targeted(event: Event) -> None:
+        """An event for this user only: a whisper, a kick."""
 
 
 class _Paused:
@@ -101,24 +56,12 @@ class _Paused:
         self.queued = 0
 
 
-def transportBacklog(transport: object) -> int:
-    """Bytes a Twisted socket transport still holds (0 if it cannot say)."""
-    try:
-        return (
-            len(transport.dataBuffer)  # type: ignore[attr-defined]
-            - transport.offset  # type: ignore[attr-defined]
-            + transport._tempDataLen  # type: ignore[attr-defined]
-        )
-    except AttributeError:
-        return 0
-
-
 def _frameCount(multi: dict[int, int], elements: int) -> int:
     """Frames in the first ``elements`` of a turn's pending list."""
     return elements + sum(n - 1 for i, n in multi.items() if i < elements)
 
 
-@implementer(IFanOut)
+@implementer(IEventSink)
 class FanOut:
     """Batched delivery of sequenced frames to local recipients."""
 
@@ -126,6 +69,10 @@ class FanOut:
         self._callLater = callLater
         self.maxBacklog = maxBacklog
         self._live: dict[IRecipient, None] = {}
+        # Local users by User (targeted events), and those whose JOIN is on
+        # its way through the sequencer.
+        self._byUser: dict[object, IRecipient] = {}
+        self._expected: dict[object, IRecipient] = {}
         self._paused: dict[IRecipient, _Paused] = {}
         # This turn's frames.  Only when a recipient takes part of them early
         # are their byte offsets worked out (see _endsNow).
@@ -160,6 +107,10 @@ class FanOut:
         """
         if drain:
             self.send(recipient, b"")
+        user = recipient.user
+        if self._byUser.get(user) is recipient:
+            del self._byUser[user]
+        self._expected.pop(user, None)
         self._live.pop(recipient, None)
         self._given.pop(recipient, None)
         if self._paused.pop(recipient, None) is not None:
@@ -172,13 +123,35 @@ class FanOut:
         self.flush()
         self._live.clear()
         self._paused.clear()
+        self._byUser.clear()
+        self._expected.clear()
         self._trim()
 
     # -- the data path ---------------------------------------------------
 
-    def deliver(
+    def expect(self, recipient: IRecipient) -> None:
+        """``recipient`` sent READY: it receives its own JOIN, when that is
+        sequenced, and everything after; targeted events reach it now."""
+        self._byUser[recipient.user] = recipient
+        self._expected[recipient.user] = recipient
+
+    def deliver(self, event: Event) -> None:
+        target = event.target
+        if target is not None:
+            recipient = self._byUser.get(target)
+            if recipient is not None:  # else not one of ours, or gone
+                recipient.targeted(event)
+            return
+        joining = None
+        if self._expected and type(event) is Join:
+            joining = self._expected.pop(event.user, None)  # type: ignore[attr-defined]
+        self.deliverFrames(event.frame, joining, event.count)
+
+    def deliverFrames(
         self, frame: bytes, joining: IRecipient | None = None, frames: int = 1
     ) -> None:
+        """Deliver ``frame`` (``frames`` whole frames that stay together);
+        ``joining`` receives this frame and everything after, nothing before."""
         pending = self._pending
         if joining is not None:
             # The newcomer gets nothing sequenced before its own JOIN.
@@ -246,7 +219,7 @@ class FanOut:
         self._log.append(blob)
         for recipient, state in missed:
             state.queued += len(blob) - (state.skip if state.cursor == number else 0)
-            if state.queued + recipient.transportBacklog() > self.maxBacklog:
+            if state.queued + recipient.backlog() > self.maxBacklog:
                 del self._paused[recipient]
                 recipient.slowConsumer()
         self._trim()
@@ -329,10 +302,10 @@ class FanOut:
             recipient.write(data)  # may pause it again; that is fine
 
     def backlog(self, recipient: IRecipient) -> int:
-        """Bytes held for ``recipient``: its transport's buffer plus its queue."""
+        """Bytes held for ``recipient``: its front end's plus its queue."""
         state = self._paused.get(recipient)
         queued = state.queued if state is not None else 0
-        return queued + recipient.transportBacklog()
+        return queued + recipient.backlog()
 
     @property
     def heldBytes(self) -> int:

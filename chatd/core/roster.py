@@ -1,15 +1,23 @@
 """Who is here: names, ids and colours, and the order users became active.
 
-A name is held from the WELCOME that grants it until its connection begins to
-close; ids are never reused while the server runs.  Each user's wire prefix
-(``id.color.name.``) is formatted once, at WELCOME, so the per-message path
-only concatenates bytes.
+Two parts, as a cluster needs them: the :class:`IRoster` authority hands out
+names, ids and colours (a name is held from the WELCOME that grants it until
+its connection begins to close; ids are never reused), and answers with a
+Deferred so a remote roster can answer later; the :class:`Replica` is built
+from the sequenced JOIN and LEAVE events, so every process holds the same
+list of active users in activation order and answers WHO and WHISPER
+lookups locally.  Each user's wire prefix (``id.color.name.``) is formatted
+once, at WELCOME, so the per-message path only concatenates bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import Interface, implementer
+
+from chatd.core.events import Event, Join, Leave
 from chatd.wire import MAX_PAYLOAD, FrameType, encode, join_fields
 
 #: xterm-256 colours that read well on dark and on light backgrounds.
@@ -48,68 +56,91 @@ class User:
         """WELCOME is ``name.id.color``: a different order from ``entry``."""
         return encode(FrameType.WELCOME, join_fields(self.name, self.id, self.color))
 
-    def join(self) -> bytes:
-        return encode(FrameType.JOIN, self.entry)
 
-    def leave(self, reason: str) -> bytes:
-        return encode(FrameType.LEAVE, join_fields(self.entry, reason))
+class IRoster(Interface):
+    """Names, ids and colours: who may be called what."""
+
+    def claim(name: bytes) -> Deferred[User | None]:
+        """Hold ``name`` for a new user: fires with the :class:`User`, or
+        None if the name is taken; fails with OverflowError when ids are
+        exhausted, or when the roster cannot be reached."""
+
+    def release(user: User) -> None:
+        """Free ``user``'s name (its connection began to close)."""
 
 
+@implementer(IRoster)
 class Roster:
-    """Names held (case-insensitively), ids handed out, and the active users."""
+    """The in-process roster: names held case-insensitively, ids counted."""
 
     def __init__(self, palette: tuple[int, ...] = PALETTE) -> None:
         self._palette = palette
         self._lastId = 0
         self._names: dict[bytes, User] = {}
-        #: Active users in the order they became active (dicts keep order).
-        self._active: dict[User, None] = {}
-        self._who: list[bytes] | None = None  # whoFrames(), until a change
 
-    def claim(self, name: bytes) -> User | None:
-        """Hold ``name`` for a new user, or None if it is taken."""
+    def claim(self, name: bytes) -> Deferred[User | None]:
         key = name.lower()
         if key in self._names:
-            return None
+            return succeed(None)
         if self._lastId >= MAX_ID:
-            raise OverflowError("user ids exhausted")
+            return fail(OverflowError("user ids exhausted"))
         self._lastId += 1
         user = User(
             self._lastId, self._palette[(self._lastId - 1) % len(self._palette)], name
         )
         self._names[key] = user
-        return user
+        return succeed(user)
 
     def release(self, user: User) -> None:
-        """Free the user's name and drop it from the active users."""
         key = user.name.lower()
         if self._names.get(key) is user:
             del self._names[key]
-        if self._active.pop(user, 0) is None:
-            self._who = None
-
-    def activate(self, user: User) -> None:
-        self._active[user] = None
-        self._who = None
-
-    def findActive(self, name: bytes) -> User | None:
-        user = self._names.get(name.lower())
-        return user if user is not None and user in self._active else None
-
-    @property
-    def active(self) -> list[User]:
-        return list(self._active)
 
     @property
     def named(self) -> int:
         """How many names are held."""
         return len(self._names)
 
+
+class Replica:
+    """The active users, in activation order, from the sequenced events.
+
+    An :class:`~chatd.core.sequencer.IEventSink`: every process that
+    subscribes one sees the same list, so WHO and WHISPER need no round
+    trip.  USERS frames are built once per change, however many ask.
+    """
+
+    def __init__(self) -> None:
+        self._active: dict[bytes, User] = {}  # lower-case name -> user
+        self._who: list[bytes] | None = None
+
+    def deliver(self, event: Event) -> None:
+        kind = type(event)
+        if kind is Join:
+            user = event.user  # type: ignore[attr-defined]
+            self._active[user.name.lower()] = user
+            self._who = None
+        elif kind is Leave:
+            user = event.user  # type: ignore[attr-defined]
+            if self._active.get(user.name.lower()) is user:
+                del self._active[user.name.lower()]
+                self._who = None
+
+    def find(self, name: bytes) -> User | None:
+        """The active user called ``name`` (any case), if there is one."""
+        return self._active.get(name.lower())
+
+    @property
+    def active(self) -> list[User]:
+        return list(self._active.values())
+
+    def __len__(self) -> int:
+        return len(self._active)
+
     def whoFrames(self) -> list[bytes]:
         """USERS frames listing the active users, ended by an empty USERS.
 
-        Entries are packed greedily; an entry never spans two frames.  Built
-        once per change of the active users, however many ask.
+        Entries are packed greedily; an entry never spans two frames.
         """
         if self._who is None:
             self._who = self._packWho()
@@ -119,7 +150,7 @@ class Roster:
         frames = []
         chunk: list[bytes] = []
         size = 0
-        for user in self._active:
+        for user in self._active.values():
             entry = user.entry
             extra = len(entry) + (1 if chunk else 0)
             if chunk and size + extra > MAX_PAYLOAD:

@@ -184,18 +184,17 @@ def status(service: ChatService) -> dict:
     """What ``GET /status`` shows: state, limits, counters, users."""
     config = service.config
     factory = service.factory
-    users = []
-    for user, proto in list(factory.byUser.items()):
-        users.append(
-            {
-                "id": user.id,
-                "name": user.display,
-                "state": proto.state.value,
-                "peer": proto.peer,
-                "connected_since": _iso(proto.since),
-                "backlog_bytes": factory.fanout.backlog(proto),
-            }
-        )
+    users = [
+        {
+            "id": user.id,
+            "name": user.display,
+            "state": proto.session.state.value,
+            "peer": proto.peer,
+            "connected_since": _iso(proto.since),
+            "backlog_bytes": factory.fanout.backlog(proto.session),
+        }
+        for user, proto in factory.named()
+    ]
     return {
         "state": service.state.value,
         "version": __version__,

@@ -1,4 +1,10 @@
-"""Send to a TCP socket now, instead of on the reactor's next write turn.
+"""The one module that knows Twisted's private attributes.
+
+Everything here reaches under a Twisted transport's public interface, so it
+lives in one place, with tests (tests/test_internals.py) that fail if a
+Twisted release changes what it relies on.
+
+Send to a TCP socket now, instead of on the reactor's next write turn.
 
 Twisted's ``transport.write`` always buffers: it registers the socket for
 writing (an ``epoll_ctl``), sends on the next reactor iteration, and
@@ -75,3 +81,9 @@ def unsentBytes(transport: object) -> int | None:
     except (AttributeError, OSError, ValueError):
         return None
     return struct.unpack("i", raw)[0]
+
+
+def canHalfClose(transport: object) -> bool:
+    """Whether ``transport`` is a plain TCP socket connection, which can
+    shut its sending side only (``loseWriteConnection``) and linger."""
+    return isinstance(transport, tcp.Connection)

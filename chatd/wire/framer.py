@@ -25,6 +25,8 @@ class FrameReceiver(protocol.Protocol):
 
     framesPerTurn: int | None = None
     stopFraming = False
+    #: Frames wait (kept in the buffer) until :meth:`holdFrames` lets go.
+    framesHeld = False
     _buffer = b""
     _unpack_from = HEADER.unpack_from
     _turnCall = None
@@ -36,8 +38,8 @@ class FrameReceiver(protocol.Protocol):
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
-        if self._readingThrottled:
-            # Paused for fairness: keep the bytes for the next turn.
+        if self._readingThrottled or self.framesHeld:
+            # Paused for fairness, or held: keep the bytes for later.
             self._buffer = data
             return 0
         return self._frameChunk(data)
@@ -51,6 +53,8 @@ class FrameReceiver(protocol.Protocol):
         while end - offset >= HEADER_SIZE:
             if self.stopFraming:
                 return count
+            if self.framesHeld:
+                break
             if count == budget:
                 self._throttle()
                 break
@@ -80,9 +84,20 @@ class FrameReceiver(protocol.Protocol):
         self._readingThrottled = False
         if self.stopFraming:
             return 0
-        self.readingPaused(False)
+        if not self.framesHeld:
+            self.readingPaused(False)
         data, self._buffer = self._buffer, b""
         return self._frameChunk(data)
+
+    def holdFrames(self, hold: bool) -> None:
+        """Stop handing frames on (reading pauses too) until called with
+        False; frames already read wait in the buffer, in order."""
+        if hold == self.framesHeld:
+            return
+        self.framesHeld = hold
+        self.readingPaused(hold)
+        if not hold and self._buffer and not self._readingThrottled:
+            self._throttle()  # the held frames, next turn
 
     def cancelThrottle(self) -> None:
         if self._turnCall is not None and self._turnCall.active():

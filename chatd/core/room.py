@@ -1,0 +1,82 @@
+"""The room: what every session of one process shares.
+
+The rules (a configuration read at use, so a reload applies to everyone),
+the clock, the roster authority and its replica, the sequencer and this
+process's fan-out, the counters and the error log.  Front ends make
+sessions in a room; the server's factory owns one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.interfaces import IReactorTime
+
+from chatd.core.events import Kick
+from chatd.core.fanout import FanOut
+from chatd.core.roster import IRoster, Replica, Roster
+from chatd.core.sequencer import ISequencer, LocalSequencer
+from chatd.core.session import ErrorLog, Session
+from chatd.core.stats import Stats
+
+
+class Rules(Protocol):
+    """The settings sessions read (chatd.server.config.Config has them)."""
+
+    @property
+    def password(self) -> bytes | None: ...
+    @property
+    def idle_timeout(self) -> float: ...
+    @property
+    def handshake_timeout(self) -> float: ...
+    @property
+    def rate_limit(self) -> float: ...
+    @property
+    def rate_burst(self) -> int: ...
+    @property
+    def max_backlog(self) -> int: ...
+
+
+class Room:
+    """Sessions, and what they share."""
+
+    def __init__(
+        self,
+        config: Rules,
+        clock: IReactorTime,
+        sequencer: ISequencer | None = None,
+        roster: IRoster | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = Stats()
+        self.roster: IRoster = roster if roster is not None else Roster()
+        self.replica = Replica()
+        self.fanout = FanOut(clock.callLater, config.max_backlog)
+        self.sequencer: ISequencer = (
+            sequencer if sequencer is not None else LocalSequencer()
+        )
+        self.sequencer.subscribe(self.replica)
+        self.sequencer.subscribe(self.fanout)
+        self.errorLog = ErrorLog()
+        #: Sessions admitted and not yet gone, in order of arrival.
+        self.sessions: dict[Session, None] = {}
+
+    @property
+    def password(self) -> bytes | None:
+        return self.config.password
+
+    def applyConfig(self, config: Rules) -> None:
+        """New rules for everyone (a reload); timeouts and rate limits of
+        sessions already active keep what they started with."""
+        self.config = config
+        self.fanout.maxBacklog = config.max_backlog
+
+    def kick(self, name: str) -> bool:
+        """Remove the active user ``name`` (any case), wherever it is
+        connected: ERROR KICKED to it, LEAVE ``kicked`` to the others."""
+        user = self.replica.find(name.encode())
+        if user is None:
+            return False
+        self.sequencer.submit(Kick(user))
+        return True

@@ -1,0 +1,483 @@
+"""One user's session: CONNECTED -> NAMED -> ACTIVE -> CLOSED, by PROTOCOL.md.
+
+A :class:`Session` holds every rule of the protocol (the handshake, the
+text rules, the rate limit, which error wins, timeouts) and no transport:
+a front end (binary TCP/TLS, WebSocket) hands it decoded frames and gives it
+an :class:`IConnection` to write whole frames to.  It submits events to the
+room's sequencer and is the fan-out's :class:`~chatd.core.fanout.IRecipient`.
+
+Replies produced while one chunk of input is handled are collected and
+written at the end of the chunk (:meth:`beginChunk`, :meth:`endChunk`), so
+a read of many frames costs one write.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
+
+from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisper
+from chatd.core.fanout import IRecipient
+from chatd.core.limits import TokenBucket
+from chatd.wire import (
+    HEADER,
+    ErrorCode,
+    FrameType,
+    LeaveReason,
+    error_frame,
+    valid_name,
+    valid_text,
+)
+
+if TYPE_CHECKING:
+    from chatd.core.room import Room
+    from chatd.core.roster import User
+
+log = Logger(namespace="chatd")
+
+_PACK = HEADER.pack
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    NAMED = "named"
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+CONNECTED, NAMED, ACTIVE, CLOSED = State
+
+
+class IConnection(Interface):
+    """A session's output side: one client connection of some front end."""
+
+    number = Attribute("Connection number, for the log.")
+    peer = Attribute("The client's address, for the log and /status.")
+
+    def write(data: bytes) -> None:
+        """Send whole frames after everything written before."""
+
+    def backlog() -> int:
+        """Bytes written that the client has not taken yet, as the front end
+        itself counts them (its transport paused it: see the front end)."""
+
+    def hangUp() -> None:
+        """Stop reading; close once what was written has been sent."""
+
+    def holdInput(hold: bool) -> None:
+        """Stop (True) or resume handing frames to the session: it waits for
+        an answer (a remote roster) and later frames must wait their turn."""
+
+
+@implementer(IRecipient)
+class Session(TimeoutMixin):
+    """The rules of one connection, between a front end and the room."""
+
+    state = CONNECTED
+    user: User | None = None
+    _batch: list[bytes] | None = None
+    _outputBlocked = False
+    _overBacklog = False
+    _disconnected = False
+    _bucket: TokenBucket | None = None
+
+    def __init__(self, room: Room, conn: IConnection) -> None:
+        self.room = room
+        self.conn = conn
+        self.stats = room.stats
+        self.fanout = room.fanout
+        self.callLater = room.clock.callLater
+
+    # -- from the front end ----------------------------------------------
+
+    def begin(self) -> None:
+        """The connection was admitted: the handshake clock starts."""
+        self.room.sessions[self] = None
+        self.setTimeout(self.room.config.handshake_timeout or None)
+
+    def activity(self) -> None:
+        """Bytes arrived (even part of a frame)."""
+        if self.state is ACTIVE:
+            self.resetTimeout()
+
+    def beginChunk(self) -> None:
+        self._batch = []
+
+    def endChunk(self) -> None:
+        """Write the chunk's replies; cut off a client over its backlog."""
+        self._flushBatch()
+        self._batch = None
+        if self._overBacklog and self.state is not CLOSED:
+            self.slowConsumer()
+
+    def frameReceived(self, ftype: int, payload: bytes) -> None:
+        handler = _HANDLERS.get(ftype)
+        if handler is None:
+            self.error(
+                ErrorCode.UNKNOWN_TYPE, f"type {ftype} not accepted from clients"
+            )
+        else:
+            handler(self, payload)
+
+    def reply(self, frames: bytes, count: int = 1) -> None:
+        """Send frames answering this client (ECHO, PONG, USERS, ERROR...),
+        in request order and after every broadcast sequenced before."""
+        if self._batch is not None:
+            self._batch.append(frames)
+            if count != 1:
+                self.stats.framesOut += count - 1
+        else:
+            self._writeDirect(frames, count)
+
+    def bulkSayLimit(self) -> int:
+        """The longest SAY text a run of plain SAYs may carry right now, or 0
+        when SAYs must take :meth:`frameReceived` (not ACTIVE, rate-limited,
+        replies waiting): the bulk path's share of the SAY rules."""
+        if self.state is ACTIVE and self._bucket is None and not self._batch:
+            return self.user.max_text  # type: ignore[union-attr]
+        return 0
+
+    def says(self, messages: bytes, count: int) -> None:
+        """A run of ``count`` SAYs that passed the SAY rules (checked by the
+        front end, under :meth:`bulkSayLimit`), already as MESSAGE frames."""
+        self.stats.messages += count
+        self._submit(Messages(messages, count))
+
+    def connectionLost(self) -> None:
+        self._disconnected = True
+        self.setTimeout(None)
+        if self.state is not CLOSED:
+            self.close(LeaveReason.ERROR)
+        self.room.sessions.pop(self, None)
+        self.room.errorLog.forget(self)
+
+    def outputPaused(self) -> None:
+        """The front end's transport is full: stop writing broadcasts."""
+        self._outputBlocked = True
+        self.fanout.pause(self)
+
+    def outputResumed(self) -> None:
+        self._outputBlocked = False
+        self.fanout.resume(self)
+
+    def timeoutConnection(self) -> None:
+        if self.state is ACTIVE:
+            self.close(LeaveReason.TIMEOUT, ErrorCode.IDLE_TIMEOUT)
+        else:
+            self.close(LeaveReason.ERROR, ErrorCode.HANDSHAKE_TIMEOUT)
+
+    # -- closing -----------------------------------------------------------
+
+    def close(
+        self,
+        reason: LeaveReason,
+        error: ErrorCode | None = None,
+        text: str | None = None,
+        drain: bool = True,
+    ) -> None:
+        """Begin to close: free the name, LEAVE if active, ERROR, hang up.
+
+        With ``drain`` the client first gets what was sequenced before this
+        point; its front end sends that before it closes.
+        """
+        if self.state is CLOSED:
+            return
+        wasActive = self.state is ACTIVE
+        if not self._disconnected:
+            self._flushBatch()  # in the current state, so order is kept
+        self.state = CLOSED
+        self.setTimeout(None)
+        user = self.user
+        if user is not None:
+            self.room.roster.release(user)
+        if wasActive:
+            self.fanout.remove(self, drain=drain and not self._disconnected)
+            self._submit(Leave(user, reason))  # type: ignore[arg-type]
+        if self._disconnected:
+            self._batch = None
+        else:
+            if error is not None:
+                self._countError(error)
+                self.reply(error_frame(error, text))
+            self._flushBatch()
+            self.conn.hangUp()
+        if user is not None:
+            log.info(
+                "leave conn={conn} id={id} name={name} reason={reason}",
+                conn=self.conn.number,
+                id=user.id,
+                name=user.display,
+                reason=reason.value,
+            )
+
+    def refuse(self, code: ErrorCode, text: str | None = None) -> None:
+        """Turn a new connection away with a fatal ERROR (full, maintenance)."""
+        self.close(LeaveReason.ERROR, code, text)
+
+    # -- frame handlers ----------------------------------------------------
+
+    def do_ECHO(self, payload: bytes) -> None:
+        self.reply(_PACK(FrameType.ECHO, len(payload)) + payload)
+
+    def do_PING(self, payload: bytes) -> None:
+        self.reply(_PACK(FrameType.PONG, len(payload)) + payload)
+
+    def do_PONG(self, payload: bytes) -> None:
+        """An answer to our PING, or unsolicited: activity, nothing more."""
+
+    def do_HELLO(self, payload: bytes) -> None:
+        if self.state is not CONNECTED:
+            return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
+        name, dot, password = payload.partition(b".")
+        expected = self.room.password
+        if expected is not None and not (
+            dot and hmac.compare_digest(password, expected)
+        ):
+            return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
+        if not valid_name(name):
+            return self.error(ErrorCode.BAD_NAME)
+        d = self.room.roster.claim(name)
+        if not d.called:
+            # A remote roster: later frames wait until it answers.
+            self.conn.holdInput(True)
+            d.addBoth(self._answered)
+        d.addCallbacks(self._named, self._notNamed)
+
+    def _answered(self, result: object) -> object:
+        if self.state is not CLOSED:
+            self.conn.holdInput(False)
+        return result
+
+    def _named(self, user: User | None) -> None:
+        if user is None:
+            return self.error(ErrorCode.NAME_TAKEN)
+        if self.state is not CONNECTED:  # closed while the roster answered
+            self.room.roster.release(user)
+            return
+        self.user = user
+        self.state = NAMED
+        self.reply(user.welcome())
+        log.info(
+            "hello conn={conn} id={id} name={name}",
+            conn=self.conn.number,
+            id=user.id,
+            name=user.display,
+        )
+
+    def _notNamed(self, failure: Failure) -> None:
+        if self.state is CLOSED:
+            return
+        if failure.check(OverflowError):
+            self.close(LeaveReason.ERROR, ErrorCode.SERVER_FULL, "user ids exhausted")
+        else:
+            self._unavailable(failure)
+
+    def do_READY(self, payload: bytes) -> None:
+        if self.state is not NAMED:
+            return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
+        self.state = ACTIVE
+        config = self.room.config
+        self.setTimeout(config.idle_timeout or None)
+        if config.rate_limit:
+            self._bucket = TokenBucket(
+                config.rate_limit, config.rate_burst, self.room.clock.seconds
+            )
+        user = self.user
+        # The WELCOME must go out before the JOIN the fan-out will send.
+        self._flushBatch()
+        self.fanout.expect(self)
+        self._submit(Join(user))  # type: ignore[arg-type]
+        if self._outputBlocked:  # its transport was already full: not live
+            self.fanout.pause(self)
+        log.info(
+            "join conn={conn} id={id} name={name} active={n}",
+            conn=self.conn.number,
+            id=user.id,  # type: ignore[union-attr]
+            name=user.display,  # type: ignore[union-attr]
+            n=len(self.fanout),
+        )
+
+    def do_SAY(self, text: bytes) -> None:
+        if self.state is not ACTIVE:
+            return self.error(ErrorCode.NOT_READY)
+        user: User = self.user  # type: ignore[assignment]
+        # The common case in one test; anything else takes the checks in order.
+        if not (
+            len(text) <= user.max_text and self._bucket is None and valid_text(text)
+        ) and not (self._textAllowed(text) and self._withinRate()):
+            return
+        if self._batch:
+            # Replies already produced in this chunk precede the MESSAGE.
+            self._flushBatch()
+        self.stats.messages += 1
+        self._submit(Message(user, text))
+
+    def do_WHO(self, payload: bytes) -> None:
+        if self.state is not ACTIVE:
+            return self.error(ErrorCode.NOT_READY)
+        for frame in self.room.replica.whoFrames():
+            self.reply(frame)
+
+    def do_WHISPER(self, payload: bytes) -> None:
+        if self.state is not ACTIVE:
+            return self.error(ErrorCode.NOT_READY)
+        name, dot, text = payload.partition(b".")
+        if not dot:
+            return self.error(ErrorCode.BAD_TEXT, "WHISPER is name.text")
+        if not self._textAllowed(text):
+            return
+        target = self.room.replica.find(name) if name else None
+        if target is None:
+            return self.error(ErrorCode.NO_SUCH_USER)
+        if not self._withinRate():
+            return
+        self._submit(Whisper(self.user, target, text))  # type: ignore[arg-type]
+
+    def do_BYE(self, payload: bytes) -> None:
+        self.close(LeaveReason.QUIT)
+
+    def _textAllowed(self, text: bytes) -> bool:
+        """The text rules of SAY and WHISPER: BAD_TEXT first, then TOO_LONG."""
+        if not valid_text(text):
+            self.error(ErrorCode.BAD_TEXT)
+            return False
+        limit = self.user.max_text  # type: ignore[union-attr]
+        if len(text) > limit:
+            self.error(ErrorCode.TOO_LONG, f"at most {limit} bytes of text")
+            return False
+        return True
+
+    def _withinRate(self) -> bool:
+        """Flood control (--rate-limit): a message beyond it is not delivered."""
+        if self._bucket is None or self._bucket.take():
+            return True
+        self.error(ErrorCode.RATE_LIMITED)
+        return False
+
+    def _submit(self, event: Event) -> None:
+        """Sequence ``event``; if the sequencer cannot be reached, say so."""
+        d = self.room.sequencer.submit(event)
+        if not d.called or isinstance(d.result, Failure):
+            d.addErrback(self._unavailable)
+
+    def _unavailable(self, failure: Failure) -> None:
+        log.warn(
+            "conn={conn}: chat backend unavailable: {why}",
+            conn=self.conn.number,
+            why=failure.getErrorMessage(),
+        )
+        if self.state is not CLOSED:
+            self.error(ErrorCode.UNAVAILABLE)
+
+    # -- output --------------------------------------------------------------
+
+    def notice(self, frame: bytes) -> None:
+        """A NOTICE for this connection, after what it was already sent."""
+        if self.state is not CLOSED:
+            self.reply(frame)
+
+    def error(self, code: ErrorCode, text: str | None = None) -> None:
+        """A non-fatal ERROR: the connection stays open."""
+        self._countError(code)
+        self.reply(error_frame(code, text))
+
+    def _countError(self, code: ErrorCode) -> None:
+        self.stats.errors[code.name] += 1
+        self.room.errorLog.record(self, code)
+
+    def _flushBatch(self) -> None:
+        batch = self._batch
+        if batch:
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            count = len(batch)
+            batch.clear()
+            self._writeDirect(data, count)
+
+    def _writeDirect(self, data: bytes, frames: int) -> None:
+        """Write replies, after any broadcast frames sequenced before them."""
+        if self._disconnected:
+            return
+        self.stats.framesOut += frames
+        self.stats.bytesOut += len(data)
+        if self.state is ACTIVE:
+            self.fanout.send(self, data)
+        else:
+            self.conn.write(data)
+        if (
+            self._outputBlocked
+            and self.state is not CLOSED
+            and self.fanout.backlog(self) > self.fanout.maxBacklog
+        ):
+            if self._batch is None:
+                self.slowConsumer()
+            else:
+                # Inside our own frame handler: closing here would pull the
+                # state from under it (a LEAVE before its MESSAGE, a close
+                # within close).  Cut off once the chunk is handled.
+                self._overBacklog = True
+
+    # -- IRecipient ----------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.conn.write(data)
+
+    def backlog(self) -> int:
+        return self.conn.backlog()
+
+    def slowConsumer(self) -> None:
+        self.close(LeaveReason.SLOW, ErrorCode.SLOW_CONSUMER, drain=False)
+
+    def targeted(self, event: Event) -> None:
+        if type(event) is Kick:
+            self.close(LeaveReason.KICKED, ErrorCode.KICKED)
+        elif self.state is ACTIVE:
+            self.reply(event.frame)
+
+
+_HANDLERS = {
+    int(t): getattr(Session, "do_" + t.name)
+    for t in FrameType
+    if hasattr(Session, "do_" + t.name)
+}
+
+
+class ErrorLog:
+    """Log protocol errors without letting a flood of bad frames flood the log.
+
+    The first few errors of a connection are logged one by one; after that
+    they are only counted and summarised when the connection goes away.
+    """
+
+    PER_CONNECTION = 5
+
+    def __init__(self) -> None:
+        self._counts: dict[Session, int] = {}
+
+    def record(self, session: Session, code: ErrorCode) -> None:
+        n = self._counts.get(session, 0) + 1
+        self._counts[session] = n
+        if n <= self.PER_CONNECTION:
+            log.info(
+                "error conn={conn} code={code}{more}",
+                conn=session.conn.number,
+                code=code.name,
+                more=" (further errors summarised at close)"
+                if n == self.PER_CONNECTION
+                else "",
+            )
+
+    def forget(self, session: Session) -> None:
+        n = self._counts.pop(session, 0)
+        if n > self.PER_CONNECTION:
+            log.info(
+                "errors conn={conn} total={n} ({m} not logged)",
+                conn=session.conn.number,
+                n=n,
+                m=n - self.PER_CONNECTION,
+            )

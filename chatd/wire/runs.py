@@ -1,0 +1,85 @@
+"""Runs of like frames, handled with one slice and one check each.
+
+Busy connections send many frames of one type in one read: a benchmark's
+ECHOs, a chat's SAYs.  These functions walk the headers of such a run and
+hand back the whole run at once, so the per-frame cost is one header
+unpack.  They only read bytes; what a run means is the caller's business.
+"""
+
+from __future__ import annotations
+
+from chatd.wire.codec import (
+    HEADER,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    SAY_HEADER_NOISE,
+    FrameType,
+    plainTexts,
+)
+
+_UNPACK_FROM = HEADER.unpack_from
+_PACK = HEADER.pack
+_ECHO = FrameType.ECHO
+_SAY = FrameType.SAY
+_MESSAGE = FrameType.MESSAGE
+
+
+def sameTypeRun(data: bytes, offset: int, ftype: int, budget: int) -> tuple[int, int]:
+    """The whole frames of type ``ftype`` from ``offset``, at most ``budget``
+    of them (-1: any number): returns (end offset, frame count).
+
+    For ECHO the run is its own answer: an ECHO reply is the request frame.
+    """
+    end = len(data)
+    frames = 0
+    while end - offset >= HEADER_SIZE and frames != budget:
+        kind, size = _UNPACK_FROM(data, offset)
+        stop = offset + HEADER_SIZE + size
+        if kind != ftype or size > MAX_PAYLOAD or stop > end:
+            break
+        offset = stop
+        frames += 1
+    return offset, frames
+
+
+def messageRun(
+    data: bytes, offset: int, budget: int, limit: int, prefix: bytes
+) -> tuple[int, int, bytes]:
+    """The run of SAY frames at ``offset`` with texts of 1 to ``limit``
+    bytes, all plain ASCII, as MESSAGE frames whose payloads begin with
+    ``prefix`` (``id.color.name.``): returns (end offset, count, frames).
+
+    Each MESSAGE is one slice and a header shared by texts of one size; the
+    texts are checked with one C call (:func:`plainTexts`).  If any text is
+    not plain ASCII the count is 0: the caller takes the frames one by one,
+    which also finds the errors.
+    """
+    end = len(data)
+    start = offset
+    frames = 0
+    parts: list[bytes] = []
+    append = parts.append
+    room = len(prefix)
+    noise = 0
+    lastSize = -1
+    head = b""
+    headNoise = 0
+    while end - offset >= HEADER_SIZE and frames != budget:
+        ftype, size = _UNPACK_FROM(data, offset)
+        if ftype != _SAY or not 0 < size <= limit:
+            break
+        stop = offset + HEADER_SIZE + size
+        if stop > end:
+            break
+        if size != lastSize:
+            lastSize = size
+            head = _PACK(_MESSAGE, room + size) + prefix
+            headNoise = SAY_HEADER_NOISE[size]
+        append(head)
+        append(data[offset + HEADER_SIZE : stop])
+        noise += headNoise
+        offset = stop
+        frames += 1
+    if not frames or not plainTexts(data[start:offset], noise):
+        return start, 0, b""
+    return offset, frames, b"".join(parts)
