@@ -97,10 +97,17 @@ class Peer:
 class Server:
     """A ChatFactory with a task.Clock; ``Config`` fields as keywords."""
 
-    def __init__(self, **config: object) -> None:
+    def __init__(
+        self, sequencer: object = None, roster: object = None, **config: object
+    ) -> None:
         self.clock = TurnClock()
-        self.config = Config(**config)
-        self.factory = ChatFactory(self.config, clock=self.clock)
+        self.config = Config(**config)  # type: ignore[arg-type]
+        self.factory = ChatFactory(
+            self.config,
+            clock=self.clock,
+            sequencer=sequencer,  # type: ignore[arg-type]
+            roster=roster,  # type: ignore[arg-type]
+        )
         self._ports = iter(range(40000, 65536))
 
     def connect(self, host: str = "127.0.0.1") -> Peer:

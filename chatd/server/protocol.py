@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from chatd.core.limits import PerAddress
 from chatd.core.room import Room
+from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer
 from chatd.core.session import CLOSED, IConnection, Session
 from chatd.server.internals import canHalfClose, unsentBytes, writerFor
@@ -316,12 +317,13 @@ class ChatFactory(protocol.Factory):
         config: Config,
         clock: Any = None,
         sequencer: ISequencer | None = None,
+        roster: IRoster | None = None,
     ) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.config = config
         self.clock = clock
-        self.room = Room(config, clock, sequencer)
+        self.room = Room(config, clock, sequencer, roster)
         self.stats = self.room.stats
         self.fanout = self.room.fanout
         self.connections: dict[ChatProtocol, None] = {}

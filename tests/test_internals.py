@@ -1,0 +1,118 @@
+"""chatd.server.internals, the one module that touches Twisted's private
+attributes, on real sockets (loopback only).
+
+These tests are the tripwire for a Twisted release that changes what the
+module relies on: the send-now writer must still be in use on a TCP
+connection (it falls back to ``transport.write`` when the attributes it
+reads are gone) and must never put bytes ahead of what Twisted holds.
+"""
+
+from __future__ import annotations
+
+import socket
+from types import SimpleNamespace
+
+from twisted.internet import defer, protocol, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from chatd.server.internals import canHalfClose, unsentBytes, writerFor
+
+
+class Collect(protocol.Protocol):
+    """Client side: gathers bytes until it has ``expected`` of them."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.data = b""
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= self.expected and not self.done.called:
+            self.done.callback(self.data)
+
+
+class Serve(protocol.Protocol):
+    def __init__(self, made: defer.Deferred) -> None:
+        self.made = made
+
+    def connectionMade(self) -> None:
+        self.made.callback(self)
+
+
+class SendNowTests(TestCase):
+    @defer.inlineCallbacks
+    def connected(self, expected: int):  # type: ignore[no-untyped-def]
+        made: defer.Deferred[Serve] = defer.Deferred()
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            protocol.Factory.forProtocol(lambda: Serve(made))
+        )
+        self.addCleanup(port.stopListening)
+        client = Collect(expected)
+        yield TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            protocol.Factory.forProtocol(lambda: client)
+        )
+        server = yield made
+        self.addCleanup(client.transport.loseConnection)
+        self.addCleanup(server.transport.loseConnection)
+        return server, client
+
+    @defer.inlineCallbacks
+    def test_in_use_on_tcp(self):  # type: ignore[no-untyped-def]
+        """On a TCP connection the writer is the send-now path, not
+        ``transport.write``: a Twisted that renamed what it reads fails here."""
+        server, client = yield self.connected(5)
+        write = writerFor(server.transport)
+        self.assertNotEqual(write, server.transport.write)
+        self.assertTrue(canHalfClose(server.transport))
+        write(b"hello")  # sent at once, no reactor turn needed
+        self.assertEqual((yield client.done), b"hello")
+
+    @defer.inlineCallbacks
+    def test_never_ahead_of_what_twisted_holds(self):  # type: ignore[no-untyped-def]
+        """Bytes Twisted still buffers go first: without the guard, "second"
+        would reach the socket before "first"."""
+        server, client = yield self.connected(len(b"first" * 1000 + b"second"))
+        write = writerFor(server.transport)
+        server.transport.write(b"first" * 1000)  # held until the next turn
+        write(b"second")
+        self.assertEqual((yield client.done), b"first" * 1000 + b"second")
+
+    def test_other_transports_use_write(self) -> None:
+        transport = SimpleNamespace(write=lambda data: None)
+        self.assertIs(writerFor(transport), transport.write)
+        self.assertFalse(canHalfClose(transport))
+
+
+class UnsentBytesTests(SynchronousTestCase):
+    def tcpPair(self) -> tuple[socket.socket, socket.socket]:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+        self.addCleanup(client.close)
+        self.addCleanup(server.close)
+        return server, client
+
+    def test_tcp_counts_until_acknowledged(self) -> None:
+        server, client = self.tcpPair()
+        server.sendall(b"x" * 1000)
+        unsent = unsentBytes(SimpleNamespace(socket=server))
+        self.assertIsNotNone(unsent)
+        self.assertLessEqual(unsent, 1000)  # acknowledged at once on loopback
+        client.settimeout(10)
+        self.assertEqual(client.recv(1000, socket.MSG_WAITALL), b"x" * 1000)
+
+    def test_unix_closed_or_missing_socket_cannot_tell(self) -> None:
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        a.sendall(b"unread")
+        self.assertIsNone(unsentBytes(SimpleNamespace(socket=a)))
+        a.close()
+        self.assertIsNone(unsentBytes(SimpleNamespace(socket=a)))
+        self.assertIsNone(unsentBytes(object()))
+        server, _ = self.tcpPair()
+        server.close()
+        self.assertIsNone(unsentBytes(SimpleNamespace(socket=server)))

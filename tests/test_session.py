@@ -1,0 +1,161 @@
+"""The session engine behind its seams: a roster and a sequencer that answer
+later or fail, flow control on a transport that is not a TCP socket, and the
+rules that must not silently go (error-log summary, burst cap, kick)."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from chatd.core.events import Event
+from chatd.core.limits import TokenBucket
+from chatd.core.roster import IRoster, Roster, User
+from chatd.core.sequencer import ISequencer, LocalSequencer
+from chatd.core.session import IConnection
+from chatd.wire import encode
+from tests.memory import ChatTestCase, Server, T
+
+
+@implementer(IRoster)
+class LaterRoster:
+    """A roster that answers when the test says (a remote one, say)."""
+
+    def __init__(self) -> None:
+        self.local = Roster()
+        self.waiting: list[tuple[bytes, Deferred]] = []
+
+    def claim(self, name: bytes) -> Deferred:
+        d: Deferred = Deferred()
+        self.waiting.append((name, d))
+        return d
+
+    def answer(self) -> None:
+        name, d = self.waiting.pop(0)
+        self.local.claim(name).chainDeferred(d)
+
+    def release(self, user: User) -> None:
+        self.local.release(user)
+
+
+@implementer(ISequencer)
+class FlakySequencer(LocalSequencer):
+    """A sequencer whose backend can be unreachable."""
+
+    down = False
+
+    def submit(self, event: Event) -> Deferred:
+        if self.down:
+            return fail(ConnectionError("backend unreachable"))
+        return LocalSequencer.submit(self, event)
+
+
+class RemoteRosterTests(ChatTestCase):
+    def test_pipelined_handshake_waits_for_the_roster(self) -> None:
+        """HELLO+READY+SAY in one read: the frames after HELLO wait until
+        the roster answers, then run in order (WELCOME, JOIN, MESSAGE)."""
+        roster = LaterRoster()
+        server = Server(roster=roster)
+        alice = server.connect()
+        alice.sendRaw(
+            encode(T.HELLO, b"alice") + encode(T.READY) + encode(T.SAY, b"hi")
+        )
+        self.assertEqual(alice.received(), [])
+        roster.answer()
+        server.clock.advance(0)
+        frames = alice.received()
+        self.assertEqual([t for t, _ in frames], [T.WELCOME, T.JOIN, T.MESSAGE])
+        self.assertTrue(frames[2][1].endswith(b".hi"))
+
+    def test_closed_while_waiting_frees_the_name(self) -> None:
+        roster = LaterRoster()
+        server = Server(roster=roster)
+        alice = server.connect()
+        alice.send(T.HELLO, b"alice")
+        alice.lose()
+        roster.answer()
+        self.assertEqual(roster.local.named, 0)
+
+    def test_roster_unreachable(self) -> None:
+        """HELLO gets UNAVAILABLE and the connection stays in CONNECTED."""
+        roster = LaterRoster()
+        server = Server(roster=roster)
+        alice = server.connect()
+        alice.send(T.HELLO, b"alice")
+        roster.waiting.pop(0)[1].errback(ConnectionError("down"))
+        self.assertOnlyError(alice, "UNAVAILABLE")
+        alice.send(T.HELLO, b"alice")
+        roster.answer()
+        server.clock.advance(0)
+        self.assertEqual(alice.types(), [T.WELCOME])
+
+
+class UnavailableTests(ChatTestCase):
+    def test_say_and_whisper_while_the_sequencer_is_down(self) -> None:
+        sequencer = FlakySequencer()
+        server = Server(sequencer=sequencer)
+        alice, bob = server.users(b"alice", b"bob")
+        sequencer.down = True
+        alice.send(T.SAY, b"lost?")
+        self.assertOnlyError(alice, "UNAVAILABLE")
+        alice.send(T.WHISPER, b"bob.psst")
+        self.assertOnlyError(alice, "UNAVAILABLE")
+        self.assertEqual(bob.received(), [])
+        sequencer.down = False
+        alice.send(T.SAY, b"back")
+        self.assertEqual([p for _, p in bob.received()], [alice.prefix + b"back"])
+
+
+class FlowControlledTransportTests(ChatTestCase):
+    """Any transport that pauses its producer gets a slow reader cut off: the
+    backlog is counted by the front end, not read from a TCP socket."""
+
+    config = {"max_backlog": 70_000}
+
+    def test_non_tcp_transport_cut_off(self) -> None:
+        slow, talker, other = self.server.users(b"slow", b"talker", b"other")
+        verifyObject(IConnection, slow.proto)
+        # A StringTransport is no TCP socket; it says it is full as any
+        # flow-controlled transport (TLS, a WebSocket) would.
+        slow.proto.pauseProducing()
+        self.assertGreaterEqual(slow.proto.backlog(), 64 * 1024)
+        for _ in range(12):
+            talker.send(T.SAY, b"z" * 500)
+            self.server.clock.advance(0)
+        self.assertOnlyError(slow, "SLOW_CONSUMER", fatal=True)
+        self.assertIn((T.LEAVE, slow.prefix + b"slow"), other.received())
+
+    def test_drained_transport_holds_nothing(self) -> None:
+        (slow,) = self.server.users(b"slow")
+        slow.proto.pauseProducing()
+        slow.proto.resumeProducing()
+        self.assertEqual(slow.proto.backlog(), 0)
+
+
+class RuleTests(ChatTestCase):
+    def test_error_log_summarised_after_five(self) -> None:
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        alice = self.server.connect()
+        for _ in range(8):
+            alice.send(T.SAY, b"too early")
+        alice.lose()
+        texts = [e["log_format"] for e in logged if e.get("log_namespace") == "chatd"]
+        self.assertEqual(sum(t.startswith("error conn=") for t in texts), 5)
+        summary = [e for e in logged if e["log_format"].startswith("errors conn=")]
+        self.assertEqual((summary[0]["n"], summary[0]["m"]), (8, 3))
+
+    def test_rate_burst_is_a_cap(self) -> None:
+        """Saving up while idle never buys more than the burst."""
+        now = [0.0]
+        bucket = TokenBucket(10, 3, lambda: now[0])
+        now[0] = 1000.0
+        self.assertEqual([bucket.take() for _ in range(5)], [True] * 3 + [False] * 2)
+
+    def test_kick_is_case_insensitive(self) -> None:
+        alice, bob = self.server.users(b"Alice", b"bob")
+        self.assertTrue(self.server.factory.kick("aLiCe"))
+        self.assertOnlyError(alice, "KICKED", fatal=True)
+        self.assertIn((T.LEAVE, alice.prefix + b"kicked"), bob.received())
+        self.assertFalse(self.server.factory.kick("alice"))
