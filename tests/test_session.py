@@ -159,3 +159,20 @@ class RuleTests(ChatTestCase):
         self.assertOnlyError(alice, "KICKED", fatal=True)
         self.assertIn((T.LEAVE, alice.prefix + b"kicked"), bob.received())
         self.assertFalse(self.server.factory.kick("alice"))
+
+    def test_every_connection_gets_a_close_line(self) -> None:
+        """Also one that never said HELLO, with why it ended."""
+        logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        quiet = self.server.connect()
+        quiet.lose()
+        bad = self.server.connect()
+        bad.sendRaw(b"\0\0\0\1\0\0\x10\0")  # a header announcing 4096 bytes
+        bad.lose()
+        closes = [e for e in logged if e["log_format"].startswith("close conn=")]
+        self.assertEqual(
+            [(e["conn"], e["why"]) for e in closes],
+            [
+                (quiet.proto.number, "client closed"),
+                (bad.proto.number, "FRAME_TOO_LARGE"),
+            ],
+        )

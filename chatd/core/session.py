@@ -86,6 +86,8 @@ class Session(TimeoutMixin):
     _overBacklog = False
     _disconnected = False
     _bucket: TokenBucket | None = None
+    #: Why the session closed (an ERROR code or a LEAVE reason), for the log.
+    ended: str | None = None
 
     def __init__(self, room: Room, conn: IConnection) -> None:
         self.room = room
@@ -149,11 +151,13 @@ class Session(TimeoutMixin):
         self.stats.messages += count
         self._submit(Messages(messages, count))
 
-    def connectionLost(self) -> None:
+    def connectionLost(self, why: str = "disconnected") -> None:
+        """The connection is gone; ``why`` (for the log) if we did not end it."""
         self._disconnected = True
         self.setTimeout(None)
         if self.state is not CLOSED:
             self.close(LeaveReason.ERROR)
+            self.ended = why
         self.room.sessions.pop(self, None)
         self.room.errorLog.forget(self)
 
@@ -188,6 +192,7 @@ class Session(TimeoutMixin):
         """
         if self.state is CLOSED:
             return
+        self.ended = error.name if error is not None else reason.value
         wasActive = self.state is ACTIVE
         if not self._disconnected:
             self._flushBatch()  # in the current state, so order is kept

@@ -17,10 +17,11 @@ import itertools
 import struct
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import protocol
+from twisted.internet import error, protocol
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.core.limits import PerAddress
@@ -119,9 +120,17 @@ class ChatProtocol(FrameReceiver):
             n=len(self.factory.connections),
         )
 
-    def connectionLost(self, reason: object = None) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self.stopFraming = True
-        self.session.connectionLost()
+        session = self.session
+        session.connectionLost(_why(reason))
+        log.info(
+            "close conn={conn} peer={peer} after={secs:.1f}s: {why}",
+            conn=self.number,
+            peer=self.peer,
+            secs=self.factory.clock.seconds() - self.since,
+            why=session.ended,
+        )
         for call in (self._abortCall, self._lingerCall):
             if call is not None and call.active():
                 call.cancel()
@@ -304,6 +313,15 @@ class ChatProtocol(FrameReceiver):
 
     def stopProducing(self) -> None:
         """The connection is going away; connectionLost does the work."""
+
+
+def _why(reason: Failure | None) -> str:
+    """A connection's end as an operator reads it: no Failure repr."""
+    if reason is None or reason.check(error.ConnectionDone):
+        return "client closed"
+    if reason.check(error.ConnectionLost):
+        return "connection lost"
+    return reason.getErrorMessage() or reason.type.__name__
 
 
 class ChatFactory(protocol.Factory):
