@@ -95,11 +95,15 @@ class Session(TimeoutMixin):
         self.stats = room.stats
         self.fanout = room.fanout
         self.callLater = room.clock.callLater
+        # The fan-out writes to every recipient every turn: skip a call by
+        # binding the connection's write (it changes when output pauses).
+        self.write = conn.write  # type: ignore[method-assign]
 
     # -- from the front end ----------------------------------------------
 
     def begin(self) -> None:
         """The connection was admitted: the handshake clock starts."""
+        self.write = self.conn.write  # type: ignore[method-assign]
         self.room.sessions[self] = None
         self.setTimeout(self.room.config.handshake_timeout or None)
 
@@ -164,10 +168,12 @@ class Session(TimeoutMixin):
     def outputPaused(self) -> None:
         """The front end's transport is full: stop writing broadcasts."""
         self._outputBlocked = True
+        self.write = self.conn.write  # type: ignore[method-assign]
         self.fanout.pause(self)
 
     def outputResumed(self) -> None:
         self._outputBlocked = False
+        self.write = self.conn.write  # type: ignore[method-assign]
         self.fanout.resume(self)
 
     def timeoutConnection(self) -> None:

@@ -55,7 +55,7 @@ CLOSE_TIMEOUT = 10.0
 LINGER_POLL = 0.01
 
 #: What a transport holds when it pauses its producer: Twisted's
-#: ``FileDescriptor.bufferSize``; the write that crossed it is added on top.
+#: ``FileDescriptor.bufferSize``.
 PAUSE_THRESHOLD = 64 * 1024
 
 _TYPE_FROM = struct.Struct("!I").unpack_from
@@ -71,7 +71,6 @@ class ChatProtocol(FrameReceiver):
     _producing = False
     _paused = False
     _held = 0
-    _lastWrite = 0
     _readEnded = False
     _abortCall: Any = None
     _lingerCall: Any = None
@@ -97,7 +96,7 @@ class ChatProtocol(FrameReceiver):
             self.peer = f"{self.host}:{peer.port}"
         else:  # a unix socket: every peer is local
             self.host = self.peer = "unix"
-        self._send = writerFor(self.transport)
+        self._send = self.write = writerFor(self.transport)  # type: ignore[method-assign]
         refusal = self.factory.admit(self)
         if refusal is not None:
             code, why = refusal
@@ -143,9 +142,12 @@ class ChatProtocol(FrameReceiver):
     # -- IConnection: what the session asks of its connection --------------
 
     def write(self, data: bytes) -> None:
-        self._lastWrite = len(data)
-        if self._paused:
-            self._held += len(data)
+        """Send now (:func:`~chatd.server.internals.writerFor`); while the
+        transport has paused us, :meth:`_writeCounted` instead."""
+        self._send(data)
+
+    def _writeCounted(self, data: bytes) -> None:
+        self._held += len(data)
         self._send(data)
 
     def _send(self, data: bytes) -> None:
@@ -155,9 +157,10 @@ class ChatProtocol(FrameReceiver):
     def backlog(self) -> int:
         """Bytes the transport holds for the client, as counted here: none
         while it takes what it is given; once it pauses us, what it held
-        then (its threshold, plus the write that crossed it) plus every byte
-        written since.  No Twisted internals, so any transport that does
-        flow control (TCP, TLS, a WebSocket) gets a slow reader cut off."""
+        then (its threshold; the write that crossed it, at most one turn's
+        batch, is not counted) plus every byte written since.  No Twisted
+        internals, so any transport that does flow control (TCP, TLS, a
+        WebSocket) gets a slow reader cut off."""
         return self._held if self._paused else 0
 
     def hangUp(self) -> None:
@@ -303,12 +306,14 @@ class ChatProtocol(FrameReceiver):
     def pauseProducing(self) -> None:
         if not self._paused:
             self._paused = True
-            self._held = PAUSE_THRESHOLD + self._lastWrite
+            self._held = PAUSE_THRESHOLD
+            self.write = self._writeCounted  # type: ignore[method-assign]
         self.session.outputPaused()
 
     def resumeProducing(self) -> None:
         self._paused = False
         self._held = 0
+        self.write = self._send  # type: ignore[method-assign]
         self.session.outputResumed()
 
     def stopProducing(self) -> None:
