@@ -26,7 +26,7 @@ class Event:
 
     __slots__ = ("seq", "frame", "count")
     #: The user a targeted event is for; None for a broadcast.
-    target: User | None = None
+    target: User | None = None  # a slot in targeted events
 
     def __init__(self, frame: bytes, count: int = 1) -> None:
         self.seq = 0
@@ -94,7 +94,7 @@ class Whisper(Event):
 
     def __init__(self, sender: User, target: User, text: bytes) -> None:
         Event.__init__(self, encode(FrameType.WHISPERED, sender.prefix + text))
-        self.target = target  # type: ignore[misc]
+        self.target = target
 
 
 class Kick(Event):
@@ -104,4 +104,4 @@ class Kick(Event):
 
     def __init__(self, target: User) -> None:
         Event.__init__(self, b"", 0)
-        self.target = target  # type: ignore[misc]
+        self.target = target

@@ -143,8 +143,8 @@ class FanOut:
                 recipient.targeted(event)
             return
         joining = None
-        if self._expected and type(event) is Join:
-            joining = self._expected.pop(event.user, None)  # type: ignore[attr-defined]
+        if self._expected and isinstance(event, Join):
+            joining = self._expected.pop(event.user, None)
         self.deliverFrames(event.frame, joining, event.count)
 
     def deliverFrames(
@@ -175,7 +175,7 @@ class FanOut:
             return
         given = self._given
         multi = self._multi
-        ends = self._endsNow() if given else None
+        ends = self._endsNow() if given else []
         blob = pending[0] if len(pending) == 1 else b"".join(pending)
         self._pending, self._ends, self._given = [], [0], {}
         if multi:

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import Interface, implementer
 
 from chatd.core.events import Event, Join, Leave
+from chatd.core.sequencer import IEventSink
 from chatd.wire import MAX_PAYLOAD, FrameType, encode, join_fields
 
 #: xterm-256 colours that read well on dark and on light backgrounds.
@@ -102,6 +103,7 @@ class Roster:
         return len(self._names)
 
 
+@implementer(IEventSink)
 class Replica:
     """The active users, in activation order, from the sequenced events.
 
@@ -115,13 +117,12 @@ class Replica:
         self._who: list[bytes] | None = None
 
     def deliver(self, event: Event) -> None:
-        kind = type(event)
-        if kind is Join:
-            user = event.user  # type: ignore[attr-defined]
+        if isinstance(event, Join):
+            user = event.user
             self._active[user.name.lower()] = user
             self._who = None
-        elif kind is Leave:
-            user = event.user  # type: ignore[attr-defined]
+        elif isinstance(event, Leave):
+            user = event.user
             if self._active.get(user.name.lower()) is user:
                 del self._active[user.name.lower()]
                 self._who = None

@@ -94,7 +94,7 @@ class Session(TimeoutMixin):
         self.conn = conn
         self.stats = room.stats
         self.fanout = room.fanout
-        self.callLater = room.clock.callLater
+        self.callLater = room.clock.callLater  # type: ignore[method-assign,assignment]
         # The fan-out writes to every recipient every turn: skip a call by
         # binding the connection's write (it changes when output pauses).
         self.write = conn.write  # type: ignore[method-assign]

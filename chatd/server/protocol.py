@@ -96,7 +96,7 @@ class ChatProtocol(FrameReceiver):
             self.peer = f"{self.host}:{peer.port}"
         else:  # a unix socket: every peer is local
             self.host = self.peer = "unix"
-        self._send = self.write = writerFor(self.transport)  # type: ignore[method-assign]
+        self._send = self.write = writerFor(self.transport)  # type: ignore[method-assign,assignment]
         refusal = self.factory.admit(self)
         if refusal is not None:
             code, why = refusal
@@ -326,7 +326,7 @@ def _why(reason: Failure | None) -> str:
         return "client closed"
     if reason.check(error.ConnectionLost):
         return "connection lost"
-    return reason.getErrorMessage() or reason.type.__name__
+    return reason.getErrorMessage() or str(reason.type)
 
 
 class ChatFactory(protocol.Factory):

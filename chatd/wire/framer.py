@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.internet import protocol
 
 from chatd.wire.codec import HEADER, HEADER_SIZE, MAX_PAYLOAD
@@ -23,6 +26,10 @@ class FrameReceiver(protocol.Protocol):
     framer ignore everything after the frame being handled.
     """
 
+    #: Any stream transport: TCP, TLS, unix, a WebSocket adapter.
+    transport: Any = None
+    #: ``reactor.callLater`` or a test clock's; needed with framesPerTurn.
+    callLater: Callable[..., Any]
     framesPerTurn: int | None = None
     stopFraming = False
     #: Frames wait (kept in the buffer) until :meth:`holdFrames` lets go.
@@ -33,7 +40,7 @@ class FrameReceiver(protocol.Protocol):
     _readingThrottled = False
     # A subclass that sets framesPerTurn provides callLater (TimeoutMixin does).
 
-    def dataReceived(self, data: bytes) -> int:
+    def dataReceived(self, data: bytes) -> int:  # type: ignore[override]
         """Handle ``data``; returns how many whole frames it handled."""
         if self._buffer:
             data = self._buffer + data
