@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from chatd.wire import HEADER
 from chatd.wire import FrameType as T
 from tests.daemon import Daemon, FrameClient, HalfCloseClient, connect
+
+
+@implementer(IPushProducer)
+class Flood:
+    """Writes ``block`` to a transport as fast as the transport takes it, at
+    most ``limit`` times: Twisted's own flow control (it pauses and resumes
+    its producer) says when, so nothing polls."""
+
+    def __init__(self, transport, block: bytes, limit: int) -> None:
+        self.transport = transport
+        self.block = block
+        self.left = limit
+        self.paused = False
+        transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while self.left and not self.paused and self.transport.connected:
+            self.left -= 1
+            self.transport.write(self.block)
+
+    def stopProducing(self) -> None:
+        self.left = 0
+
+
+@defer.inlineCallbacks
+def connNumber(daemon, client):
+    """The daemon's number for ``client``'s connection, from its log."""
+    peer = f"peer=127.0.0.1:{client.transport.getHost().port} "
+    yield daemon.waitForLog(peer)
+    return int(re.search(r"conn=(\d+) " + re.escape(peer), daemon.log).group(1))
 
 
 @defer.inlineCallbacks
@@ -177,14 +215,12 @@ class MemoryBoundTests(unittest.TestCase):
             clients.append(client)
             self.addCleanup(client.transport.abortConnection)
         block = (b"\x00\x00\x00\x01\x00\x00\x03\xf8" + b"z" * 1016) * 1024  # 1 MiB
-        for _step in range(48):
-            open_ = [c for c in clients if not c.closed.called]
-            if not open_:
-                break
-            for client in open_:
-                if len(client.transport._tempDataBuffer) < 4:  # keep it moving
-                    client.transport.write(block)
-            yield deferLater(reactor, 0.05, lambda: None)
+        cuts = []
+        for client in clients:
+            number = yield connNumber(daemon, client)
+            cuts.append(daemon.waitForLog(f"error conn={number} code=SLOW_CONSUMER"))
+            Flood(client.transport, block, 48)  # bounded: at most 48 MiB each
+        yield defer.DeferredList(cuts)
         self.assertEqual(daemon.log.count("code=SLOW_CONSUMER"), count)
         grown = peakRss(pid) - before
         bound = count * (backlog + 2 * 64 * 1024 + 1024) + 8 * 2**20  # + slack
@@ -235,13 +271,9 @@ class LingeringCloseTests(unittest.TestCase):
         client.transport.pauseProducing()  # not reading
         block = (b"\x00\x00\x00\x01\x00\x00\x03\xf8" + b"z" * 1016) * 1024  # 1 MiB
         cut = daemon.waitForLog("code=SLOW_CONSUMER")
-        for _step in range(48):  # bounded: at most 48 MiB
-            if cut.called:
-                break
-            if len(client.transport._tempDataBuffer) < 4:
-                client.transport.write(block)
-            yield deferLater(reactor, 0.05, lambda: None)
-        self.assertTrue(cut.called, "never cut off")
+        flood = Flood(client.transport, block, 48)  # bounded: at most 48 MiB
+        yield cut
+        flood.stopProducing()
         client.transport.write(block)  # still sending when the daemon closes
         yield deferLater(reactor, 0.2, lambda: None)
         client.transport.resumeProducing()
