@@ -280,6 +280,8 @@ class LingeringCloseTests(unittest.TestCase):
         yield client.closed
         self.assertEqual(client.frames[-1][0], T.ERROR)
         self.assertTrue(client.frames[-1][1].startswith(b"SLOW_CONSUMER."))
+        # The replies it had not started to receive were dropped, not sent.
+        self.assertIn("bytes not yet sent dropped", daemon.log)
         self.assertEqual({t for t, _ in client.frames[:-1]}, {T.ECHO})
 
     @defer.inlineCallbacks

@@ -16,20 +16,33 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from chatd.server.internals import canHalfClose, unsentBytes, writerFor
+from chatd.server.internals import (
+    canHalfClose,
+    dropUnstarted,
+    unsentBytes,
+    writerFor,
+)
+from chatd.wire import FrameType, encode
+from tests.memory import parseFrames
 
 
 class Collect(protocol.Protocol):
-    """Client side: gathers bytes until it has ``expected`` of them."""
+    """Client side: gathers bytes until it has ``expected`` of them, or
+    until they end with ``last``."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, last: bytes | None = None) -> None:
         self.expected = expected
+        self.last = last
         self.data = b""
         self.done: defer.Deferred[bytes] = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
-        if len(self.data) >= self.expected and not self.done.called:
+        if self.done.called:
+            return
+        if (self.last is None and len(self.data) >= self.expected) or (
+            self.last is not None and self.data.endswith(self.last)
+        ):
             self.done.callback(self.data)
 
 
@@ -43,13 +56,13 @@ class Serve(protocol.Protocol):
 
 class SendNowTests(TestCase):
     @defer.inlineCallbacks
-    def connected(self, expected: int):  # type: ignore[no-untyped-def]
+    def connected(self, expected: int, last: bytes | None = None):  # type: ignore[no-untyped-def]
         made: defer.Deferred[Serve] = defer.Deferred()
         port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
             protocol.Factory.forProtocol(lambda: Serve(made))
         )
         self.addCleanup(port.stopListening)
-        client = Collect(expected)
+        client = Collect(expected, last)
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
             protocol.Factory.forProtocol(lambda: client)
         )
@@ -79,9 +92,32 @@ class SendNowTests(TestCase):
         write(b"second")
         self.assertEqual((yield client.done), b"first" * 1000 + b"second")
 
+    @defer.inlineCallbacks
+    def test_drop_unstarted_keeps_the_frame_in_flight(self):  # type: ignore[no-untyped-def]
+        """After dropUnstarted, the client gets whole frames only (the one in
+        flight completed), fewer than were written, then what follows."""
+        final = encode(FrameType.ERROR, b"SLOW_CONSUMER.you did not read fast enough")
+        server, client = yield self.connected(0, last=final)
+        frame = encode(FrameType.MESSAGE, b"m" * 1000)
+        write = writerFor(server.transport)
+        written = 0
+        for _ in range(256):  # 64 MiB: far more than the kernel takes at once
+            write(frame * 256)
+            written += 256
+        self.assertGreater(dropUnstarted(write), 0)
+        self.assertEqual(dropUnstarted(write), 0)  # nothing more to drop
+        write(final)
+        data = yield client.done
+        frames, rest = parseFrames(data)
+        self.assertEqual(rest, b"")
+        self.assertEqual(frames[-1], (FrameType.ERROR, final[8:]))
+        self.assertEqual({f for f in frames[:-1]}, {(FrameType.MESSAGE, b"m" * 1000)})
+        self.assertLess(len(frames) - 1, written)
+
     def test_other_transports_use_write(self) -> None:
         transport = SimpleNamespace(write=lambda data: None)
         self.assertIs(writerFor(transport), transport.write)
+        self.assertEqual(dropUnstarted(transport.write), 0)
         self.assertFalse(canHalfClose(transport))
 
 

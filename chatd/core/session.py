@@ -74,6 +74,10 @@ class IConnection(Interface):
         """Stop (True) or resume handing frames to the session: it waits for
         an answer (a remote roster) and later frames must wait their turn."""
 
+    def dropUnstarted() -> None:
+        """Drop the frames written that have not begun to go out (a reader
+        being cut off gets its ERROR sooner); best effort."""
+
 
 @implementer(IRecipient)
 class Session(TimeoutMixin):
@@ -442,6 +446,10 @@ class Session(TimeoutMixin):
         return self.conn.backlog()
 
     def slowConsumer(self) -> None:
+        """Cut off: what the client has not started to receive is dropped
+        (docs/protocol.md), so if it reads again its ERROR comes next."""
+        self._batch = None if self._batch is None else []
+        self.conn.dropUnstarted()
         self.close(LeaveReason.SLOW, ErrorCode.SLOW_CONSUMER, drain=False)
 
     def targeted(self, event: Event) -> None:

@@ -24,16 +24,25 @@ import fcntl
 import socket
 import struct
 import termios
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import tcp
 
+from chatd.wire import HEADER, HEADER_SIZE
 
-def writerFor(transport: object) -> Callable[[bytes], None]:
-    """The fastest correct way to write ``bytes`` to ``transport``."""
-    write = transport.write  # type: ignore[attr-defined]
+
+def writerFor(transport: Any) -> Callable[[bytes], None]:
+    """The fastest correct way to write whole frames to ``transport``.
+
+    On a TCP transport the writer has a ``dropUnstarted()`` (see
+    :func:`dropUnstarted`).  Every write must be whole frames.
+    """
+    write = transport.write
     if not isinstance(transport, tcp.Connection) or not all(
-        hasattr(transport, a) for a in ("_tempDataLen", "dataBuffer", "offset")
+        hasattr(transport, a)
+        for a in ("_tempDataLen", "_tempDataBuffer", "dataBuffer", "offset")
     ):
         return write
     sock = transport.socket
@@ -41,6 +50,9 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
         # Our own batching coalesces; Nagle would only add delay.
         transport.setTcpNoDelay(True)
     send = sock.send
+    # What went into Twisted's buffer since it was last empty: (data, sent)
+    # where data is whole frames and data[sent:] is what Twisted got.
+    buffered: deque[tuple[bytes, int]] = deque()
 
     def sendNow(data: bytes) -> None:
         t = transport
@@ -50,8 +62,11 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
             or not t.connected
             or t.disconnecting
         ):
+            buffered.append((data, 0))
             write(data)
             return
+        if buffered:
+            buffered.clear()  # Twisted holds nothing: all of it went out
         try:
             sent = send(data)
         except (BlockingIOError, InterruptedError):
@@ -61,9 +76,44 @@ def writerFor(transport: object) -> Callable[[bytes], None]:
             write(data)
             return
         if sent < len(data):
+            buffered.append((data, sent))
             write(data[sent:])
 
+    def dropUnstarted() -> int:
+        t = transport
+        held = len(t.dataBuffer) - t.offset + t._tempDataLen
+        # Find, from the newest write back, where what Twisted holds begins.
+        left = held
+        for data, sent in reversed(buffered):
+            if len(data) - sent >= left:
+                cut = len(data) - left
+                break
+            left -= len(data) - sent
+        else:
+            return 0  # what it holds is not all ours to parse: leave it
+        end = 0
+        while end < cut:  # the end of the frame in flight
+            end += HEADER_SIZE + HEADER.unpack_from(data, end)[1]
+        keep = data[cut:end]
+        t.dataBuffer, t.offset = keep, 0
+        t._tempDataBuffer, t._tempDataLen = [], 0
+        buffered.clear()
+        if keep:
+            buffered.append((data, cut))
+        return held - len(keep)
+
+    sendNow.dropUnstarted = dropUnstarted  # type: ignore[attr-defined]
     return sendNow
+
+
+def dropUnstarted(writer: Callable[[bytes], None]) -> int:
+    """Take back the frames that ``writer`` (from :func:`writerFor`) left in
+    Twisted's buffer and that have not begun to go out, keeping the rest of
+    the one in flight, so a reader being cut off gets its ERROR next.
+    Returns the bytes dropped (0 where the transport's buffer is not ours
+    to see: TLS, a WebSocket).  What the kernel took is gone either way."""
+    drop = getattr(writer, "dropUnstarted", None)
+    return drop() if drop is not None else 0
 
 
 def unsentBytes(transport: object) -> int | None:

@@ -29,7 +29,12 @@ from chatd.core.room import Room
 from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer
 from chatd.core.session import CLOSED, IConnection, Session
-from chatd.server.internals import canHalfClose, unsentBytes, writerFor
+from chatd.server.internals import (
+    canHalfClose,
+    dropUnstarted,
+    unsentBytes,
+    writerFor,
+)
 from chatd.wire import (
     HEADER_SIZE,
     ErrorCode,
@@ -193,6 +198,15 @@ class ChatProtocol(FrameReceiver):
 
     def holdInput(self, hold: bool) -> None:
         self.holdFrames(hold)
+
+    def dropUnstarted(self) -> None:
+        dropped = dropUnstarted(self._send)
+        if dropped:
+            log.info(
+                "conn={conn}: {n} bytes not yet sent dropped",
+                conn=self.number,
+                n=dropped,
+            )
 
     # -- IHalfCloseableProtocol (TCP) -----------------------------------
 
