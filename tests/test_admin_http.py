@@ -237,9 +237,18 @@ class ConnectionLimitTests(AdminHTTPTestCase):
         self.assertEqual(self.status(transport), b"HTTP/1.1 503 Service Unavailable")
         self.assertTrue(transport.disconnecting)
         self.assertIn("32 connections open", self.logText())
+        # A few more get their 503 at once; past that, until those sockets
+        # close, the port closes new ones unanswered (no descriptor kept).
+        busy = [self.connect()[0] for _ in range(3)]
+        self.assertIsNone(self.site.buildProtocol(PEER))
+        for p in [channel, *busy]:
+            self.close(p)
+        channel, transport = self.connect()
+        self.assertEqual(self.status(transport), b"HTTP/1.1 503 Service Unavailable")
+        self.close(channel)
         self.close(held[0][0])
         self.assertIn(
-            "below the connection limit again; 1 connections refused", self.logText()
+            "below the connection limit again; 6 connections refused", self.logText()
         )
         channel, transport = self.connect()
         channel.dataReceived(request(b"GET", b"/status"))

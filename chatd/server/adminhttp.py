@@ -17,7 +17,9 @@ these on the admin port.  This module closes them:
   (or of the previous response): a deadline, not an idle timer; a partial
   request then gets 408 and the connection is closed;
 * at most ``maxConnections`` connections at once; the next one gets 503 and
-  is closed, so admin clients cannot use up the descriptors chat users need;
+  is closed, so admin clients cannot use up the descriptors chat users need
+  (a 503 holds its socket until the next reactor turn, so during a flood
+  only ``BUSY_ANSWERS`` get one at a time, the rest are closed unanswered);
 * the access log line has the path without the query string and no Referer.
 
 Everything here uses twisted.web's public hooks (``Site.protocol``,
@@ -46,6 +48,8 @@ log = Logger(namespace="chatd.server.admin")
 
 #: (status code, message) of a refused request; None lets it through.
 Refusal = tuple[int, str]
+#: Connections over the limit that may be getting their 503 at once.
+BUSY_ANSWERS = 4
 Screen = Callable[[server.Request], Refusal | None]
 
 
@@ -99,12 +103,19 @@ def _raw(code: int, reason: bytes, message: str) -> bytes:
 class _Busy(protocol.Protocol):
     """For a connection over the limit: 503, closed at once."""
 
+    def __init__(self, site: AdminSite) -> None:
+        self.site = site
+
     def connectionMade(self) -> None:
+        self.site.answering += 1
         assert self.transport is not None
         self.transport.write(
             _raw(503, b"Service Unavailable", "too many admin connections, try again")
         )
         self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.site.answering -= 1
 
 
 class AdminRequest(server.Request):
@@ -267,6 +278,7 @@ class AdminSite(server.Site):
         self.maxConnections = maxConnections
         self.openConnections = 0
         self.refusedConnections = 0
+        self.answering = 0  # _Busy connections not yet closed
 
     def getContentFile(self, length: int | None) -> BytesIO:
         """Always memory: a body never exceeds ``maxBody``, so never a temp file."""
@@ -281,7 +293,9 @@ class AdminSite(server.Site):
                 "admin: {limit} connections open; more get 503 until one closes",
                 limit=self.maxConnections,
             )
-        return _Busy()
+        if self.answering < BUSY_ANSWERS:
+            return _Busy(self)
+        return None  # the port closes it at once
 
     def opened(self) -> None:
         self.openConnections += 1
