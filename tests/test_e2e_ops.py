@@ -173,7 +173,7 @@ class MaintenanceTests(OpsTestCase):
         self.assertEqual((yield self.http(b"POST", "/maintenance", b"on"))[0], 200)
         code, body = yield self.json(b"POST", "/maintenance", b"on")
         self.assertEqual(code, 409)
-        self.assertIn("MAINTENANCE -> MAINTENANCE", body["error"])
+        self.assertEqual(body["error"], "already in maintenance")
 
     @defer.inlineCallbacks
     def test_notice_text_checked(self):

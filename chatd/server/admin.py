@@ -8,23 +8,28 @@ A small twisted.web resource on its own listener, off by default:
 Everything but ``/metrics`` needs ``Authorization: Bearer <token>`` when
 ``--admin-token-file`` is set; config.py refuses an admin endpoint other
 hosts can reach without one.  Every action and every refusal is logged.
+
+The token is checked when the headers arrive, before any body is read, and
+the listener caps bodies, connections and the time a request may take to
+arrive (:mod:`chatd.server.adminhttp`, limits below).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from chatd import __version__
+from chatd.server.adminhttp import AdminSite, Refusal, jsonAnswer, peer
 from chatd.server.metrics import registry
 from chatd.server.service import ReloadRefused
-from chatd.server.states import InvalidTransition
+from chatd.server.states import InvalidTransition, ServerState
 from chatd.wire import MAX_NOTICE_TEXT, noticeText
 
 if TYPE_CHECKING:
@@ -42,6 +47,25 @@ ROUTES = {
 }
 PUBLIC = {b"/metrics"}
 
+#: Largest request body kept (a kick or a notice needs far less); a larger
+#: one gets 413 without being stored.
+MAX_BODY = 64 * 1024
+#: Admin connections open at once; the next gets 503.  Small, so admin
+#: clients cannot take the descriptors chat users need.
+MAX_CONNECTIONS = 32
+#: Seconds a request has to arrive whole (headers and body), counted from the
+#: connection or the previous response; then 408 and the connection closes.
+REQUEST_TIMEOUT = 10.0
+
+#: How a state reads in a 409: what the server is doing, not its enum name.
+_DOING = {
+    ServerState.STARTING: "starting",
+    ServerState.REBOOTING: "reloading",
+    ServerState.STOPPING: "stopping",
+    ServerState.STOPPED: "stopped",
+    ServerState.FAILED: "failed to start",
+}
+
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
@@ -52,14 +76,25 @@ def _param(request: server.Request, name: bytes) -> str:
     values = request.args.get(name)
     if values:
         return values[0].decode("utf-8", "replace").strip()
+    if request.content is None:
+        return ""
     request.content.seek(0)
     raw = request.content.read(4096).decode("utf-8", "replace").strip()
     return "" if "=" in raw else raw
 
 
-def _peer(request: server.Request) -> str:
-    """Who asked: an address, or "unix" on a unix socket."""
-    return str(getattr(request.getClientAddress(), "host", "unix"))
+def _path(request: server.Request) -> bytes:
+    return request.path.rstrip(b"/") or b"/"
+
+
+def _maintenanceConflict(on: bool, state: ServerState) -> str:
+    """Why ``maintenance on``/``off`` cannot happen now, in operator words."""
+    if on and state is ServerState.MAINTENANCE:
+        return "already in maintenance"
+    if not on and state is ServerState.ACTIVE:
+        return "not in maintenance"
+    doing = _DOING.get(state, state.value.lower())
+    return f"cannot {'start' if on else 'end'} maintenance while {doing}"
 
 
 class Admin(resource.Resource):
@@ -73,15 +108,21 @@ class Admin(resource.Resource):
         self.registry = registry(service)
 
     def render(self, request: server.Request) -> bytes | int:
-        path = request.path.rstrip(b"/") or b"/"
+        path = _path(request)
         name = ROUTES.get((request.method, path))
         if name is None:
             if any(p == path for _, p in ROUTES):
                 return self._json(request, 405, {"error": "method not allowed"})
             return self._json(request, 404, {"error": "no such page"})
-        if path not in PUBLIC and not self._authorized(request):
+        if self.screen(request) is not None:  # adminSite screened it already
             return self._json(request, 401, {"error": "missing or wrong token"})
         return getattr(self, "do_" + name)(request)
+
+    def screen(self, request: server.Request) -> Refusal | None:
+        """The check made when the headers arrive: a token unless public."""
+        if _path(request) in PUBLIC or self._authorized(request):
+            return None
+        return 401, "missing or wrong token"
 
     def _authorized(self, request: server.Request) -> bool:
         token = self.service.config.admin_token  # read now: a reload may change it
@@ -95,24 +136,18 @@ class Admin(resource.Resource):
             "admin: refused {method} {path} from {peer}: {why} token",
             method=request.method.decode(),
             path=request.path.decode("ascii", "replace"),
-            peer=_peer(request),
+            peer=peer(request),
             why="wrong" if given else "missing",
         )
         return False
 
-    def _json(self, request: server.Request, code: int, body: dict) -> bytes:
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        if code == 401:
-            request.setHeader(b"www-authenticate", b'Bearer realm="chatd"')
-        return json.dumps(body, indent=1).encode() + b"\n"
+    _json = staticmethod(jsonAnswer)
 
     def _did(self, request: server.Request, what: str) -> None:
         log.info(
             "admin: {what} (from {peer})",
             what=what,
-            peer=_peer(request),
+            peer=peer(request),
         )
 
     # -- pages ------------------------------------------------------------
@@ -138,7 +173,8 @@ class Admin(resource.Resource):
         try:
             told = self.service.setMaintenance(mode == "on", text)
         except InvalidTransition as e:
-            return self._json(request, 409, {"error": str(e)})
+            error = _maintenanceConflict(mode == "on", e.old)
+            return self._json(request, 409, {"error": error})
         self._did(request, f"maintenance {mode}, {told} users told")
         return self._json(
             request, 200, {"state": self.service.state.value, "notified": told}
@@ -160,10 +196,14 @@ class Admin(resource.Resource):
         def done(changed: list[str]) -> tuple[int, dict]:
             return 200, {"state": self.service.state.value, "changed": changed}
 
-        def refused(failure: object) -> tuple[int, dict]:
-            error = failure.trap(ReloadRefused, InvalidTransition)
-            code = 409 if error is InvalidTransition else 400
-            return code, {
+        def refused(failure: Failure) -> tuple[int, dict]:
+            failure.trap(ReloadRefused, InvalidTransition)
+            if isinstance(failure.value, InvalidTransition):
+                return 409, {
+                    "error": _reloadConflict(failure.value.old),
+                    "state": self.service.state.value,
+                }
+            return 400, {
                 "error": str(failure.value),
                 "state": self.service.state.value,
             }
@@ -201,7 +241,7 @@ def status(service: ChatService) -> dict:
         "started": _iso(service.started) if service.started else None,
         "uptime_seconds": round(service.uptime, 3),
         "listeners": [
-            {"endpoint": description, "address": str(port.getHost())}
+            {"endpoint": description, "address": str(port.getHost())}  # type: ignore[attr-defined]
             for description, port in service.listeners.items()
         ],
         "limits": {
@@ -220,10 +260,24 @@ def status(service: ChatService) -> dict:
     }
 
 
-def adminSite(service: ChatService) -> server.Site:
-    site = server.Site(Admin(service))
-    site.noisy = False
-    return site
+def _reloadConflict(state: ServerState) -> str:
+    if state is ServerState.REBOOTING:
+        return "already reloading"
+    return f"cannot reload while {_DOING.get(state, state.value.lower())}"
+
+
+def adminSite(service: ChatService) -> AdminSite:
+    """The factory the admin endpoint listens with (limits read now, so a
+    test or a .tac may change the module constants first)."""
+    admin = Admin(service)
+    return AdminSite(
+        admin,
+        admin.screen,
+        maxBody=MAX_BODY,
+        maxConnections=MAX_CONNECTIONS,
+        timeout=REQUEST_TIMEOUT,
+        reactor=service.reactor,
+    )
 
 
 __all__ = ["Admin", "adminSite", "status"]
