@@ -3,6 +3,8 @@ fake recipients and a clock."""
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
@@ -15,6 +17,8 @@ from chatd.core.roster import User
 from chatd.core.sequencer import IEventSink, ISequencer, LocalSequencer
 from tests.memory import TurnClock
 
+_ids = itertools.count(1)
+
 
 @implementer(IRecipient)
 class Recipient:
@@ -22,7 +26,7 @@ class Recipient:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.user = User(1, 33, name.encode())
+        self.user = User(next(_ids), 33, name.encode())
         self.writes: list[bytes] = []
         self.held = 0
         self.cut = 0

@@ -176,3 +176,47 @@ class RuleTests(ChatTestCase):
                 (bad.proto.number, "FRAME_TOO_LARGE"),
             ],
         )
+
+
+class EventCodecTests(ChatTestCase):
+    def test_round_trip_every_kind(self) -> None:
+        from chatd.core.eventcodec import decodeBatch, encodeBatch
+        from chatd.core.events import (
+            Join,
+            Kick,
+            Leave,
+            Message,
+            Messages,
+            Notice,
+            Whisper,
+        )
+        from chatd.wire import LeaveReason
+
+        alice, bob = User(1, 33, b"alice"), User(2, 160, b"Bob")
+        events = [
+            Join(alice),
+            Message(alice, b"hi"),
+            Messages(Message(bob, b"a").frame + Message(bob, b"b").frame, 2),
+            Whisper(alice, bob, b"psst"),
+            Kick(bob),
+            Notice("MAINTENANCE", "soon"),
+            Leave(alice, LeaveReason.SLOW),
+        ]
+        for seq, event in enumerate(events, 1):
+            event.seq = seq
+        back = decodeBatch(encodeBatch(events))
+        self.assertEqual([type(e) for e in back], [type(e) for e in events])
+        self.assertEqual(
+            [(e.seq, e.frame, e.count) for e in back],
+            [(e.seq, e.frame, e.count) for e in events],
+        )
+        self.assertEqual(back[0].user.entry, alice.entry)
+        self.assertEqual(back[3].target.entry, bob.entry)
+        self.assertEqual(back[6].reason, LeaveReason.SLOW)
+
+    def test_bad_bytes_raise_bad_event(self) -> None:
+        from chatd.core.eventcodec import BadEvent, decodeBatch, decodeEvent
+
+        for data in (b"", b"\x09" + b"\0" * 14, b"\x07" + b"\0" * 14):
+            self.assertRaises(BadEvent, decodeEvent, data)
+        self.assertRaises(BadEvent, decodeBatch, b"\0\0\0\x09abc")

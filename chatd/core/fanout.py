@@ -69,10 +69,11 @@ class FanOut:
         self._callLater = callLater
         self.maxBacklog = maxBacklog
         self._live: dict[IRecipient, None] = {}
-        # Local users by User (targeted events), and those whose JOIN is on
-        # its way through the sequencer.
-        self._byUser: dict[object, IRecipient] = {}
-        self._expected: dict[object, IRecipient] = {}
+        # Local users by user id (targeted events), and those whose JOIN is
+        # on its way through the sequencer.  Ids, not User objects: an event
+        # from another process carries a copy of the User.
+        self._byUser: dict[int, IRecipient] = {}
+        self._expected: dict[int, IRecipient] = {}
         self._paused: dict[IRecipient, _Paused] = {}
         # This turn's frames.  Only when a recipient takes part of them early
         # are their byte offsets worked out (see _endsNow).
@@ -107,10 +108,10 @@ class FanOut:
         """
         if drain:
             self.send(recipient, b"")
-        user = recipient.user
-        if self._byUser.get(user) is recipient:
-            del self._byUser[user]
-        self._expected.pop(user, None)
+        uid = recipient.user.id
+        if self._byUser.get(uid) is recipient:
+            del self._byUser[uid]
+        self._expected.pop(uid, None)
         self._live.pop(recipient, None)
         self._given.pop(recipient, None)
         if self._paused.pop(recipient, None) is not None:
@@ -132,19 +133,19 @@ class FanOut:
     def expect(self, recipient: IRecipient) -> None:
         """``recipient`` sent READY: it receives its own JOIN, when that is
         sequenced, and everything after; targeted events reach it now."""
-        self._byUser[recipient.user] = recipient
-        self._expected[recipient.user] = recipient
+        self._byUser[recipient.user.id] = recipient
+        self._expected[recipient.user.id] = recipient
 
     def deliver(self, event: Event) -> None:
         target = event.target
         if target is not None:
-            recipient = self._byUser.get(target)
+            recipient = self._byUser.get(target.id)
             if recipient is not None:  # else not one of ours, or gone
                 recipient.targeted(event)
             return
         joining = None
         if self._expected and isinstance(event, Join):
-            joining = self._expected.pop(event.user, None)
+            joining = self._expected.pop(event.user.id, None)
         self.deliverFrames(event.frame, joining, event.count)
 
     def deliverFrames(

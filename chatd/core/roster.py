@@ -123,7 +123,8 @@ class Replica:
             self._who = None
         elif isinstance(event, Leave):
             user = event.user
-            if self._active.get(user.name.lower()) is user:
+            known = self._active.get(user.name.lower())
+            if known is not None and known.id == user.id:
                 del self._active[user.name.lower()]
                 self._who = None
 

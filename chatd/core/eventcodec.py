@@ -1,0 +1,117 @@
+"""Events as bytes, for the links between processes (workers, Redis).
+
+An event already carries its frame(s) for the clients, so what crosses a
+link is that frame plus what the receiving side cannot read from it: the
+kind, the sequence number, how many frames, and the target of a targeted
+event.  Nothing is pickled: a User travels as its ``id.color.name`` entry.
+
+    event := kind:u8 seq:u64 count:u32 targetLen:u16 target frame
+    batch := (len:u32 event)*
+"""
+
+from __future__ import annotations
+
+import struct
+
+from chatd.core.events import (
+    Event,
+    Join,
+    Kick,
+    Leave,
+    Message,
+    Messages,
+    Notice,
+    Whisper,
+)
+from chatd.core.roster import User
+from chatd.wire import HEADER_SIZE, LeaveReason, split_fields
+
+_HEAD = struct.Struct("!BQIH")
+_LEN = struct.Struct("!I")
+
+_KINDS: dict[type[Event], int] = {
+    Event: 0,
+    Message: 1,
+    Messages: 2,
+    Join: 3,
+    Leave: 4,
+    Notice: 5,
+    Whisper: 6,
+    Kick: 7,
+}
+
+
+_CLASSES = {kind: cls for cls, kind in _KINDS.items()}
+
+
+class BadEvent(ValueError):
+    """Bytes that are not an encoded event."""
+
+
+def userFromEntry(entry: bytes) -> User:
+    """``id.color.name`` back to a User."""
+    try:
+        uid, color, name = split_fields(entry, 3)
+        return User(int(uid), int(color), name)
+    except ValueError as e:
+        raise BadEvent(f"bad user entry {entry[:40]!r}") from e
+
+
+def encodeEvent(event: Event) -> bytes:
+    target = event.target.entry if event.target is not None else b""
+    kind = _KINDS[type(event)]
+    return _HEAD.pack(kind, event.seq, event.count, len(target)) + target + event.frame
+
+
+def decodeEvent(data: bytes) -> Event:
+    if len(data) < _HEAD.size:
+        raise BadEvent("event too short")
+    kind, seq, count, targetLen = _HEAD.unpack_from(data)
+    cls = _CLASSES.get(kind)
+    if cls is None:
+        raise BadEvent(f"unknown event kind {kind}")
+    start = _HEAD.size + targetLen
+    frame = data[start:]
+    # Built without the constructor: the frame is already made.
+    event = cls.__new__(cls)
+    Event.__init__(event, frame, count)
+    event.seq = seq
+    if isinstance(event, Whisper | Kick):
+        if not targetLen:
+            raise BadEvent("a targeted event without a target")
+        event.target = userFromEntry(data[_HEAD.size : start])
+    elif isinstance(event, Join):
+        event.user = userFromEntry(frame[HEADER_SIZE:])
+    elif isinstance(event, Leave):
+        entry, _, reason = frame[HEADER_SIZE:].rpartition(b".")
+        event.user = userFromEntry(entry)
+        try:
+            event.reason = LeaveReason(reason.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise BadEvent(f"bad leave reason {reason[:20]!r}") from e
+    return event
+
+
+def encodeBatch(events: list[Event]) -> bytes:
+    """Several events as one blob (one link write, one Redis entry)."""
+    parts = []
+    for event in events:
+        data = encodeEvent(event)
+        parts.append(_LEN.pack(len(data)))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def decodeBatch(data: bytes) -> list[Event]:
+    events = []
+    offset = 0
+    while offset < len(data):
+        if len(data) - offset < _LEN.size:
+            raise BadEvent("torn batch")
+        (size,) = _LEN.unpack_from(data, offset)
+        offset += _LEN.size
+        if size > len(data) - offset:
+            raise BadEvent("torn batch")
+        events.append(decodeEvent(data[offset : offset + size]))
+        offset += size
+    return events
