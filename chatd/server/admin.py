@@ -22,8 +22,8 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from chatd import __version__
+from chatd.server.errors import ReloadRefused
 from chatd.server.metrics import registry
-from chatd.server.service import ReloadRefused
 from chatd.server.states import InvalidTransition
 from chatd.wire import MAX_NOTICE_TEXT, noticeText
 
