@@ -95,23 +95,18 @@ class _Watch(protocol.ProcessProtocol):
 def run(
     args: list[str], env: dict[str, str] | None = None, path: str | None = None
 ) -> defer.Deferred:
-    """Run ``python args...`` to its end, in ``path`` (default: a temporary
-    directory, so that nothing it writes lands in the checkout).
+    """Run ``python args...`` to its end, in ``path`` (default: the
+    repository root, so that ``bench/fuzz.py`` and the like are found).
 
     Fires with (exit status, combined output).
     """
     watch = _Watch()
     watch.ready.addErrback(lambda failure: None)  # not a daemon: no readiness
     argv = [sys.executable, *args]
-    where = path if path is not None else tempfile.mkdtemp(prefix="chatd-run-")
+    where = str(ROOT) if path is None else path
     reactor.spawnProcess(watch, argv[0], argv, env=environment(env), path=where)
-
-    def ended(status: int) -> tuple[int, str]:
-        if path is None:
-            shutil.rmtree(where, ignore_errors=True)
-        return status, watch.output.decode()
-
-    return watch.ended.addCallback(ended)
+    watch.ended.addCallback(lambda status: (status, watch.output.decode()))
+    return watch.ended
 
 
 class Daemon:
