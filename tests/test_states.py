@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from twisted.internet import address, defer, reactor
 from twisted.internet.testing import MemoryReactorClock
@@ -349,6 +350,13 @@ class ListenerTests(TestCase):
 
 
 class StructureTests(SynchronousTestCase):
+    def test_temporary_files_outside_checkout(self) -> None:
+        """mktemp() paths land in trial's _trial_temp or, under pytest, in a
+        temporary directory (tests/conftest.py), never in the checkout."""
+        path = Path(os.path.abspath(self.mktemp()))
+        if path.is_relative_to(ROOT):
+            self.assertEqual(path.relative_to(ROOT).parts[0], "_trial_temp")
+
     def test_no_import_cycle(self) -> None:
         """admin.py does not import the service module (which loads admin)."""
         code = (

@@ -14,8 +14,8 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.python import usage
 

@@ -367,15 +367,15 @@ class ChatService(service.MultiService):
 
     def _writePortFile(self) -> None:
         """Write every listening address to --port-file (``chat tcp
-        127.0.0.1:40123`` lines, --listen order, then ``admin ...``), so
-        that whoever started chatd on port 0 learns the port."""
+        127.0.0.1:40123`` lines in --listen order, then ``admin ...`` and any
+        other role), so that whoever started chatd on port 0 learns the port."""
         path = self.config.port_file
         if self._portFile and self._portFile != path:
             self._removePortFile()
         if not path:
             return
-        lines = [f"chat {x.address}\n" for x in self._chatListeners()]
-        lines += [f"admin {x.address}\n" for x in self._listeners("admin") if x.port]
+        others = [x for x in self._listeners() if x.role != "chat" and x.port]
+        lines = [f"{x.role} {x.address}\n" for x in self._chatListeners() + others]
         try:
             with open(path + ".tmp", "w", encoding="utf-8") as f:
                 f.writelines(lines)
