@@ -68,6 +68,9 @@ class OptionsTests(SynchronousTestCase):
             f"--pidfile: directory {missing} does not exist "
             f"(create it first: mkdir -p {missing})",
         )
+        with self.assertRaises(usage.UsageError) as caught:
+            build({"port-file": f"{missing}/ports"}, {})
+        self.assertTrue(str(caught.exception).startswith("--port-file: directory"))
 
     def test_unknown_variables(self) -> None:
         environ = {"CHATD_MAX_CLIENT": "5", "CHATD_LISTEN": "tcp:1", "HOME": "/"}

@@ -186,6 +186,16 @@ class Options(usage.Options):
         return build(self, self.environ)
 
 
+def _checkDirectory(option: str, path: str) -> None:
+    """Refuse ``path`` if the directory it would be created in is missing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise usage.UsageError(
+            f"{option}: directory {directory} does not exist "
+            f"(create it first: mkdir -p {directory})"
+        )
+
+
 def checkTwistdPaths(twistd: Mapping[str, object] | None) -> None:
     """Refuse a --logfile or --pidfile in a directory that does not exist.
 
@@ -197,14 +207,8 @@ def checkTwistdPaths(twistd: Mapping[str, object] | None) -> None:
         return
     for option in ("logfile", "pidfile"):
         path = twistd.get(option)
-        if not isinstance(path, str) or path in ("", "-"):
-            continue
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise usage.UsageError(
-                f"--{option}: directory {directory} does not exist "
-                f"(create it first: mkdir -p {directory})"
-            )
+        if isinstance(path, str) and path not in ("", "-"):
+            _checkDirectory(f"--{option}", path)
 
 
 def unknownVariables(environ: Mapping[str, str]) -> list[str]:
@@ -267,6 +271,8 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             values[name.replace("-", "_")] = parse(str(raw))
         except ValueError as e:
             raise usage.UsageError(f"{source}: {e}, not {raw!r}") from None
+    if values["port_file"] is not None:
+        _checkDirectory("--port-file", values["port_file"])
     listen = list(given.get("listen") or ())
     if not listen:
         listen = environ.get(envName("listen"), DEFAULT_LISTEN).split()
@@ -336,16 +342,11 @@ def checkEndpoint(description: str, option: str = "--listen") -> None:
             )
     if kind == "unix":
         path = kwargs.get("address", args[0] if args else "")
-        directory = os.path.dirname(os.path.abspath(path)) if path else ""
         if not path:
             raise usage.UsageError(
                 f"{option}: bad endpoint {description}: no socket path"
             )
-        if not os.path.isdir(directory):
-            raise usage.UsageError(
-                f"{option}: {description}: directory {directory} does not exist "
-                f"(create it first: mkdir -p {directory})"
-            )
+        _checkDirectory(f"{option}: {description}", path)
 
 
 def _endpointError(error: Exception) -> str:
