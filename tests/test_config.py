@@ -82,3 +82,28 @@ class OptionsTests(SynchronousTestCase):
         public = ["tcp:1", "tcp:1:interface=0.0.0.0", "ssl:1:privateKey=k.pem"]
         self.assertEqual([isLocal(d) for d in local], [True] * 3)
         self.assertEqual([isLocal(d) for d in public], [False] * 3)
+
+
+class DescribeErrorTests(SynchronousTestCase):
+    def test_in_words(self) -> None:
+        """Bind errors read as words, with no errno or bytes reprs."""
+        import errno
+        import socket
+
+        from twisted.internet.error import CannotListenError
+
+        from chatd.server.errors import describeError
+
+        def bind(code: int, text: str) -> CannotListenError:
+            return CannotListenError("", 80, socket.error(code, text))
+
+        lock = FileNotFoundError(errno.ENOENT, "No such file", "1", None, b"/x/s.lock")
+        cases = [
+            (bind(errno.EADDRINUSE, "Address already in use"), "address already in use (is another chatd running?)"),
+            (bind(errno.EACCES, "Permission denied"), "permission denied (a port below 1024 needs root: start as root with --uid and --gid)"),
+            (PermissionError(errno.EACCES, "Permission denied", "/run/c.sock"), "permission denied: /run/c.sock"),
+            (lock, "no such file: /x/s.lock"),
+            (OverflowError("bind(): port must be 0-65535."), "the port must be 0 to 65535"),
+        ]  # fmt: skip
+        for error, text in cases:
+            self.assertEqual(describeError(error), text)

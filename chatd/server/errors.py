@@ -43,13 +43,14 @@ def describeError(error: BaseException) -> str:
             return describeError(inner)
         return str(inner).rstrip(".")
     if isinstance(error, OSError) and error.strerror:
-        text = _ERRNO_TEXT.get(error.errno or 0)
-        if text is None:
-            text = error.strerror[0].lower() + error.strerror[1:]
         path = error.filename2 if error.filename2 is not None else error.filename
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        return f"{text}: {path}" if path else text
+        if path:  # a file: its name says more than our hints
+            return f"{error.strerror[0].lower()}{error.strerror[1:]}: {path}"
+        return _ERRNO_TEXT.get(
+            error.errno or 0, error.strerror[0].lower() + error.strerror[1:]
+        )
     if isinstance(error, OverflowError):
         return "the port must be 0 to 65535"
     match = _NOT_A_NUMBER.fullmatch(str(error))
