@@ -88,14 +88,13 @@ class DescribeErrorTests(SynchronousTestCase):
     def test_in_words(self) -> None:
         """Bind errors read as words, with no errno or bytes reprs."""
         import errno
-        import socket
 
         from twisted.internet.error import CannotListenError
 
         from chatd.server.errors import describeError
 
         def bind(code: int, text: str) -> CannotListenError:
-            return CannotListenError("", 80, socket.error(code, text))
+            return CannotListenError("", 80, OSError(code, text))
 
         lock = FileNotFoundError(errno.ENOENT, "No such file", "1", None, b"/x/s.lock")
         cases = [
