@@ -1,14 +1,23 @@
 """Run chatd from a .tac file: ``twistd -ny chatd.tac``.
 
 Configured from the environment only (CHATD_LISTEN, CHATD_MAX_CLIENTS, ...;
-see README.md), the same settings ``twistd chatd`` takes as options.
+see README.md), the same settings ``twistd chatd`` takes as options.  A bad
+setting or a port that cannot be bound ends twistd with one line.
 """
 
+import os
+
 from twisted.application import service
+from twisted.python import usage
 
 from chatd.server.config import fromEnvironment
-from chatd.server.service import ChatService, quietStartupErrors
+from chatd.server.service import ChatService
+from chatd.server.tap import bindOrExit, warnUnknownVariables
 
-quietStartupErrors()
+try:
+    config = fromEnvironment()
+except usage.UsageError as e:
+    raise SystemExit(f"chatd: {e}") from None
+warnUnknownVariables(os.environ)
 application = service.Application("chatd")
-ChatService(fromEnvironment(), loader=fromEnvironment).setServiceParent(application)
+bindOrExit(ChatService(config, loader=fromEnvironment)).setServiceParent(application)

@@ -1,18 +1,22 @@
 """Run a real ``twistd chatd`` subprocess for end-to-end tests.
 
 The daemon runs from this checkout (PYTHONPATH is the repository root, so
-the plugin in twisted/plugins/ is found whether or not chatd is installed).
-Readiness and exit are Deferreds driven by the process's own output and
-exit, never by sleeping.
+the plugin in twisted/plugins/ is found whether or not chatd is installed)
+in a temporary directory of its own.  It binds port 0 and reports the port
+it got in its ``--port-file``: no picking a free port that someone else may
+take first.  Readiness and exit are Deferreds driven by the process's own
+output and exit, never by sleeping.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 from twisted.internet import defer, endpoints, error, protocol, reactor
@@ -22,13 +26,28 @@ from zope.interface import implementer
 ROOT = Path(__file__).resolve().parent.parent
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 READY_LINE = b"ready: accepting connections"
+#: What a test listens on: the kernel picks the port.
+LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
-def freePort() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def readPortFile(path: str) -> list[tuple[str, str, str]]:
+    """(role, kind, where) per line of a --port-file: ("chat", "tcp",
+    "127.0.0.1:40123"), ("admin", "tcp", ...), ("chat", "unix", "/path")."""
+    with open(path, encoding="utf-8") as f:
+        return [tuple(line.split(" ", 2)) for line in f.read().splitlines()]  # type: ignore[misc]
+
+
+def portOf(where: str) -> int:
+    return int(where.rsplit(":", 1)[1])
+
+
+def refusingPort(testCase: object) -> int:
+    """A loopback port that refuses connections: bound but never listening,
+    and held until ``testCase`` ends, so nothing else can take it."""
+    s = socket.socket()
+    testCase.addCleanup(s.close)  # type: ignore[attr-defined]
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -73,23 +92,30 @@ class _Watch(protocol.ProcessProtocol):
         self.ended.callback(status)
 
 
-def run(args: list[str], env: dict[str, str] | None = None) -> defer.Deferred:
-    """Run ``python args...`` from the repository root to its end.
+def run(
+    args: list[str], env: dict[str, str] | None = None, path: str | None = None
+) -> defer.Deferred:
+    """Run ``python args...`` to its end, in ``path`` (default: the
+    repository root, so that ``bench/fuzz.py`` and the like are found).
 
     Fires with (exit status, combined output).
     """
     watch = _Watch()
     watch.ready.addErrback(lambda failure: None)  # not a daemon: no readiness
     argv = [sys.executable, *args]
-    reactor.spawnProcess(watch, argv[0], argv, env=environment(env), path=str(ROOT))
+    where = str(ROOT) if path is None else path
+    reactor.spawnProcess(watch, argv[0], argv, env=environment(env), path=where)
     watch.ended.addCallback(lambda status: (status, watch.output.decode()))
     return watch.ended
 
 
 class Daemon:
-    """``twistd -n chatd`` on a free loopback port, logging to stdout.
+    """``twistd -n chatd`` on port 0 of 127.0.0.1, logging to stdout.
 
-    ``command`` replaces ``chatd --listen ...`` (e.g. ``["-y", "chatd.tac"]``).
+    ``command`` replaces ``chatd --listen ...`` (e.g. ``["-y", "chatd.tac"]``,
+    which reads its port file from CHATD_PORT_FILE, set here).  Once started,
+    :attr:`port` is the first chat listener's port, :meth:`ports` all of
+    them in --listen order, :attr:`adminPort` the admin interface's.
     """
 
     def __init__(
@@ -99,10 +125,20 @@ class Daemon:
         command: list[str] | None = None,
         maxFiles: int | None = None,
     ) -> None:
-        self.port = freePort()
-        self.listen = f"tcp:{self.port}:interface=127.0.0.1"
+        self.dir = tempfile.mkdtemp(prefix="chatd-test-")
+        self.portFile = os.path.join(self.dir, "ports")
+        self.listen = LOOPBACK
+        self._port: int | None = None
         if command is None:
-            command = ["chatd", "--listen", self.listen, *options]
+            command = [
+                "chatd",
+                "--listen",
+                self.listen,
+                "--port-file",
+                self.portFile,
+                *options,
+            ]
+        env = {"CHATD_PORT_FILE": self.portFile, **(env or {})}
         twistd = TWISTD
         if maxFiles is not None:  # as `ulimit -n` would, soft and hard
             twistd = [
@@ -114,14 +150,43 @@ class Daemon:
         self.args = [*twistd, "-n", "--logfile=-", "--pidfile=", *command]
         self.env = environment(env)
         self.watch = _Watch()
+        self.watch.ended.addBoth(self._cleanUp)
         self.process = None
+
+    def _cleanUp(self, result: object) -> object:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return result
 
     def start(self) -> defer.Deferred:
         """Spawn it; fires once it logs that it is ACTIVE."""
         self.process = reactor.spawnProcess(
-            self.watch, self.args[0], self.args, env=self.env, path=str(ROOT)
+            self.watch, self.args[0], self.args, env=self.env, path=self.dir
         )
         return self.watch.ready
+
+    def addresses(self, role: str = "chat") -> list[tuple[str, str]]:
+        """(kind, where) of each ``role`` listener, from the port file that
+        chatd writes before it logs that it is ready."""
+        return [(k, w) for r, k, w in readPortFile(self.portFile) if r == role]
+
+    def ports(self, role: str = "chat") -> list[int]:
+        """The TCP/TLS ports of the ``role`` listeners, in --listen order."""
+        return [portOf(w) for k, w in self.addresses(role) if k != "unix"]
+
+    @property
+    def port(self) -> int:
+        """The first chat listener's port (or the one set, for a restart)."""
+        if self._port is None:
+            self._port = self.ports()[0]
+        return self._port
+
+    @port.setter
+    def port(self, value: int) -> None:
+        self._port = value
+
+    @property
+    def adminPort(self) -> int:
+        return self.ports("admin")[0]
 
     def waitForLog(self, text: str) -> defer.Deferred:
         """Fires once ``text`` appears in the daemon's output."""
@@ -142,6 +207,9 @@ class Daemon:
 
     def stop(self) -> defer.Deferred:
         """For cleanups: SIGTERM, and SIGKILL if it has not gone in 15 s."""
+        if self.process is None:
+            self._cleanUp(None)
+            return defer.succeed(None)
         if self.watch.ended.called:
             return defer.succeed(None)
         kill = reactor.callLater(15, self._kill)

@@ -31,12 +31,14 @@ from twisted.application import service
 
 from chatd.server import admin
 from chatd.server.config import fromEnvironment
-from chatd.server.service import ChatService, quietStartupErrors
+from chatd.server.service import ChatService
+from chatd.server.tap import bindOrExit
 
 admin.REQUEST_TIMEOUT = float(os.environ["TEST_ADMIN_TIMEOUT"])
-quietStartupErrors()
 application = service.Application("chatd")
-ChatService(fromEnvironment(), loader=fromEnvironment).setServiceParent(application)
+bindOrExit(ChatService(fromEnvironment(), loader=fromEnvironment)).setServiceParent(
+    application
+)
 """
 
 

@@ -11,7 +11,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tests.clientproc import COLORED, daemonLogs, spawn
-from tests.daemon import Daemon, freePort
+from tests.daemon import Daemon, refusingPort
 
 
 class DaemonTestCase(unittest.TestCase):
@@ -164,9 +164,9 @@ class ScriptedTests(DaemonTestCase):
 class IPv6Tests(DaemonTestCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.port6 = freePort()
-        self.daemonOptions = ("--listen", f"tcp6:{self.port6}:interface=\\:\\:1")
+        self.daemonOptions = ("--listen", "tcp6:0:interface=\\:\\:1")
         yield super().setUp()
+        self.port6 = self.daemon.ports()[1]
 
     @defer.inlineCallbacks
     def test_bracketed_ipv6_address(self):
@@ -219,7 +219,7 @@ class UsageTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_connection_refused_exits_1(self):
-        client = spawn(self, "--name", "bot", f"127.0.0.1:{freePort()}")
+        client = spawn(self, "--name", "bot", f"127.0.0.1:{refusingPort(self)}")
         self.assertEqual((yield client.ended), 1)
         self.assertEqual(client.errors.count(b"\n"), 1, client.errors)
         self.assertIn(b"connection refused", client.errors)

@@ -18,7 +18,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.clientproc import daemonLogs, spawn
-from tests.daemon import Daemon, freePort
+from tests.daemon import Daemon
 
 PEM = serialization.Encoding.PEM
 
@@ -87,18 +87,18 @@ class TLSTests(unittest.TestCase):
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
         self.certs = makeCertificates(directory)
-        self.tlsPort, self.wrongPort = freePort(), freePort()
         listen = []
-        for port, label in ((self.tlsPort, "good"), (self.wrongPort, "wrong")):
+        for label in ("good", "wrong"):
             listen += [
                 "--listen",
-                f"ssl:{port}:interface=127.0.0.1:"
+                "ssl:0:interface=127.0.0.1:"
                 f"privateKey={self.certs[label + '-key']}:"
                 f"certKey={self.certs[label + '-cert']}",
             ]
         self.daemon = Daemon("--stats-interval", "0", *listen)
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
+        self.tlsPort, self.wrongPort = self.daemon.ports()[1:]
 
     @defer.inlineCallbacks
     def test_tls_and_plain_users_chat(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 from twisted.internet import defer
@@ -76,3 +77,33 @@ class ChatTests(unittest.TestCase):
             yield client.closed
         self.assertEqual((yield status), 128 + signal.SIGTERM)
         self.assertIn("stopped: 3 connections closed", self.daemon.log)
+
+
+class ReloadTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_sighup_applies_max_per_ip(self):
+        """A lower CHATD_MAX_PER_IP in the env file counts after SIGHUP: the
+        user already on stays, a second connection from 127.0.0.1 is refused."""
+        envFile = os.path.abspath(self.mktemp())
+        with open(envFile, "w") as f:
+            f.write("CHATD_MAX_PER_IP=0\n")
+        daemon = Daemon("--stats-interval", "0", "--env-file", envFile)
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        first = yield connect(daemon.port)
+        self.addCleanup(first.transport.abortConnection)
+        first.send(T.HELLO, b"first")
+        self.assertEqual((yield first.next())[0], T.WELCOME)
+        with open(envFile, "w") as f:
+            f.write("CHATD_MAX_PER_IP=1\n")
+        daemon.signal(signal.SIGHUP)
+        yield daemon.waitForLog("reloaded: max_per_ip")
+        second = yield connect(daemon.port)
+        ftype, payload = yield second.next()
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(payload.startswith(b"SERVER_FULL."), payload)
+        yield second.closed
+        first.send(T.ECHO, b"still on")
+        self.assertEqual((yield first.next()), (T.ECHO, b"still on"))

@@ -19,7 +19,7 @@ from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 
 from chatd.wire import FrameType as T
-from tests.daemon import READY_LINE, TWISTD, Daemon, connect, freePort, run
+from tests.daemon import LOOPBACK, READY_LINE, TWISTD, Daemon, connect, run
 
 TOKEN = b"s3cret-admin-token"
 
@@ -79,18 +79,18 @@ class OpsTestCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def daemon(self, *options: str):
-        self.adminPort = freePort()
         daemon = Daemon(
             "--stats-interval",
             "0",
             "--admin",
-            f"tcp:{self.adminPort}:interface=127.0.0.1",
+            LOOPBACK,
             "--admin-token-file",
             self.tokenFile,
             *options,
         )
         self.addCleanup(daemon.stop)
         yield daemon.start()
+        self.adminPort = daemon.adminPort
         return daemon
 
     @defer.inlineCallbacks
@@ -304,7 +304,7 @@ class TokenTests(OpsTestCase):
     def test_public_admin_needs_token(self):
         """--admin on every interface without a token: refused at start."""
         status, output = yield run(
-            [*TWISTD[1:], "-n", "--pidfile=", "chatd", "--admin", f"tcp:{freePort()}"]
+            [*TWISTD[1:], "-n", "--pidfile=", "chatd", "--admin", "tcp:0"]
         )
         self.assertNotEqual(status, 0)
         self.assertIn("--admin-token-file", output)

@@ -27,8 +27,8 @@ from twisted.web import resource, server
 
 from chatd import __version__
 from chatd.server.adminhttp import AdminSite, Refusal, jsonAnswer, peer
+from chatd.server.errors import ReloadRefused
 from chatd.server.metrics import registry
-from chatd.server.service import ReloadRefused
 from chatd.server.states import InvalidTransition, ServerState
 from chatd.wire import MAX_NOTICE_TEXT, noticeText
 
@@ -240,10 +240,7 @@ def status(service: ChatService) -> dict:
         "version": __version__,
         "started": _iso(service.started) if service.started else None,
         "uptime_seconds": round(service.uptime, 3),
-        "listeners": [
-            {"endpoint": description, "address": str(port.getHost())}  # type: ignore[attr-defined]
-            for description, port in service.listeners.items()
-        ],
+        "listeners": service.addresses,
         "limits": {
             "max_clients": config.max_clients,
             "max_per_ip": config.max_per_ip,

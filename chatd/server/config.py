@@ -2,20 +2,26 @@
 
 :class:`Options` is what ``twistd chatd --help`` shows; :func:`fromEnvironment`
 builds the same :class:`Config` for ``chatd.tac``.  Every bad value is a
-:class:`usage.UsageError` that names the option, which twistd prints as a
-usage error rather than a traceback.
+:class:`usage.UsageError` that names the option and says what is wanted;
+on the command line :class:`Options` prints it as one line (twistd would
+print its whole usage first) and exits 1.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from twisted.python import usage
 
+from chatd import __version__
 from chatd.secretfile import readPassword
+from chatd.server.errors import describeError
 
 DEFAULT_LISTEN = "tcp:7777"
 
@@ -37,38 +43,49 @@ class Config:
     admin: str | None = None
     admin_token_file: str | None = None
     admin_token: bytes | None = field(default=None, repr=False)
+    port_file: str | None = None
     env_file: str | None = None
 
 
-def _positiveInt(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError("must be a whole number of at least 1")
+def _whole(value: str, least: int, rule: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(rule) from None
+    if number < least:
+        raise ValueError(rule)
     return number
 
 
+def _positiveInt(value: str) -> int:
+    return _whole(value, 1, "must be a whole number of at least 1")
+
+
 def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("must be a whole number, 0 or more")
+    return _whole(value, 0, "must be a whole number, 0 or more")
+
+
+def _number(value: str, rule: str) -> float:
+    """A finite number below 1e9 and not negative, else ``rule``."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(rule) from None
+    if not (0 <= number < 1e9):  # also refuses nan and inf
+        raise ValueError(rule)
     return number
 
 
 def _rate(value: str) -> float:
-    number = float(value)
-    if not (0 <= number < 1e9):
-        raise ValueError("must be a number of messages per second, 0 or more")
-    return number
+    return _number(value, "must be a number of messages per second, 0 or more")
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
-    if not (0 <= number < 1e9):
-        raise ValueError("must be a number of seconds, 0 or more")
-    return number
+    return _number(value, "must be a number of seconds, 0 or more")
 
 
 _UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
+_SIZE_RULE = "must be a size such as 65536, 64KiB or 1MiB"
 
 
 def _bytes(value: str) -> int:
@@ -76,8 +93,8 @@ def _bytes(value: str) -> int:
     text = value.strip().lower()
     digits = text.rstrip("kimb")
     unit = text[len(digits) :]
-    if unit not in _UNITS:
-        raise ValueError("must be a size such as 65536, 64KiB or 1MiB")
+    if unit not in _UNITS or not digits.isdigit():
+        raise ValueError(_SIZE_RULE)
     number = int(digits) * _UNITS[unit]
     if number < 65536:
         # Twisted's transport pauses its producer at 64 KiB: a smaller limit
@@ -101,6 +118,7 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "max-per-ip": (_count, 0, "Most connections from one address (0 = no limit)."),
     "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
+    "port-file": (str, None, "File chatd writes its listening addresses to once it accepts (useful with port 0)."),
     "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
 }  # fmt: skip
 
@@ -109,14 +127,22 @@ def envName(option: str) -> str:
     return "CHATD_" + option.upper().replace("-", "_")
 
 
+#: Every CHATD_ variable chatd reads.
+KNOWN_VARIABLES = frozenset(
+    {envName(name) for name in PARAMETERS} | {envName("listen")}
+)
+
+HELP_HINT = "see twistd chatd --help"
+
+
 class Options(usage.Options):
     """twistd chatd [options]"""
 
     synopsis = "[options]"
     longdesc = (
-        "Run the chatd chat daemon.  Every option can also be given in the "
-        "environment as CHATD_<OPTION> (e.g. CHATD_MAX_CLIENTS=500); the "
-        "command line wins over the environment."
+        f"Run the chatd {__version__} chat daemon.  Every option can also be "
+        "given in the environment as CHATD_<OPTION> (e.g. CHATD_MAX_CLIENTS=500); "
+        "the command line wins over the environment."
     )
     optParameters = [
         [name, None, None, f"{help} [default: {default}; env: {envName(name)}]"]
@@ -135,12 +161,63 @@ class Options(usage.Options):
 
     opt_l = opt_listen
 
+    def opt_version(self) -> None:
+        """Print chatd's version and exit."""
+        print(f"chatd {__version__}")
+        sys.exit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse, or exit 1 with ``chatd: <why>`` and a hint on stderr.
+
+        twistd would print its forty lines of usage before the one line that
+        matters; a SystemExit passes through twistd untouched.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"chatd: {e}\n{HELP_HINT}") from None
+
     def postOptions(self) -> None:
+        checkTwistdPaths(getattr(self, "parent", None))
         self.config = build(self, self.environ)
 
     def reload(self) -> Config:
         """The same command line over the files as they are now (SIGHUP)."""
         return build(self, self.environ)
+
+
+def _checkDirectory(option: str, path: str) -> None:
+    """Refuse ``path`` if the directory it would be created in is missing."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise usage.UsageError(
+            f"{option}: directory {directory} does not exist "
+            f"(create it first: mkdir -p {directory})"
+        )
+
+
+def checkTwistdPaths(twistd: Mapping[str, object] | None) -> None:
+    """Refuse a --logfile or --pidfile in a directory that does not exist.
+
+    twistd opens the log before it forks (a missing directory is a long
+    traceback) and writes the pid file after (a truncated bytes repr from
+    the background); checked here, it is one line in the foreground.
+    """
+    if twistd is None:
+        return
+    for option in ("logfile", "pidfile"):
+        path = twistd.get(option)
+        if isinstance(path, str) and path not in ("", "-"):
+            _checkDirectory(f"--{option}", path)
+
+
+def unknownVariables(environ: Mapping[str, str]) -> list[str]:
+    """CHATD_ names in ``environ`` that chatd does not read (typos)."""
+    return sorted(
+        name
+        for name in environ
+        if name.startswith("CHATD_") and name not in KNOWN_VARIABLES
+    )
 
 
 def readEnvFile(path: str) -> dict[str, str]:
@@ -150,13 +227,14 @@ def readEnvFile(path: str) -> dict[str, str]:
     reload re-reads.  Other variables are ignored; an unknown CHATD_ name is
     an error, so a typo does not go unnoticed.
     """
-    known = {envName(name) for name in PARAMETERS} | {envName("listen")}
     values: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise usage.UsageError(f"--env-file: cannot read {path}: {e}") from None
+        raise usage.UsageError(
+            f"--env-file: cannot read {path}: {describeError(e)}"
+        ) from None
     for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -168,18 +246,18 @@ def readEnvFile(path: str) -> dict[str, str]:
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
             value = value[1:-1]
         if name.startswith("CHATD_"):
-            if name not in known:
+            if name not in KNOWN_VARIABLES:
                 raise usage.UsageError(f"--env-file: {path}:{number}: unknown {name}")
             values[name] = value
     return values
 
 
-def build(given: Mapping[str, object], environ: Mapping[str, str]) -> Config:
+def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Resolve every option (given > env file > environment > default)."""
     envFile = given.get("env-file") or environ.get(envName("env-file"))
     if envFile:
         environ = {**environ, **readEnvFile(str(envFile))}
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for name, (parse, default, _) in PARAMETERS.items():
         raw = given.get(name)
         source = f"--{name}"
@@ -192,12 +270,16 @@ def build(given: Mapping[str, object], environ: Mapping[str, str]) -> Config:
         try:
             values[name.replace("-", "_")] = parse(str(raw))
         except ValueError as e:
-            raise usage.UsageError(f"{source}: bad value {raw!r}: {e}") from None
+            raise usage.UsageError(f"{source}: {e}, not {raw!r}") from None
+    if values["port_file"] is not None:
+        _checkDirectory("--port-file", values["port_file"])
     listen = list(given.get("listen") or ())
     if not listen:
         listen = environ.get(envName("listen"), DEFAULT_LISTEN).split()
     for description in listen:
         checkEndpoint(description)
+    if len(set(listen)) < len(listen):
+        raise usage.UsageError("--listen: the same endpoint is given twice")
     password = None
     if values["password_file"] is not None:
         try:
@@ -214,20 +296,68 @@ def build(given: Mapping[str, object], environ: Mapping[str, str]) -> Config:
         checkEndpoint(values["admin"], "--admin")
         if token is None and not isLocal(values["admin"]):
             raise usage.UsageError(
-                f"--admin: {values['admin']!r} is reachable from other hosts: "
+                f"--admin: {values['admin']} is reachable from other hosts: "
                 "give it --admin-token-file, or interface=127.0.0.1"
             )
     return Config(listen=tuple(listen), password=password, admin_token=token, **values)
 
 
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def _fields(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """An endpoint string's type, positional and keyword fields (as
+    serverFromString splits them, simply: enough for the checks below)."""
+    kind, _, rest = description.partition(":")
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for part in _UNESCAPED_COLON.split(rest) if rest else []:
+        part = part.replace("\\:", ":")
+        key, eq, value = part.partition("=")
+        if eq:
+            kwargs[key] = value
+        else:
+            args.append(part)
+    return kind.strip().lower(), args, kwargs
+
+
 def checkEndpoint(description: str, option: str = "--listen") -> None:
-    """Refuse an endpoint string Twisted cannot parse, naming the option."""
+    """Refuse an endpoint string Twisted cannot parse, or one that cannot
+    work (a port out of range, a unix socket in a missing directory),
+    naming the option and saying why in words."""
     from twisted.internet import endpoints, reactor
 
     try:
         endpoints.serverFromString(reactor, description)
     except Exception as e:  # Twisted raises many types for a bad string
-        raise usage.UsageError(f"{option}: bad endpoint {description!r}: {e}") from None
+        raise usage.UsageError(
+            f"{option}: bad endpoint {description}: {_endpointError(e)}"
+        ) from None
+    kind, args, kwargs = _fields(description)
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = kwargs.get("port", args[0] if args else "")
+        if port.isdigit() and int(port) > 65535:
+            raise usage.UsageError(
+                f"{option}: bad endpoint {description}: the port must be 0 to 65535"
+            )
+    if kind == "unix":
+        path = kwargs.get("address", args[0] if args else "")
+        if not path:
+            raise usage.UsageError(
+                f"{option}: bad endpoint {description}: no socket path"
+            )
+        _checkDirectory(f"{option}: {description}", path)
+
+
+def _endpointError(error: Exception) -> str:
+    """describeError, plus the few Twisted parse errors that say nothing."""
+    if type(error).__module__.startswith("OpenSSL"):
+        return "not a usable key or certificate"
+    if isinstance(error, IndexError):
+        return "no such socket passed by systemd"
+    if str(error).startswith("Unknown endpoint type"):
+        return "unknown endpoint type (use tcp, tcp6, ssl, unix or systemd)"
+    return describeError(error)
 
 
 def isLocal(description: str) -> bool:
@@ -235,12 +365,13 @@ def isLocal(description: str) -> bool:
     or a unix socket.  Anything unrecognised counts as reachable, the safe
     answer for an interface that can kick users.
     """
-    from twisted.internet import endpoints, reactor
-
-    endpoint = endpoints.serverFromString(reactor, description)
-    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+    kind, args, kwargs = _fields(description)
+    if kind == "unix":
         return True
-    interface = getattr(endpoint, "_interface", "")  # TCP4/TCP6/SSL4 endpoints
+    if kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    positional = args[1] if len(args) > 1 and kind != "ssl" else ""
+    interface = kwargs.get("interface", positional)
     if interface == "localhost":
         return True
     try:

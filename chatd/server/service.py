@@ -1,28 +1,38 @@
 """ChatService: the daemon's lifecycle, its listeners, stats and graceful stop.
 
-The states and their allowed moves are in :mod:`chatd.server.states`; this module
-does the work of each move: listen (STARTING -> ACTIVE), refuse newcomers
-(MAINTENANCE), re-read the configuration and swap the listeners whose
-endpoint changed (REBOOTING, on SIGHUP or from the admin interface), drain
-and close (STOPPING -> STOPPED).
+A MultiService of Twisted's building blocks: one :class:`Listener` (a
+StreamServerEndpointService) per ``--listen`` endpoint and one for
+``--admin``, and a TimerService for the stats line.  Listeners bind in
+``privilegedStartService``, which twistd runs before it drops root for
+``--uid``/``--gid``, so a port below 1024 works; chatd's tap calls it even
+earlier, before twistd forks (see :mod:`chatd.server.tap`).
+
+The states and their allowed moves are in :mod:`chatd.server.states`; this
+module does the work of each move: listen (STARTING -> ACTIVE), refuse
+newcomers (MAINTENANCE), re-read the configuration and swap the listeners
+whose endpoint changed (REBOOTING, on SIGHUP or from the admin interface),
+drain and close (STOPPING -> STOPPED).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
-import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
-from twisted.application import service
-from twisted.internet import defer, endpoints
-from twisted.internet.task import LoopingCall
+from twisted.application import internet, service
+from twisted.internet import address, defer, endpoints
+from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.python import usage
+from twisted.python import failure, usage
+from zope.interface import implementer
 
 from chatd.server.config import Config
 from chatd.server.descriptors import AcceptFailures, raiseFileLimit
+from chatd.server.errors import ReloadRefused, StartupError, describeError
 from chatd.server.protocol import ChatFactory
 from chatd.server.states import InvalidTransition, Lifecycle, ServerState
 from chatd.wire import ErrorCode, LeaveReason
@@ -30,9 +40,11 @@ from chatd.wire import ErrorCode, LeaveReason
 __all__ = [
     "ChatService",
     "InvalidTransition",
+    "Listener",
     "ReloadRefused",
     "ServerState",
     "StartupError",
+    "formatAddress",
 ]
 
 log = Logger(namespace="chatd")
@@ -55,12 +67,19 @@ def withBacklog(description: str) -> str:
     return description
 
 
-class StartupError(Exception):
-    """chatd cannot start (a listener did not bind); the message says why."""
-
-
-class ReloadRefused(Exception):
-    """A new configuration was refused; the old one stays.  Says why."""
+def formatAddress(where: object, description: str = "") -> str:
+    """``tcp 0.0.0.0:7777``, ``tcp6 [::1]:7777``, ``ssl ...``, ``unix /path``:
+    what operators read in the log, /status and the port file."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if isinstance(where, address.IPv4Address):
+        return f"{'ssl' if kind == 'ssl' else 'tcp'} {where.host}:{where.port}"
+    if isinstance(where, address.IPv6Address):
+        return f"{'ssl' if kind == 'ssl' else 'tcp6'} [{where.host}]:{where.port}"
+    if isinstance(where, address.UNIXAddress):
+        name = where.name
+        text = os.fsdecode(name) if isinstance(name, bytes) else name
+        return f"unix {text or '(unnamed)'}"
+    return str(where)
 
 
 def _changes(old: Config, new: Config) -> list[str]:
@@ -72,7 +91,94 @@ def _changes(old: Config, new: Config) -> list[str]:
     ]
 
 
-class ChatService(service.Service):
+@implementer(IStreamServerEndpoint)
+class _Recorded:
+    """An endpoint that remembers the port it gave, or why it could not.
+
+    StreamServerEndpointService keeps both to itself; the service needs the
+    port (addresses, accept-failure logging) and a bind error as a
+    StartupError rather than a logged traceback.
+    """
+
+    def __init__(self, endpoint: Any, description: str) -> None:
+        self.endpoint = endpoint
+        self.description = description
+        self.port: Any = None
+        self.error: StartupError | None = None
+        self._waiting: list[defer.Deferred] = []
+
+    def listen(self, factory: Any) -> defer.Deferred:
+        d = self.endpoint.listen(factory)
+        d.addCallbacks(self._listening, self._failed)
+        return d
+
+    def _listening(self, port: Any) -> Any:
+        self.port = port
+        self._tell()
+        return port
+
+    def _failed(self, reason: failure.Failure) -> None:
+        why = describeError(reason.value) if reason.value else "unknown error"
+        self.error = StartupError(f"cannot listen on {self.description}: {why}")
+        self._tell()
+        return None  # the service's stopService then has no port to stop
+
+    def _tell(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            self._answer(d)
+
+    def _answer(self, d: defer.Deferred) -> None:
+        if self.error is not None:
+            d.errback(self.error)
+        else:
+            d.callback(self.port)
+
+    def result(self) -> defer.Deferred:
+        """Fires with the listening port, or fails with StartupError."""
+        d: defer.Deferred = defer.Deferred()
+        if self.port is not None or self.error is not None:
+            self._answer(d)
+        else:
+            self._waiting.append(d)
+        return d
+
+
+class Listener(internet.StreamServerEndpointService):
+    """One endpoint of the service: ``role`` is ``chat`` or ``admin``.
+
+    Binds once, in privilegedStartService; a second call (twistd's, after
+    the tap's early one) does nothing.
+    """
+
+    def __init__(self, role: str, description: str, endpoint: Any, factory: Any):
+        self.recorded = _Recorded(endpoint, description)
+        super().__init__(self.recorded, factory)
+        self.role = role
+        self.description = description
+        self.bound = False
+
+    @property
+    def port(self) -> Any:
+        return self.recorded.port
+
+    @property
+    def address(self) -> str:
+        return formatAddress(self.port.getHost(), self.description)
+
+    def privilegedStartService(self) -> None:
+        if self.bound:
+            return
+        self.bound = True
+        super().privilegedStartService()
+
+    def bind(self) -> defer.Deferred:
+        """Listen now; fires with the port or fails with StartupError."""
+        self.privilegedStartService()
+        return self.recorded.result()
+
+
+class ChatService(service.MultiService):
     """Owns the listeners, the shared connection state and the lifecycle.
 
     ``loader`` builds a fresh :class:`Config` for a reload (the command line
@@ -84,10 +190,11 @@ class ChatService(service.Service):
     def __init__(
         self,
         config: Config,
-        reactor: object = None,
+        reactor: Any = None,
         loader: Callable[[], Config] | None = None,
         handleSignals: bool = True,
     ) -> None:
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
@@ -96,114 +203,199 @@ class ChatService(service.Service):
         self.handleSignals = handleSignals
         self.lifecycle = Lifecycle()
         self.factory = ChatFactory(config, clock=reactor)
-        #: endpoint description -> listening port, in --listen order.
-        self.listeners: dict[str, object] = {}
-        self.adminPort: object = None
         self.started = 0.0
         self._startedAt = 0.0
-        self._oldHup: object = None
-        self._stats = LoopingCall(self.logStats)
-        self._stats.clock = reactor
+        self._bound = False
+        self._oldHup: Any = None
+        self._lastStats: dict | None = None
+        self._statsMoving = False
+        self._portFile: str | None = None
         self.acceptFailures = AcceptFailures(reactor)
+
+    # -- what is listening ----------------------------------------------
+
+    def _listeners(self, role: str | None = None) -> list[Listener]:
+        return [
+            s
+            for s in self.services
+            if isinstance(s, Listener) and (role is None or s.role == role)
+        ]
+
+    def _chatListeners(self) -> list[Listener]:
+        """Bound chat listeners in --listen order (reload may append)."""
+        bound = {x.description: x for x in self._listeners("chat") if x.port}
+        order = [d for d in self.config.listen if d in bound]
+        order += [d for d in bound if d not in order]
+        return [bound[d] for d in order]
+
+    @property
+    def listeners(self) -> dict[str, Any]:
+        """Endpoint description -> listening port, in --listen order."""
+        return {x.description: x.port for x in self._chatListeners()}
+
+    @property
+    def ports(self) -> list:
+        return [x.port for x in self._chatListeners()]
+
+    @property
+    def addresses(self) -> list[dict[str, str]]:
+        """What /status shows: ``{"endpoint": "tcp:7777", "address":
+        "tcp 0.0.0.0:7777"}`` per chat listener, no Python reprs."""
+        return [
+            {"endpoint": x.description, "address": x.address}
+            for x in self._chatListeners()
+        ]
+
+    @property
+    def adminPort(self) -> Any:
+        admin = [x for x in self._listeners("admin") if x.port]
+        return admin[0].port if admin else None
 
     @property
     def state(self) -> ServerState:
         return self.lifecycle.state
 
     @property
-    def ports(self) -> list:
-        return list(self.listeners.values())
-
-    @property
     def uptime(self) -> float:
         return self.reactor.seconds() - self._startedAt if self.started else 0.0
-
-    def _endpoint(self, description: str) -> object:
-        return endpoints.serverFromString(self.reactor, withBacklog(description))
 
     def _enter(self, state: ServerState, why: str = "") -> None:
         self.lifecycle.enter(state, why)
 
-    # -- STARTING -> ACTIVE | FAILED ------------------------------------
+    def _listener(self, role: str, description: str, factory: Any) -> Listener:
+        """A Listener, or StartupError if the string cannot make an endpoint
+        now (a TLS key file gone since the options were checked)."""
+        try:
+            endpoint = endpoints.serverFromString(
+                self.reactor, withBacklog(description)
+            )
+        except Exception as e:
+            raise StartupError(
+                f"cannot listen on {description}: {describeError(e)}"
+            ) from None
+        return Listener(role, description, endpoint, factory)
+
+    # -- STOPPED -> STARTING -> ACTIVE | FAILED ---------------------------
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener (as root, if twistd was started so), or move
+        to FAILED and raise StartupError saying which endpoint and why.
+
+        Once only: chatd's tap calls it before twistd forks, twistd again.
+        """
+        if self._bound:
+            return
+        self._bound = True
+        self._enter(STARTING)
+        raiseFileLimit()
+        try:
+            for description in self.config.listen:
+                self._listener("chat", description, self.factory).setServiceParent(self)
+            if self.config.admin:
+                self._listener(
+                    "admin", self.config.admin, self._adminSite()
+                ).setServiceParent(self)
+            for listener in self._listeners():
+                listener.privilegedStartService()
+                bound = listener.recorded.result()
+                if not bound.called:  # an endpoint that binds later fails later
+                    bound.addCallbacks(lambda _: None, self._failLate)
+                    continue
+                errors: list[failure.Failure] = []
+                bound.addErrback(errors.append)
+                if errors:
+                    errors[0].raiseException()
+                if listener.role == "chat":
+                    self.acceptFailures.watch(listener.port)
+        except StartupError as e:
+            self._fail(e)
 
     def startService(self) -> None:
-        self._enter(STARTING)
-        service.Service.startService(self)
+        self.privilegedStartService()
+        self._lastStats = self.factory.snapshot()
+        self._statsMoving = False
+        self._setStatsTimer(self.config.stats_interval)
+        service.MultiService.startService(self)
         self.started = time.time()
         self._startedAt = self.reactor.seconds()
-        raiseFileLimit()
-        for description in self.config.listen:
-            self._listenNow(description, self.factory, self._listening(description))
-        if self.config.admin:
-            self._listenNow(self.config.admin, self._adminSite(), self._setAdminPort)
         self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
-        if self.config.stats_interval > 0:
-            self._stats.start(self.config.stats_interval, now=False)
         self._installSignals()
+        self._writePortFile()
         self.reactor.callWhenRunning(self._announce)
 
-    def _listenNow(
-        self, description: str, factory: object, store: Callable[[object], None]
-    ) -> None:
-        """Listen and ``store`` the port, or FAILED with a StartupError that
-        says which endpoint.  An endpoint that binds later fails later."""
-        try:
-            endpoint = self._endpoint(description)
-            d = endpoint.listen(factory)
-        except Exception as e:  # a bad string or TLS file: say which
-            self._fail(description, e)
-        if not d.called:  # an endpoint that binds later fails later
-            d.addCallbacks(store, lambda f: self._failLate(description, f.value))
-            return
-        failure: list = []
-        d.addCallbacks(store, failure.append)
-        if failure:
-            self._fail(description, failure[0].value)
-
-    def _listening(self, description: str) -> Callable[[object], None]:
-        def store(port: object) -> None:
-            self.acceptFailures.watch(port)
-            self.listeners[description] = port
-
-        return store
-
-    def _setAdminPort(self, port: object) -> None:
-        self.adminPort = port
-
-    def _adminSite(self) -> object:
+    def _adminSite(self) -> Any:
         from chatd.server.admin import adminSite  # twisted.web only when asked for
 
         return adminSite(self)
 
     def _announce(self) -> None:
         """Logged once the reactor runs (signals handled): safe to connect."""
-        addresses = ", ".join(str(p.getHost()) for p in self.ports)
+        addresses = ", ".join(x.address for x in self._chatListeners())
         log.info("ready: accepting connections on {addresses}", addresses=addresses)
-        if self.adminPort is not None:
+        admin = [x for x in self._listeners("admin") if x.port]
+        if admin:
+            where = admin[0].port.getHost()
+            if isinstance(where, (address.IPv4Address, address.IPv6Address)):
+                host = where.host if ":" not in where.host else f"[{where.host}]"
+                url = f"http://{host}:{where.port}/"
+            else:
+                url = formatAddress(where)
             log.info(
-                "admin interface on http://{host}:{port}/{auth}",
-                host=self.adminPort.getHost().host,
-                port=getattr(self.adminPort.getHost(), "port", ""),
+                "admin interface on {url}{auth}",
+                url=url,
                 auth="" if self.config.admin_token else " (no token: local only)",
             )
 
-    def _fail(self, description: str, error: BaseException) -> None:
-        message = f"cannot listen on {description}: {error}"
-        self._enter(FAILED, message)
-        log.critical("startup failed: {message}", message=message)
-        for port in [*self.listeners.values(), self.adminPort]:
-            if port is not None:
-                port.stopListening()
-        self.listeners = {}
-        self.adminPort = None
+    def _fail(self, error: StartupError) -> None:
+        """FAILED: close what did bind, and raise ``error`` for the caller
+        (the tap turns it into one line on stderr and exit status 1)."""
+        self._enter(FAILED, str(error))
+        # Not critical: before twistd's logging begins, Twisted copies
+        # critical events to stderr, and the tap prints this line itself.
+        log.error("startup failed: {message}", message=str(error))
+        for listener in self._listeners():
+            if listener.bound:
+                listener.stopService()
         self.running = False
-        raise StartupError(message)
+        raise error
 
-    def _failLate(self, description: str, error: BaseException) -> None:
+    def _failLate(self, reason: failure.Failure) -> None:
+        log.error("startup failed: {message}", message=str(reason.value))
+        self.reactor.stop()
+
+    # -- port file ----------------------------------------------------------
+
+    def _writePortFile(self) -> None:
+        """Write every listening address to --port-file (``chat tcp
+        127.0.0.1:40123`` lines in --listen order, then ``admin ...`` and any
+        other role), so that whoever started chatd on port 0 learns the port."""
+        path = self.config.port_file
+        if self._portFile and self._portFile != path:
+            self._removePortFile()
+        if not path:
+            return
+        others = [x for x in self._listeners() if x.role != "chat" and x.port]
+        lines = [f"{x.role} {x.address}\n" for x in self._chatListeners() + others]
         try:
-            self._fail(description, error)
-        except StartupError:
-            self.reactor.stop()
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.writelines(lines)
+            os.replace(path + ".tmp", path)  # readers never see half a file
+        except OSError as e:
+            log.error(
+                "--port-file: cannot write {path}: {why}",
+                path=path,
+                why=describeError(e),
+            )
+            return
+        self._portFile = path
+
+    def _removePortFile(self) -> None:
+        if self._portFile:
+            try:
+                os.unlink(self._portFile)
+            except OSError:
+                pass  # gone already, or we lost the right to remove it
+            self._portFile = None
 
     # -- SIGHUP -----------------------------------------------------------
 
@@ -300,94 +492,117 @@ class ChatService(service.Service):
         can take the same port.  If a new one cannot bind, every change is
         undone (best effort) and the reload is refused.
         """
-        gone = [d for d in self.listeners if d not in new.listen]
-        added = [d for d in new.listen if d not in self.listeners]
-        adminChanged = new.admin != old.admin
-        closing = [self.listeners.pop(d) for d in gone]
-        if adminChanged and self.adminPort is not None:
-            closing.append(self.adminPort)
-            self.adminPort = None
-        for port in closing:
-            await defer.maybeDeferred(port.stopListening)
-        opened: dict[str, object] = {}
+        current = {x.description: x for x in self._listeners("chat")}
+        gone = [x for d, x in current.items() if d not in new.listen]
+        added = [d for d in new.listen if d not in current]
+        closing = list(gone)
+        if new.admin != old.admin:
+            closing += self._listeners("admin")
+        for listener in closing:
+            await defer.maybeDeferred(listener.disownServiceParent)
+        opened: list[Listener] = []
         try:
             for description in added:
-                opened[description] = await self._listenLater(description, self.factory)
-            adminPort = None
-            if adminChanged and new.admin:
-                adminPort = await self._listenLater(new.admin, self._adminSite())
-        except Exception as e:
-            for port in opened.values():
-                await defer.maybeDeferred(port.stopListening)
-            await self._reopen(gone, old.admin if adminChanged else None)
+                opened.append(await self._bindNew("chat", description, self.factory))
+            if new.admin != old.admin and new.admin:
+                opened.append(
+                    await self._bindNew("admin", new.admin, self._adminSite())
+                )
+        except StartupError as e:
+            for listener in opened:
+                await listener.stopService()
+            await self._restore(closing)
             raise ReloadRefused(str(e)) from None
         if self.state is not REBOOTING:  # stopped while we awaited
-            for port in [*opened.values(), adminPort]:
-                if port is not None:
-                    await defer.maybeDeferred(port.stopListening)
+            for listener in opened:
+                await listener.stopService()
             return
-        for description, port in opened.items():
-            self.acceptFailures.watch(port)
-            log.info("listening on {endpoint}", endpoint=description)
-        for description in gone:
-            log.info("stopped listening on {endpoint}", endpoint=description)
-        # Keep --listen order, so /status lists them as configured.
-        ports = {**self.listeners, **opened}
-        self.listeners = {d: ports[d] for d in new.listen}
-        if adminChanged:
-            self.adminPort = adminPort
+        for listener in opened:
+            listener.setServiceParent(self)  # bound already: only marks it running
+            if listener.role == "chat":
+                self.acceptFailures.watch(listener.port)
+            log.info(
+                "listening on {endpoint} ({address})",
+                endpoint=listener.description,
+                address=listener.address,
+            )
+        for listener in gone:
+            log.info("stopped listening on {endpoint}", endpoint=listener.description)
 
-    async def _listenLater(self, description: str, factory: object) -> object:
-        try:
-            endpoint = self._endpoint(description)
-            return await endpoint.listen(factory)
-        except Exception as e:
-            raise ReloadRefused(f"cannot listen on {description}: {e}") from None
+    async def _bindNew(self, role: str, description: str, factory: Any) -> Listener:
+        listener = self._listener(role, description, factory)
+        await listener.bind()
+        return listener
 
-    async def _reopen(self, gone: list[str], admin: str | None) -> None:
-        for description in gone:
+    async def _restore(self, closed: list[Listener]) -> None:
+        """Reopen listeners a refused reload had closed."""
+        for old in closed:
             try:
-                self.listeners[description] = await self._listenLater(
-                    description, self.factory
-                )
-            except ReloadRefused as e:
+                listener = await self._bindNew(old.role, old.description, old.factory)
+            except StartupError as e:
                 log.critical("could not restore the old listener: {e}", e=e)
-        if admin:
-            try:
-                self.adminPort = await self._listenLater(admin, self._adminSite())
-            except ReloadRefused as e:
-                log.critical("could not restore the admin listener: {e}", e=e)
+                continue
+            listener.setServiceParent(self)
+            if listener.role == "chat":
+                self.acceptFailures.watch(listener.port)
 
     def _apply(self, new: Config) -> None:
         """Swap the new (immutable) config in; the factory reads it at use."""
+        old = self.config
         self.config = new
         self.factory.applyConfig(new)
-        if self._stats.running:
-            self._stats.stop()
-        if new.stats_interval > 0:
-            self._stats.start(new.stats_interval, now=False)
+        if new.stats_interval != old.stats_interval:
+            self._setStatsTimer(new.stats_interval)
+        self._writePortFile()
+
+    # -- stats ------------------------------------------------------------
+
+    def _setStatsTimer(self, interval: float) -> None:
+        """A TimerService calling :meth:`logStats` every ``interval`` s
+        (none for 0), replacing the one there was."""
+        if "stats" in self.namedServices:
+            self.namedServices["stats"].disownServiceParent()
+        if interval > 0:
+            timer = internet.TimerService(interval, self.logStats)
+            timer.clock = self.reactor
+            timer.setName("stats")
+            timer.setServiceParent(self)
+
+    def logStats(self) -> None:
+        """One stats line per interval while anything moves; nothing while
+        the counters stand still, after one line saying activity stopped."""
+        snap = self.factory.snapshot()
+        if snap == self._lastStats:
+            if self._statsMoving:
+                self._statsMoving = False
+                log.info("stats idle: no change since the last stats line")
+            return
+        self._lastStats = snap
+        self._statsMoving = True
+        snap = dict(snap)
+        errors = " ".join(f"{k}={v}" for k, v in snap.pop("errors").items())
+        log.info(
+            "stats {counters} errors: {errors}",
+            counters=" ".join(f"{k}={v}" for k, v in snap.items()),
+            errors=errors or "none",
+        )
 
     # -- any -> STOPPING -> STOPPED ---------------------------------------
 
     def stopService(self) -> defer.Deferred:
         """Stop accepting, SHUTDOWN everyone, let output drain, then close."""
-        service.Service.stopService(self)
         self._restoreSignals()
         if self.state is FAILED:
+            service.Service.stopService(self)
             self._enter(STOPPED)
             return defer.succeed(None)
         self._enter(STOPPING)
-        if self._stats.running:
-            self._stats.stop()
         self.acceptFailures.stop()
+        self._removePortFile()
         factory = self.factory
         factory.refusal = ErrorCode.SHUTDOWN
-        ports = [*self.listeners.values()]
-        if self.adminPort is not None:
-            ports.append(self.adminPort)
-        stopped = [defer.maybeDeferred(p.stopListening) for p in ports]
-        self.listeners = {}
-        self.adminPort = None
+        # Every listener and the stats timer, in reverse order.
+        stopped = service.MultiService.stopService(self)
         n = len(factory.connections)
         closed = factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
         begun = self.reactor.seconds()
@@ -409,7 +624,7 @@ class ChatService(service.Service):
                 deliveries=stats["deliveries"],
             )
 
-        d = defer.DeferredList([*stopped, closed])
+        d = defer.DeferredList([stopped, closed])
         d.addCallback(done)
         return d
 
@@ -417,29 +632,3 @@ class ChatService(service.Service):
         n = self.factory.abortAll()
         if n:
             log.info("shutdown grace over: aborted {n} connections", n=n)
-
-    def logStats(self) -> None:
-        snap = self.factory.snapshot()
-        errors = " ".join(f"{k}={v}" for k, v in snap.pop("errors").items())
-        log.info(
-            "stats {counters} errors: {errors}",
-            counters=" ".join(f"{k}={v}" for k, v in snap.items()),
-            errors=errors or "none",
-        )
-
-
-def quietStartupErrors() -> None:
-    """Make a StartupError end twistd with its one-line message, no traceback.
-
-    twistd lets an exception from startService propagate; in the foreground
-    Python would print a traceback.  This hook prints just the reason.
-    """
-    previous = sys.excepthook
-
-    def hook(kind, value, tb):  # type: ignore[no-untyped-def]
-        if issubclass(kind, StartupError):
-            sys.stderr.write(f"chatd: {value}\n")
-        else:
-            previous(kind, value, tb)
-
-    sys.excepthook = hook

@@ -2,9 +2,11 @@
 
 from twisted.application.service import ServiceMaker
 
+from chatd import __version__
+
 chatd = ServiceMaker(
     "chatd",
     "chatd.server.tap",
-    "A chat daemon speaking the chatd framed protocol.",
+    f"A chat daemon speaking the chatd framed protocol (chatd {__version__}).",
     "chatd",
 )
