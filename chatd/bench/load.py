@@ -19,7 +19,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from chatd.bench.checks import (
     EchoChecker,
@@ -29,6 +31,13 @@ from chatd.bench.checks import (
     parseMessage,
     sayText,
 )
+from chatd.bench.errors import (
+    EXIT_RATE_LIMITED,
+    RATE_LIMITED_MESSAGE,
+    BenchError,
+    setupError,
+)
+from chatd.netutil import describe_failure, hostport
 from chatd.wire import HEADER, FrameReceiver, FrameType, join_fields, parse_error
 
 _PACK = HEADER.pack
@@ -37,6 +46,11 @@ _PONG = FrameType.PONG
 _SAY = FrameType.SAY
 _MESSAGE = FrameType.MESSAGE
 _ERROR = FrameType.ERROR
+
+
+def secret(password: str) -> bytes:
+    """A password as bytes again (the JSON config holds it surrogate-escaped)."""
+    return password.encode("utf-8", "surrogateescape")
 
 
 def now_us() -> int:
@@ -69,6 +83,23 @@ class Config:
     password: str | None = None
     connectConcurrency: int = 100
     drainTimeout: float = 15.0
+    #: Seconds for every connection to be made and its user to be ACTIVE.
+    setupTimeout: float = 15.0
+
+    @property
+    def address(self) -> str:
+        return hostport(self.host, self.port)
+
+    @property
+    def noun(self) -> str:
+        """What the run's connections are, for messages."""
+        return "users" if self.mode == "fanout" else "connections"
+
+    @property
+    def total(self) -> int:
+        if self.mode == "fanout":
+            return self.senders + self.receivers
+        return self.connections
 
     def toJSON(self) -> dict:
         return asdict(self)
@@ -92,11 +123,26 @@ class Counts:
     examples: list = field(default_factory=list)
 
 
+class SetupRefused(Exception):
+    """The server answered the handshake with an ERROR (``CODE text``)."""
+
+
+class SetupLost(Exception):
+    """The connection ended before its user was ACTIVE (one-line reason)."""
+
+
 class _Conn(FrameReceiver):
-    """Shared by both kinds of connection: batching, ERRORs, disconnects."""
+    """Shared by both kinds of connection: batching, ERRORs, disconnects.
+
+    :attr:`active` fires once the connection is ready for load (its user
+    ACTIVE), or fails with :class:`SetupRefused` or :class:`SetupLost`, so
+    that setup never waits on a connection the server has refused.
+    """
 
     part: LoadPart
+    active: defer.Deferred
     closing = False
+    heard = False
     _out: list[bytes] | None = None
 
     def connectionMade(self) -> None:
@@ -104,6 +150,7 @@ class _Conn(FrameReceiver):
         self.part.connected(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.heard = True
         self._out = out = []
         FrameReceiver.dataReceived(self, data)
         self._out = None
@@ -121,8 +168,15 @@ class _Conn(FrameReceiver):
 
     def error(self, payload: bytes) -> None:
         code, text = parse_error(payload)
+        if not self.active.called:
+            self.active.errback(SetupRefused(f"{code} {text}"))
+            return
         self.part.counts.errors[code] += 1
         self.part.example(f"ERROR {code}: {text}")
+        if code == "RATE_LIMITED":
+            self.part.abandon(
+                BenchError(RATE_LIMITED_MESSAGE.format(text=text), EXIT_RATE_LIMITED)
+            )
 
     def frameTooLarge(self, ftype: int, size: int) -> None:
         self.part.counts.mismatches += 1
@@ -135,10 +189,19 @@ class _Conn(FrameReceiver):
         self.transport.write(_PACK(FrameType.BYE, 0))
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: object = None) -> None:
-        if not self.closing:
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        why = describe_failure(
+            reason or Failure(ConnectionDone()),
+            self.part.config.address,
+            False,
+            self.heard,
+            "chatd-bench speaks plain TCP only",
+        )
+        if not self.active.called:
+            self.active.errback(SetupLost(why))
+        elif not self.closing:
             self.part.counts.disconnects += 1
-            self.part.example(f"{self.label()} disconnected: {reason}")
+            self.part.example(f"{self.label()}: {why}")
         self.part.lost(self)
 
     def label(self) -> str:
@@ -160,6 +223,7 @@ class EchoConn(_Conn):
         self.checker = EchoChecker()
         self.running = False
         self._splitQueue: list[bytes] = []
+        self.active = defer.Deferred()
 
     def label(self) -> str:
         return f"echo connection {self.number}"
@@ -170,10 +234,12 @@ class EchoConn(_Conn):
         if config.handshake:
             hello = f"{config.tag}e{self.number}".encode()
             if config.password:
-                hello += b"." + config.password.encode()
+                hello += b"." + secret(config.password)
             self.transport.write(
                 _PACK(FrameType.HELLO, len(hello)) + hello + _PACK(FrameType.READY, 0)
             )
+        else:
+            self.active.callback(self)
 
     def go(self) -> None:
         self.running = True
@@ -190,7 +256,10 @@ class EchoConn(_Conn):
             self.error(payload)
             return
         if ftype in _HANDSHAKE_FRAMES and self.part.config.handshake:
-            return  # our WELCOME, and everyone's JOIN and LEAVE
+            # Our WELCOME (the password was right), everyone's JOIN and LEAVE.
+            if ftype == FrameType.WELCOME and not self.active.called:
+                self.active.callback(self)
+            return
         part = self.part
         stamp = self.checker.received(ftype, payload)
         if stamp is None:
@@ -260,7 +329,7 @@ class FanUser(_Conn):
         _Conn.connectionMade(self)
         hello = self.name.encode()
         if self.part.config.password:
-            hello += b"." + self.part.config.password.encode()
+            hello += b"." + secret(self.part.config.password)
         self.transport.write(_PACK(FrameType.HELLO, len(hello)) + hello)
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
@@ -380,6 +449,20 @@ class LoadPart:
         self._drained: defer.Deferred | None = None
         self._allLost: defer.Deferred | None = None
         self._open = 0
+        #: Fires with a :class:`BenchError` when the run cannot go on (the
+        #: server rate-limits it); the orchestrator then stops at once.
+        self.abandoned: defer.Deferred = defer.Deferred()
+
+    def abandon(self, reason: BenchError) -> None:
+        if not self.abandoned.called:
+            self.abandoned.callback(reason)
+
+    def abort(self) -> None:
+        """Drop every connection now (the run was given up or interrupted)."""
+        for conn in self.conns:
+            if not conn.transport.disconnecting:
+                conn.closing = True
+                conn.transport.abortConnection()
 
     def example(self, text: str) -> None:
         if len(self.counts.examples) < 20:
@@ -388,6 +471,8 @@ class LoadPart:
     # -- phases -----------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect everyone; fails with one :class:`BenchError` for all the
+        connections refused, lost or not ACTIVE within ``setupTimeout``."""
         config = self.config
         if config.mode == "echo":
             specs = [
@@ -395,31 +480,58 @@ class LoadPart:
                 for n in range(self.part, config.connections, self.parts)
             ]
         else:
-            total = config.senders + config.receivers
             specs = [
                 (lambda i=i: FanUser(self, i, i if i < config.senders else None))
-                for i in range(self.part, total, self.parts)
+                for i in range(self.part, config.total, self.parts)
             ]
         endpoint = endpoints.TCP4ClientEndpoint(
-            self.reactor, config.host, config.port, timeout=30
+            self.reactor, config.host, config.port, timeout=config.setupTimeout
         )
         semaphore = defer.DeferredSemaphore(config.connectConcurrency)
 
-        async def one(make) -> _Conn:
+        async def one(make) -> _Conn:  # type: ignore[no-untyped-def]
             await semaphore.acquire()
+            conn = None
             try:
                 conn = await endpoint.connect(_OneShot(make))
-                if isinstance(conn, FanUser):
-                    await conn.active
+                await conn.active
                 return conn
+            except defer.CancelledError:  # the setup timeout
+                if conn is not None:
+                    conn.closing = True
+                    conn.transport.abortConnection()
+                raise
             finally:
                 semaphore.release()
 
-        self.conns = list(
-            await defer.gatherResults(
-                [defer.ensureDeferred(one(m)) for m in specs], consumeErrors=True
-            )
-        )
+        attempts = [
+            defer.ensureDeferred(one(m)).addTimeout(config.setupTimeout, self.reactor)
+            for m in specs
+        ]
+        outcomes = await defer.DeferredList(attempts, consumeErrors=True)
+        failures: Counter[tuple[str, str]] = Counter()
+        for ok, value in outcomes:
+            if ok:
+                self.conns.append(value)
+            else:
+                failures[self._classify(value)] += 1
+        if failures:
+            for conn in self.conns:
+                conn.closing = True
+                conn.transport.abortConnection()
+            raise setupError(failures, config.noun, config.total)
+
+    def _classify(self, failure: Failure) -> tuple[str, str]:
+        """(what, detail) for a connection that did not become ready."""
+        if failure.check(SetupRefused):
+            return "refused", str(failure.value)
+        if failure.check(SetupLost):
+            return "failed", str(failure.value)
+        if failure.check(defer.TimeoutError):
+            timeout = self.config.setupTimeout
+            return f"not active after {timeout:g} s (--setup-timeout)", ""
+        why = describe_failure(failure, self.config.address, False, False)
+        return "failed", why
 
     def go(self) -> None:
         for conn in self.conns:
