@@ -58,9 +58,9 @@ def describe_failure(
     return f"connection to {address} lost: {reason.getErrorMessage()}"
 
 
-def _ssl_reason(exc: BaseException) -> str:
+def _ssl_reason(exc: BaseException | None) -> str:
     """The OpenSSL reason string(s) of an SSL.Error, e.g. 'wrong version number'."""
     try:
-        return ", ".join(str(entry[-1]) for entry in exc.args[0] if entry[-1])
-    except (IndexError, TypeError):
+        return ", ".join(str(entry[-1]) for entry in exc.args[0] if entry[-1])  # type: ignore[union-attr]
+    except (AttributeError, IndexError, TypeError):
         return str(exc) or type(exc).__name__

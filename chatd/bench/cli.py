@@ -16,9 +16,10 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet import defer, protocol, reactor, stdio, task
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
@@ -59,7 +60,7 @@ def hostPort(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _number(kind: type, least: float, what: str):  # type: ignore[no-untyped-def]
+def _number(kind: type, least: float, what: str) -> Callable[[str], float]:
     """An argparse type: ``kind`` at least ``least`` (a usage error otherwise)."""
 
     def convert(text: str) -> float:
@@ -145,13 +146,13 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="live progress on stderr (auto: a bar when stderr is a tty)",
     )
-    e = sub.add_parser(
-        "echo",
-        parents=[common],
-        help="ECHO round trips",
-        formatter_class=_Help,
-        epilog=epilog,
-    )
+
+    def mode(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, parents=[common], help=help, formatter_class=_Help, epilog=epilog
+        )
+
+    e = mode("echo", "ECHO round trips")
     e.add_argument("--connections", type=positive, default=10, help="connections")
     e.add_argument("--depth", type=positive, default=1, help="requests in flight each")
     e.add_argument(
@@ -163,13 +164,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="echo before the handshake (runs end at the server's handshake timeout)",
     )
-    f = sub.add_parser(
-        "fanout",
-        parents=[common],
-        help="SAY -> MESSAGE broadcast",
-        formatter_class=_Help,
-        epilog=epilog,
-    )
+    f = mode("fanout", "SAY -> MESSAGE broadcast")
     f.add_argument("--receivers", type=natural, default=10, help="users that only read")
     f.add_argument("--senders", type=positive, default=1, help="users that SAY")
     f.add_argument("--size", type=positive, default=64, help="SAY text bytes")
@@ -289,7 +284,7 @@ class RemotePart(protocol.ProcessProtocol):
             str(part),
             str(parts),
         ]
-        self.ended = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
         #: Fires with a BenchError when the worker gives the run up.
         self.abandoned: defer.Deferred = defer.Deferred()
         reactor.spawnProcess(self, sys.executable, args, env=os.environ.copy())
@@ -298,18 +293,20 @@ class RemotePart(protocol.ProcessProtocol):
         d = self.waiting[word] = defer.Deferred()
         return d
 
-    def command(self, word: str, expect: str | None) -> defer.Deferred | None:
-        d = self._expect(expect) if expect else None
+    def send(self, word: str) -> None:
+        assert self.transport is not None  # spawned in __init__
         self.transport.write(word.encode() + b"\n")
+
+    def command(self, word: str, expect: str) -> defer.Deferred:
+        d = self._expect(expect)
+        self.send(word)
         return d
 
     def start(self) -> defer.Deferred:
-        d = self._expect("ready")
-        self.transport.write(b"start\n")
-        return d
+        return self.command("start", "ready")
 
     def go(self) -> None:
-        self.command("go", None)
+        self.send("go")
 
     def progress(self) -> tuple[int, int]:
         return self.counts
@@ -351,6 +348,7 @@ class RemotePart(protocol.ProcessProtocol):
 
     def close(self) -> defer.Deferred:
         """Closing its stdin ends the worker (and its connections)."""
+        assert self.transport is not None
         self.transport.closeStdin()
         return self.ended
 
@@ -395,7 +393,7 @@ class Worker(LineReceiver):
             self.report()
         text = word + (" " + json.dumps(value) if value is not None else "")
         self.sendLine(text.encode())
-        if word == "result":
+        if word == "result" and self.transport is not None:
             self.transport.loseConnection()  # exits once stdout is flushed
 
     def fail(self, failure: Failure) -> None:
@@ -607,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def interrupted(signum: int, frame: object) -> None:
         signals.append(signum)
-        reactor.callFromThread(reactor.stop)
+        IReactorFromThreads(reactor).callFromThread(reactor.stop)
 
     # Installed before the reactor runs, so Twisted leaves SIGINT to us.
     signal.signal(signal.SIGINT, interrupted)
