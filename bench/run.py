@@ -140,7 +140,7 @@ def measurePy(kind: str, mode: str, options: dict, duration: float) -> dict:
         proc = bench(server.port, mode, options, duration)
         first = proc.stderr.readline().split()
         cpu0 = server.cpuSeconds()
-        count0 = int(first[1]) if len(first) > 1 else 0
+        count0 = int(first[1]) if len(first) > 1 and first[1].isdigit() else 0
         out, err = proc.communicate(timeout=duration + 300)
         cpu1 = server.cpuSeconds()
     if not out.strip():  # refused, rate-limited, ...: chatd-bench said why
