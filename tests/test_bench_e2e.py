@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sys
 
-from twisted.internet import defer, protocol, reactor, utils
+from twisted.internet import defer, protocol, reactor, task, utils
 from twisted.trial import unittest
 
 from chatd.server.config import Options
@@ -17,6 +18,29 @@ from tests.daemon import ROOT, Daemon, environment
 BENCH = [sys.executable, "-c", "from chatd.bench.cli import main; main()"]
 #: A benchmark server: no message rate limit (chatd will rate-limit by default).
 BENCH_SERVER = ("--stats-interval", "0", "--shutdown-grace", "2", "--rate-limit", "0")
+
+
+_READY = re.compile(r"ready: accepting connections on .*\bport=(\d+)\)")
+
+
+@defer.inlineCallbacks
+def startDaemon(*options: str):  # type: ignore[no-untyped-def]
+    """A started ``twistd chatd`` on 127.0.0.1, port 0 read back from its log.
+
+    (Picking a free port first races with the bench's own client ports.)
+    """
+    daemon = Daemon(
+        command=["chatd", "--listen", "tcp:0:interface=127.0.0.1", *options]
+    )
+    try:
+        yield daemon.start()
+        while not _READY.search(daemon.log):  # the rest of the ready line
+            yield task.deferLater(reactor, 0.01, lambda: None)
+    except BaseException:
+        yield daemon.stop()
+        raise
+    daemon.port = int(_READY.search(daemon.log).group(1))
+    return daemon
 
 
 def bench(*args: str) -> defer.Deferred:
@@ -37,9 +61,8 @@ class BenchTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.daemon = Daemon(*BENCH_SERVER)
+        self.daemon = yield startDaemon(*BENCH_SERVER)
         self.addCleanup(self.daemon.stop)
-        yield self.daemon.start()
         self.server = f"127.0.0.1:{self.daemon.port}"
 
     def assertClean(self, result, status, err):
@@ -135,10 +158,10 @@ class BenchFailureTests(unittest.TestCase):
 
     timeout = 60
 
-    def startDaemon(self, *options: str) -> defer.Deferred:
-        self.daemon = Daemon(*BENCH_SERVER, *options)
+    @defer.inlineCallbacks
+    def startDaemon(self, *options: str):  # type: ignore[no-untyped-def]
+        self.daemon = yield startDaemon(*BENCH_SERVER, *options)
         self.addCleanup(self.daemon.stop)
-        return self.daemon.start()
 
     def passwordFile(self) -> str:
         path = os.path.abspath(self.mktemp())  # the daemon runs elsewhere

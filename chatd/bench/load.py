@@ -503,8 +503,9 @@ class LoadPart:
                 partial(FanUser, self, i, i if i < config.senders else None)
                 for i in range(self.part, config.total, self.parts)
             ]
+        # The setup timeout below bounds connecting too: TCP's own is later.
         endpoint = endpoints.TCP4ClientEndpoint(
-            self.reactor, config.host, config.port, timeout=config.setupTimeout
+            self.reactor, config.host, config.port, timeout=config.setupTimeout + 5
         )
         semaphore = defer.DeferredSemaphore(config.connectConcurrency)
 
