@@ -154,3 +154,13 @@ class SetupTests(unittest.SynchronousTestCase):
         self.assertIn("--rate-limit 0", e.message)
         self.part.abort()
         self.assertFalse(transport.connected)
+
+    def test_non_fatal_refusal_hangs_up(self):
+        """A refusal that leaves the connection open (NAME_TAKEN) still fails
+        setup, and the bench hangs up rather than leave it open."""
+        d = self.begin(senders=1, receivers=0)
+        ((proto, transport),) = self.accept()
+        proto.dataReceived(error_frame(ErrorCode.NAME_TAKEN))
+        e = self.failure(d)
+        self.assertEqual(e.message, "1 user refused: NAME_TAKEN that name is in use")
+        self.assertFalse(transport.connected)

@@ -516,8 +516,8 @@ class LoadPart:
                 conn = cast(_Conn, await endpoint.connect(_OneShot(make)))
                 await conn.active
                 return conn
-            except defer.CancelledError:  # the setup timeout
-                if conn is not None:
+            except BaseException:  # refused, lost, or the setup timeout
+                if conn is not None:  # (a non-fatal refusal leaves it open)
                     conn.closing = True
                     conn.transport.abortConnection()
                 raise
