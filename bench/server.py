@@ -28,6 +28,27 @@ def freePort() -> int:
         return s.getsockname()[1]
 
 
+#: chatd as the benchmarks run it: no per-user message rate limit (chatd
+#: rate-limits by default, and a rate-limited run measures the limit, which
+#: chatd-bench refuses to do) and room for every load user.
+BENCH_OPTIONS = (
+    "--stats-interval",
+    "0",
+    "--max-clients",
+    "100000",
+    "--rate-limit",
+    "0",
+)
+
+
+def chatdArgv(port: int, *options: str, logfile: str = "/dev/null") -> list[str]:
+    """``twistd -n chatd`` on 127.0.0.1:port; ``options`` override the defaults."""
+    return [
+        *TWISTD, "-n", f"--logfile={logfile}", "--pidfile=", "chatd",
+        "--listen", f"tcp:{port}:interface=127.0.0.1", *BENCH_OPTIONS, *options,
+    ]  # fmt: skip
+
+
 def pinned(argv: list[str], core: int | None) -> list[str]:
     if core is not None and shutil.which("taskset") and os.cpu_count() > 1:
         return ["taskset", "-c", str(core), *argv]
@@ -54,12 +75,7 @@ class Server:
         cls, *options: str, core: int | None = 0, logfile: str = "/dev/null"
     ) -> Server:
         port = freePort()
-        argv = [
-            *TWISTD, "-n", f"--logfile={logfile}", "--pidfile=", "chatd",
-            "--listen", f"tcp:{port}:interface=127.0.0.1",
-            "--stats-interval", "0", "--max-clients", "100000", *options,
-        ]  # fmt: skip
-        return cls(argv, port, core)
+        return cls(chatdArgv(port, *options, logfile=logfile), port, core)
 
     def _waitListening(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

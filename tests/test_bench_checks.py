@@ -215,3 +215,10 @@ class MergeTests(unittest.SynchronousTestCase):
         self.assertFalse(out["ok"])
         out = merge(Config(mode="echo"), [self.part(disconnects=1)], 1.0)
         self.assertEqual((out["integrity_failures"], out["ok"]), (1, False))
+
+    def test_nothing_measured_fails(self):
+        """A run in which nothing was answered is not OK, whatever else."""
+        empty = self.part(completed=0, bytes=0, sent=0, latency={}, sentBySender={})
+        out = merge(Config(mode="echo"), [empty], 1.0)
+        self.assertFalse(out["ok"])
+        self.assertIn("no request was answered", out["examples"][0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +14,32 @@ from twisted.trial import unittest
 from tests.daemon import ROOT, environment
 
 
+def benchModule(name: str):  # type: ignore[no-untyped-def]
+    """bench/NAME.py, imported by path (bench/ is scripts, not a package)."""
+    sys.path.insert(0, str(ROOT / "bench"))  # run.py imports `server`
+    try:
+        spec = importlib.util.spec_from_file_location(
+            f"bench_{name}", ROOT / "bench" / f"{name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return module
+
+
+class SuiteServerTests(unittest.SynchronousTestCase):
+    def test_chatd_runs_without_rate_limit(self):
+        """The suite's chatd has no message rate limit (chatd-bench would
+        stop at the first RATE_LIMITED), whatever the caller adds."""
+        server = benchModule("server")
+        run = benchModule("run")
+        argv = server.chatdArgv(7777, *run.CHATD_OPTIONS)
+        options = argv[argv.index("chatd") + 1 :]
+        rate = len(options) - 1 - options[::-1].index("--rate-limit")
+        self.assertEqual(options[rate + 1], "0")
+
+
 class SuiteSmokeTests(unittest.TestCase):
     timeout = 90
 
@@ -20,6 +47,10 @@ class SuiteSmokeTests(unittest.TestCase):
     def test_smoke_echo(self):
         """bench/run.py --smoke: chatd and the naive server, clean, reported."""
         out = os.path.abspath(self.mktemp())
+        os.makedirs(out)
+        marker = benchModule("run").MARKER
+        with open(f"{out}/benchmarks.md", "w") as f:
+            f.write(f"# By hand\n\nHow to run it.\n\n{marker}\n\nSTALE TABLE\n")
         stdout, stderr, status = yield utils.getProcessOutputAndValue(
             sys.executable,
             ["bench/run.py", "--smoke", "--only", "echo", "--out", out],
@@ -37,6 +68,10 @@ class SuiteSmokeTests(unittest.TestCase):
             text = f.read()
         self.assertIn("| echo 10x4 |", text)
         self.assertIn(f"Python {sys.version.split()[0]}", text)
+        # The hand-written part above the marker is kept; the rest replaced.
+        self.assertTrue(text.startswith(f"# By hand\n\nHow to run it.\n\n{marker}\n"))
+        self.assertNotIn("STALE TABLE", text)
+        self.assertIn("## Suite results", text)
 
     @defer.inlineCallbacks
     def test_smoke_c_load_and_floor(self):
@@ -59,4 +94,7 @@ class SuiteSmokeTests(unittest.TestCase):
             self.assertEqual(result["integrity_failures"], 0, kind)
             self.assertGreater(result["completed"], 0, kind)
         with open(f"{out}/benchmarks.md") as f:
-            self.assertIn("The kernel's share", f.read())
+            text = f.read()
+        self.assertIn("The kernel's share", text)
+        # A new report starts with docs/benchmarks.md's hand-written part.
+        self.assertIn("## Running chatd-bench by hand", text)

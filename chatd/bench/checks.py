@@ -45,7 +45,7 @@ class PayloadGenerator:
 
 
 #: The reply each request type gets.
-REPLY = {FrameType.ECHO: FrameType.ECHO, FrameType.PING: FrameType.PONG}
+REPLY: dict[int, int] = {FrameType.ECHO: FrameType.ECHO, FrameType.PING: FrameType.PONG}
 
 
 def firstDifference(a: bytes, b: bytes) -> int:

@@ -12,16 +12,31 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet import defer, protocol, reactor, stdio, task
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 
 from chatd.bench.checks import Histogram, tailGaps
+from chatd.bench.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STATUSES,
+    EXIT_USAGE,
+    BenchError,
+    mergeErrors,
+    plural,
+)
 from chatd.bench.load import Config, LoadPart
+from chatd.netutil import hostport
+from chatd.secretfile import readPassword
 
 #: Integrity figures: any non-zero one fails the run.
 INTEGRITY = (
@@ -36,29 +51,94 @@ INTEGRITY = (
 
 
 def hostPort(text: str) -> tuple[str, int]:
+    """``HOST[:PORT]`` (port 7777) for argparse."""
     host, _, port = text.rpartition(":")
     if not host:
         return text, 7777
-    try:
-        return host, int(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad port in {text!r}") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"bad port {port!r}: must be 1 to 65535")
+    return host, int(port)
+
+
+def _number(kind: type, least: float, what: str) -> Callable[[str], float]:
+    """An argparse type: ``kind`` at least ``least`` (a usage error otherwise)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < least or value != value:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {what}")
+        return value
+
+    return convert
+
+
+positive = _number(int, 1, "at least 1")
+natural = _number(int, 0, "0 or more")
+seconds = _number(float, 0.001, "more than 0")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Shows each real default; keeps the epilog's lines as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and (
+            "(default" not in text
+        ):
+            text += " (default: %(default)s)"
+        return text
 
 
 def parser() -> argparse.ArgumentParser:
+    epilog = (
+        "Benchmark a server started with --rate-limit 0: chatd-bench stops at\n"
+        "the first RATE_LIMITED, since a rate-limited run measures the limit.\n\n"
+        + EXIT_STATUSES
+    )
     p = argparse.ArgumentParser(
         prog="chatd-bench",
         description="Stress and benchmark a chatd server; checks every byte.",
+        epilog=epilog,
+        formatter_class=_Help,
     )
     sub = p.add_subparsers(dest="mode", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("server", type=hostPort, help="HOST[:PORT] (port 7777)")
-    common.add_argument("--duration", type=float, default=5.0, help="seconds of load")
-    common.add_argument("--seed", type=int, default=None, help="random seed")
     common.add_argument(
-        "--processes", type=int, default=1, help="spread the load over K processes"
+        "--duration", type=seconds, default=5.0, metavar="S", help="seconds of load"
     )
-    common.add_argument("--password", default=None, help="server password")
+    common.add_argument(
+        "--setup-timeout",
+        type=seconds,
+        default=15.0,
+        metavar="S",
+        help="seconds for every connection to be made and its user ACTIVE",
+    )
+    common.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: random)"
+    )
+    common.add_argument(
+        "--processes",
+        type=positive,
+        default=1,
+        metavar="K",
+        help="spread the load over K processes",
+    )
+    secret = common.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--password-file",
+        default=None,
+        metavar="FILE",
+        help="file whose first line is the server password",
+    )
+    secret.add_argument(
+        "--password",
+        default=None,
+        help="server password (visible to other users: prefer --password-file)",
+    )
     common.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_argument(
         "--progress",
@@ -66,9 +146,15 @@ def parser() -> argparse.ArgumentParser:
         default="auto",
         help="live progress on stderr (auto: a bar when stderr is a tty)",
     )
-    e = sub.add_parser("echo", parents=[common], help="ECHO round trips")
-    e.add_argument("--connections", type=int, default=10)
-    e.add_argument("--depth", type=int, default=1, help="requests in flight each")
+
+    def mode(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, parents=[common], help=help, formatter_class=_Help, epilog=epilog
+        )
+
+    e = mode("echo", "ECHO round trips")
+    e.add_argument("--connections", type=positive, default=10, help="connections")
+    e.add_argument("--depth", type=positive, default=1, help="requests in flight each")
     e.add_argument(
         "--split", action="store_true", help="send frames cut at random bytes"
     )
@@ -78,13 +164,18 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="echo before the handshake (runs end at the server's handshake timeout)",
     )
-    f = sub.add_parser("fanout", parents=[common], help="SAY -> MESSAGE broadcast")
-    f.add_argument("--receivers", type=int, default=10)
-    f.add_argument("--senders", type=int, default=1)
-    f.add_argument("--size", type=int, default=64, help="SAY text bytes")
-    f.add_argument("--window", type=int, default=16, help="unacknowledged per sender")
+    f = mode("fanout", "SAY -> MESSAGE broadcast")
+    f.add_argument("--receivers", type=natural, default=10, help="users that only read")
+    f.add_argument("--senders", type=positive, default=1, help="users that SAY")
+    f.add_argument("--size", type=positive, default=64, help="SAY text bytes")
     f.add_argument(
-        "--rate", type=float, default=None, help="open loop: messages/s per sender"
+        "--window", type=positive, default=16, help="unacknowledged per sender"
+    )
+    f.add_argument(
+        "--rate",
+        type=seconds,
+        default=None,
+        help="open loop: messages/s per sender (default: closed loop)",
     )
     return p
 
@@ -92,6 +183,13 @@ def parser() -> argparse.ArgumentParser:
 def configFrom(args: argparse.Namespace) -> Config:
     host, port = args.server
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
+    password = args.password
+    if args.password_file is not None:
+        try:
+            raw = readPassword(args.password_file)
+        except ValueError as e:
+            raise BenchError(f"--password-file: {e}", EXIT_USAGE) from None
+        password = raw.decode("utf-8", "surrogateescape")
     config = Config(
         mode=args.mode,
         host=host,
@@ -99,7 +197,8 @@ def configFrom(args: argparse.Namespace) -> Config:
         duration=args.duration,
         seed=seed,
         tag="b" + secrets.token_hex(3),
-        password=args.password,
+        password=password,
+        setupTimeout=args.setup_timeout,
     )
     if args.mode == "echo":
         config.connections, config.depth = args.connections, args.depth
@@ -109,6 +208,32 @@ def configFrom(args: argparse.Namespace) -> Config:
         config.receivers, config.senders = args.receivers, args.senders
         config.size, config.window, config.rate = args.size, args.window, args.rate
     return config
+
+
+def header(config: Config, processes: int) -> str:
+    """The run in one readable line: target, mode, connections, sizes, time."""
+    if config.mode == "echo":
+        shape = (
+            f"{config.connections} {plural(config.connections, 'connections')}"
+            f" x {config.depth} in flight"
+            + (", split writes" if config.split else "")
+            + (", PING mixed in" if config.ping else "")
+            + ("" if config.handshake else ", no handshake")
+        )
+    else:
+        pace = (
+            f"{config.rate:g} msg/s each" if config.rate else f"window {config.window}"
+        )
+        shape = (
+            f"{config.senders} {plural(config.senders, 'senders')} + "
+            f"{config.receivers} {plural(config.receivers, 'receivers')}, "
+            f"{config.size} B SAYs, {pace}"
+        )
+    spread = f", {processes} processes" if processes > 1 else ""
+    return (
+        f"chatd-bench {config.mode} -> {hostport(config.host, config.port)}: "
+        f"{shape}, {config.duration:g} s{spread}, seed {config.seed}"
+    )
 
 
 # -- parts: in this process, or a worker process --------------------------
@@ -133,6 +258,14 @@ class LocalPart:
     def finish(self) -> defer.Deferred:
         return defer.ensureDeferred(self.load.finish())
 
+    @property
+    def abandoned(self) -> defer.Deferred:
+        return self.load.abandoned
+
+    def close(self) -> defer.Deferred:
+        self.load.abort()
+        return defer.succeed(None)
+
 
 class RemotePart(protocol.ProcessProtocol):
     """A worker process, driven over its stdin/stdout one line per step."""
@@ -151,25 +284,29 @@ class RemotePart(protocol.ProcessProtocol):
             str(part),
             str(parts),
         ]
-        self.ended = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+        #: Fires with a BenchError when the worker gives the run up.
+        self.abandoned: defer.Deferred = defer.Deferred()
         reactor.spawnProcess(self, sys.executable, args, env=os.environ.copy())
 
     def _expect(self, word: str) -> defer.Deferred:
         d = self.waiting[word] = defer.Deferred()
         return d
 
-    def command(self, word: str, expect: str | None) -> defer.Deferred | None:
-        d = self._expect(expect) if expect else None
+    def send(self, word: str) -> None:
+        assert self.transport is not None  # spawned in __init__
         self.transport.write(word.encode() + b"\n")
+
+    def command(self, word: str, expect: str) -> defer.Deferred:
+        d = self._expect(expect)
+        self.send(word)
         return d
 
     def start(self) -> defer.Deferred:
-        d = self._expect("ready")
-        self.transport.write(b"start\n")
-        return d
+        return self.command("start", "ready")
 
     def go(self) -> None:
-        self.command("go", None)
+        self.send("go")
 
     def progress(self) -> tuple[int, int]:
         return self.counts
@@ -189,20 +326,31 @@ class RemotePart(protocol.ProcessProtocol):
                 a, b = rest.split()
                 self.counts = (int(a), int(b))
             elif word == "fail":
-                for d in self.waiting.values():
-                    d.errback(RuntimeError(rest))
-                self.waiting.clear()
+                self._fail(BenchError.fromJSON(json.loads(rest)))
+            elif word == "abandon":
+                if not self.abandoned.called:
+                    self.abandoned.callback(BenchError.fromJSON(json.loads(rest)))
             elif word in self.waiting:
                 self.waiting.pop(word).callback(json.loads(rest) if rest else None)
 
     def errReceived(self, data: bytes) -> None:
         self.stderr += data[-4096:]
 
+    def _fail(self, reason: BenchError) -> None:
+        waiting, self.waiting = self.waiting, {}
+        for d in waiting.values():
+            d.errback(reason)
+
     def processEnded(self, reason: object) -> None:
-        for d in self.waiting.values():
-            d.errback(RuntimeError("worker exited: " + self.stderr.decode()[-2000:]))
-        self.waiting.clear()
+        last = self.stderr.decode("utf-8", "replace").strip().splitlines()[-1:]
+        self._fail(BenchError("load process exited: " + "".join(last), EXIT_FAILED))
         self.ended.callback(None)
+
+    def close(self) -> defer.Deferred:
+        """Closing its stdin ends the worker (and its connections)."""
+        assert self.transport is not None
+        self.transport.closeStdin()
+        return self.ended
 
 
 class Worker(LineReceiver):
@@ -214,6 +362,10 @@ class Worker(LineReceiver):
         self.load = load
         self.done = done
         self.ticker = task.LoopingCall(self.report)
+        load.abandoned.addCallback(self.abandon)
+
+    def abandon(self, reason: BenchError) -> None:
+        self.sendLine(b"abandon " + json.dumps(reason.toJSON()).encode())
 
     def report(self) -> None:
         self.sendLine(b"progress %d %d" % self.load.progress())
@@ -241,14 +393,17 @@ class Worker(LineReceiver):
             self.report()
         text = word + (" " + json.dumps(value) if value is not None else "")
         self.sendLine(text.encode())
-        if word == "result":
+        if word == "result" and self.transport is not None:
             self.transport.loseConnection()  # exits once stdout is flushed
 
-    def fail(self, failure) -> None:  # type: ignore[no-untyped-def]
-        self.sendLine(f"fail {failure.getErrorMessage()}".encode())
-        self.transport.loseConnection()
+    def fail(self, failure: Failure) -> None:
+        reason = failure.value
+        if not isinstance(reason, BenchError):
+            reason = BenchError(failure.getErrorMessage(), EXIT_FAILED)
+        self.sendLine(b"fail " + json.dumps(reason.toJSON()).encode())
 
     def connectionLost(self, reason: object = None) -> None:
+        self.load.abort()
         if not self.done.called:
             self.done.callback(None)
 
@@ -359,7 +514,9 @@ def merge(config: Config, results: list[dict], seconds: float) -> dict:
     out["latency_us"] = latency.summary()
     out["errors"] = dict(errors)
     out["integrity_failures"] = sum(out[k] for k in INTEGRITY) + sum(errors.values())
-    out["ok"] = out["integrity_failures"] == 0
+    if not out["completed"]:  # nothing measured is not a pass
+        examples.insert(0, "no request was answered and no message delivered")
+    out["ok"] = out["integrity_failures"] == 0 and out["completed"] > 0
     out["examples"] = examples[:20]
     return out
 
@@ -372,7 +529,6 @@ def summary(result: dict) -> str:
     rate = result.get("deliveries_per_s", result.get("frames_per_s"))
     unit = "deliveries" if result["mode"] == "fanout" else "frames"
     lines = [
-        f"chatd-bench {result['mode']} {result['parameters']} seed={result['seed']}",
         f"  {result['completed']:,} {unit} in {result['seconds']:.2f}s: "
         f"{rate:,.0f} {unit}/s, {result['mb_per_s']:.2f} MB/s",
         f"  latency p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  "
@@ -387,53 +543,91 @@ def summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-async def run(config: Config, processes: int, progressStyle: str) -> dict:
+async def gather(ds: list[defer.Deferred], config: Config) -> list:
+    """Every part's result, or one BenchError for all the parts that failed."""
+    outcomes = await defer.DeferredList(ds, consumeErrors=True)
+    errors = [value.value for ok, value in outcomes if not ok]
+    if errors:
+        raise mergeErrors(errors, config.noun, config.total)
+    return [value for _, value in outcomes]
+
+
+async def run(
+    config: Config, processes: int, progressStyle: str, phase: list[str]
+) -> dict:
+    """Connect, load for ``duration``, drain, collect; ``phase[0]`` says where
+    it is (for the message when interrupted)."""
     if processes > 1:
         parts: list = [RemotePart(config, i, processes) for i in range(processes)]
     else:
         parts = [LocalPart(config)]
+    unit = "deliveries" if config.mode == "fanout" else "frames"
+    progress = Progress(progressStyle, config.duration, unit, parts)
     try:
-        await defer.gatherResults([p.start() for p in parts], consumeErrors=True)
+        phase[0] = f"while connecting {config.total} {config.noun}"
+        await gather([p.start() for p in parts], config)
+        phase[0] = "during the load"
         began = time.monotonic()
         for p in parts:
             p.go()
-        unit = "deliveries" if config.mode == "fanout" else "frames"
-        progress = Progress(progressStyle, config.duration, unit, parts)
         progress.start()
-        await task.deferLater(reactor, config.duration, lambda: None)
-        await defer.gatherResults([p.stop() for p in parts], consumeErrors=True)
+        sleep = task.deferLater(reactor, config.duration, lambda: None)
+        index, value = await defer.race([sleep, *(p.abandoned for p in parts)])
+        if index:
+            raise value
+        phase[0] = "while draining"
+        await gather([p.stop() for p in parts], config)
         seconds = time.monotonic() - began
         progress.stop()
-        results = await defer.gatherResults(
-            [p.finish() for p in parts], consumeErrors=True
-        )
+        results = await gather([p.finish() for p in parts], config)
     finally:
-        for p in parts:
-            if isinstance(p, RemotePart):
-                p.transport.closeStdin()
-        await defer.DeferredList([p.ended for p in parts if isinstance(p, RemotePart)])
+        progress.stop()
+        await defer.DeferredList([p.close() for p in parts])
     return merge(config, results, seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["_worker"]:
+        # The parent handles Ctrl-C for the process group and ends workers.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         worker(argv[1:])
         return
     args = parser().parse_args(argv)
-    config = configFrom(args)
+    try:
+        config = configFrom(args)
+    except BenchError as e:
+        sys.stderr.write(f"chatd-bench: {e.message}\n")
+        sys.exit(e.status)
     status: list[int] = []
+    phase = ["before starting"]
+    signals: list[int] = []
+
+    def interrupted(signum: int, frame: object) -> None:
+        signals.append(signum)
+        IReactorFromThreads(reactor).callFromThread(reactor.stop)
+
+    # Installed before the reactor runs, so Twisted leaves SIGINT to us.
+    signal.signal(signal.SIGINT, interrupted)
 
     async def body(_reactor: object) -> None:
+        # Twisted installs its SIGTERM handler as it starts: replace it after.
+        reactor.callLater(0, signal.signal, signal.SIGTERM, interrupted)
+        if not args.json:
+            print(header(config, args.processes), flush=True)
         try:
-            result = await run(config, args.processes, args.progress)
-        except Exception as e:  # noqa: BLE001 - report, do not trace back
-            while isinstance(e, defer.FirstError):  # gathered: say the cause
-                e = e.subFailure.value
-            sys.stderr.write(f"chatd-bench: {e}\n")
-            status.append(2)
+            result = await run(config, args.processes, args.progress, phase)
+        except BenchError as e:
+            status.append(e.status)
+            if not signals:
+                sys.stderr.write(f"chatd-bench: {e.message}\n")
             return
-        status.append(0 if result["ok"] else 1)
+        except Exception as e:  # noqa: BLE001 - report, do not trace back
+            status.append(EXIT_FAILED)
+            if not signals:
+                sys.stderr.write(f"chatd-bench: {type(e).__name__}: {e}\n")
+            return
+        status.append(EXIT_OK if result["ok"] else EXIT_FAILED)
         try:
             print(json.dumps(result) if args.json else summary(result), flush=True)
         except BrokenPipeError:  # e.g. piped into head: the reader left
@@ -442,6 +636,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         task.react(lambda r: defer.ensureDeferred(body(r)))
     except SystemExit as e:
+        if signals:
+            name = "interrupted" if signals[0] == signal.SIGINT else "terminated"
+            sys.stderr.write(f"chatd-bench: {name} {phase[0]}; no results\n")
+            sys.exit(EXIT_INTERRUPTED if signals[0] == signal.SIGINT else 143)
         if e.code not in (0, None) or not status:
             raise
     sys.exit(status[0])

@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any, cast
 
 from twisted.internet import defer, endpoints, protocol, task
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 
 from chatd.bench.checks import (
     EchoChecker,
@@ -29,6 +34,13 @@ from chatd.bench.checks import (
     parseMessage,
     sayText,
 )
+from chatd.bench.errors import (
+    EXIT_RATE_LIMITED,
+    RATE_LIMITED_MESSAGE,
+    BenchError,
+    setupError,
+)
+from chatd.netutil import describe_failure, hostport
 from chatd.wire import HEADER, FrameReceiver, FrameType, join_fields, parse_error
 
 _PACK = HEADER.pack
@@ -37,6 +49,11 @@ _PONG = FrameType.PONG
 _SAY = FrameType.SAY
 _MESSAGE = FrameType.MESSAGE
 _ERROR = FrameType.ERROR
+
+
+def secret(password: str) -> bytes:
+    """A password as bytes again (the JSON config holds it surrogate-escaped)."""
+    return password.encode("utf-8", "surrogateescape")
 
 
 def now_us() -> int:
@@ -69,6 +86,23 @@ class Config:
     password: str | None = None
     connectConcurrency: int = 100
     drainTimeout: float = 15.0
+    #: Seconds for every connection to be made and its user to be ACTIVE.
+    setupTimeout: float = 15.0
+
+    @property
+    def address(self) -> str:
+        return hostport(self.host, self.port)
+
+    @property
+    def noun(self) -> str:
+        """What the run's connections are, for messages."""
+        return "users" if self.mode == "fanout" else "connections"
+
+    @property
+    def total(self) -> int:
+        if self.mode == "fanout":
+            return self.senders + self.receivers
+        return self.connections
 
     def toJSON(self) -> dict:
         return asdict(self)
@@ -92,23 +126,53 @@ class Counts:
     examples: list = field(default_factory=list)
 
 
-class _Conn(FrameReceiver):
-    """Shared by both kinds of connection: batching, ERRORs, disconnects."""
+class SetupRefused(Exception):
+    """The server answered the handshake with an ERROR (``CODE text``)."""
 
+
+class SetupLost(Exception):
+    """The connection ended before its user was ACTIVE (one-line reason)."""
+
+
+class _Conn(FrameReceiver):
+    """Shared by both kinds of connection: batching, ERRORs, disconnects.
+
+    :attr:`active` fires once the connection is ready for load (its user
+    ACTIVE), or fails with :class:`SetupRefused` or :class:`SetupLost`, so
+    that setup never waits on a connection the server has refused.
+    """
+
+    #: A TCP connection (setTcpNoDelay, abortConnection, disconnecting).
+    transport: Any
     part: LoadPart
+    active: defer.Deferred
     closing = False
+    heard = False
+    running = False
     _out: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         self.part.connected(self)
 
-    def dataReceived(self, data: bytes) -> None:
-        self._out = out = []
-        FrameReceiver.dataReceived(self, data)
+    def dataReceived(self, data: bytes) -> int:  # type: ignore[override]
+        # (FrameReceiver's int return already differs from Protocol's None.)
+        self.heard = True
+        out: list[bytes] = []
+        self._out = out
+        frames = FrameReceiver.dataReceived(self, data)
         self._out = None
         if out:
             self.send(out[0] if len(out) == 1 else b"".join(out))
+        return frames
+
+    def go(self) -> None:
+        """Start the load."""
+        raise NotImplementedError
+
+    def collect(self, counts: Counts) -> None:
+        """Add what this connection's checker found to ``counts``."""
+        raise NotImplementedError
 
     def queue(self, data: bytes) -> None:
         if self._out is not None:
@@ -121,8 +185,15 @@ class _Conn(FrameReceiver):
 
     def error(self, payload: bytes) -> None:
         code, text = parse_error(payload)
+        if not self.active.called:
+            self.active.errback(SetupRefused(f"{code} {text}"))
+            return
         self.part.counts.errors[code] += 1
         self.part.example(f"ERROR {code}: {text}")
+        if code == "RATE_LIMITED":
+            self.part.abandon(
+                BenchError(RATE_LIMITED_MESSAGE.format(text=text), EXIT_RATE_LIMITED)
+            )
 
     def frameTooLarge(self, ftype: int, size: int) -> None:
         self.part.counts.mismatches += 1
@@ -135,10 +206,19 @@ class _Conn(FrameReceiver):
         self.transport.write(_PACK(FrameType.BYE, 0))
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: object = None) -> None:
-        if not self.closing:
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        why = describe_failure(
+            reason or Failure(ConnectionDone()),
+            self.part.config.address,
+            False,
+            self.heard,
+            "chatd-bench speaks plain TCP only",
+        )
+        if not self.active.called:
+            self.active.errback(SetupLost(why))
+        elif not self.closing:
             self.part.counts.disconnects += 1
-            self.part.example(f"{self.label()} disconnected: {reason}")
+            self.part.example(f"{self.label()}: {why}")
         self.part.lost(self)
 
     def label(self) -> str:
@@ -160,6 +240,7 @@ class EchoConn(_Conn):
         self.checker = EchoChecker()
         self.running = False
         self._splitQueue: list[bytes] = []
+        self.active = defer.Deferred()
 
     def label(self) -> str:
         return f"echo connection {self.number}"
@@ -170,10 +251,12 @@ class EchoConn(_Conn):
         if config.handshake:
             hello = f"{config.tag}e{self.number}".encode()
             if config.password:
-                hello += b"." + config.password.encode()
+                hello += b"." + secret(config.password)
             self.transport.write(
                 _PACK(FrameType.HELLO, len(hello)) + hello + _PACK(FrameType.READY, 0)
             )
+        else:
+            self.active.callback(self)
 
     def go(self) -> None:
         self.running = True
@@ -190,7 +273,10 @@ class EchoConn(_Conn):
             self.error(payload)
             return
         if ftype in _HANDSHAKE_FRAMES and self.part.config.handshake:
-            return  # our WELCOME, and everyone's JOIN and LEAVE
+            # Our WELCOME (the password was right), everyone's JOIN and LEAVE.
+            if ftype == FrameType.WELCOME and not self.active.called:
+                self.active.callback(self)
+            return
         part = self.part
         stamp = self.checker.received(ftype, payload)
         if stamp is None:
@@ -260,7 +346,7 @@ class FanUser(_Conn):
         _Conn.connectionMade(self)
         hello = self.name.encode()
         if self.part.config.password:
-            hello += b"." + self.part.config.password.encode()
+            hello += b"." + secret(self.part.config.password)
         self.transport.write(_PACK(FrameType.HELLO, len(hello)) + hello)
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
@@ -336,6 +422,7 @@ class FanUser(_Conn):
             self.queue(b"".join(self.say() for _ in range(n)))
 
     def say(self) -> bytes:
+        assert self.sender is not None  # only senders SAY
         text = sayText(self.sender, self.seq, now_us(), self.size)
         self.seq += 1
         self.inflight += 1
@@ -380,6 +467,20 @@ class LoadPart:
         self._drained: defer.Deferred | None = None
         self._allLost: defer.Deferred | None = None
         self._open = 0
+        #: Fires with a :class:`BenchError` when the run cannot go on (the
+        #: server rate-limits it); the orchestrator then stops at once.
+        self.abandoned: defer.Deferred = defer.Deferred()
+
+    def abandon(self, reason: BenchError) -> None:
+        if not self.abandoned.called:
+            self.abandoned.callback(reason)
+
+    def abort(self) -> None:
+        """Drop every connection now (the run was given up or interrupted)."""
+        for conn in self.conns:
+            if not conn.transport.disconnecting:
+                conn.closing = True
+                conn.transport.abortConnection()
 
     def example(self, text: str) -> None:
         if len(self.counts.examples) < 20:
@@ -388,38 +489,69 @@ class LoadPart:
     # -- phases -----------------------------------------------------------
 
     async def start(self) -> None:
+        """Connect everyone; fails with one :class:`BenchError` for all the
+        connections refused, lost or not ACTIVE within ``setupTimeout``."""
         config = self.config
+        specs: list[Callable[[], _Conn]]
         if config.mode == "echo":
             specs = [
-                (lambda n=n: EchoConn(self, n))
+                partial(EchoConn, self, n)
                 for n in range(self.part, config.connections, self.parts)
             ]
         else:
-            total = config.senders + config.receivers
             specs = [
-                (lambda i=i: FanUser(self, i, i if i < config.senders else None))
-                for i in range(self.part, total, self.parts)
+                partial(FanUser, self, i, i if i < config.senders else None)
+                for i in range(self.part, config.total, self.parts)
             ]
+        # The setup timeout below bounds connecting too: TCP's own is later.
         endpoint = endpoints.TCP4ClientEndpoint(
-            self.reactor, config.host, config.port, timeout=30
+            self.reactor, config.host, config.port, timeout=config.setupTimeout + 5
         )
         semaphore = defer.DeferredSemaphore(config.connectConcurrency)
 
-        async def one(make) -> _Conn:
+        async def one(make: Callable[[], _Conn]) -> _Conn:
             await semaphore.acquire()
+            conn = None
             try:
-                conn = await endpoint.connect(_OneShot(make))
-                if isinstance(conn, FanUser):
-                    await conn.active
+                conn = cast(_Conn, await endpoint.connect(_OneShot(make)))
+                await conn.active
                 return conn
+            except BaseException:  # refused, lost, or the setup timeout
+                if conn is not None:  # (a non-fatal refusal leaves it open)
+                    conn.closing = True
+                    conn.transport.abortConnection()
+                raise
             finally:
                 semaphore.release()
 
-        self.conns = list(
-            await defer.gatherResults(
-                [defer.ensureDeferred(one(m)) for m in specs], consumeErrors=True
-            )
-        )
+        attempts = [
+            defer.ensureDeferred(one(m)).addTimeout(config.setupTimeout, self.reactor)
+            for m in specs
+        ]
+        outcomes = await defer.DeferredList(attempts, consumeErrors=True)
+        failures: Counter[tuple[str, str]] = Counter()
+        for ok, value in outcomes:
+            if ok:
+                self.conns.append(value)
+            else:
+                failures[self._classify(cast(Failure, value))] += 1
+        if failures:
+            for conn in self.conns:
+                conn.closing = True
+                conn.transport.abortConnection()
+            raise setupError(failures, config.noun, config.total)
+
+    def _classify(self, failure: Failure) -> tuple[str, str]:
+        """(what, detail) for a connection that did not become ready."""
+        if failure.check(SetupRefused):
+            return "refused", str(failure.value)
+        if failure.check(SetupLost):
+            return "failed", str(failure.value)
+        if failure.check(defer.TimeoutError):
+            timeout = self.config.setupTimeout
+            return f"not active after {timeout:g} s (--setup-timeout)", ""
+        why = describe_failure(failure, self.config.address, False, False)
+        return "failed", why
 
     def go(self) -> None:
         for conn in self.conns:
@@ -432,11 +564,14 @@ class LoadPart:
         """Stop sending; wait (bounded) until every request is answered."""
         self._drained = defer.Deferred()
         if self.config.mode == "echo":
-            self._waitingDrain = {c for c in self.conns if c.checker.pending}
-            for conn in self.conns:
-                conn.running = False
+            echoes = [c for c in self.conns if isinstance(c, EchoConn)]
+            self._waitingDrain = {c for c in echoes if c.checker.pending}
+            for echo in echoes:
+                echo.running = False
         else:
-            senders = [c for c in self.conns if c.sender is not None]
+            senders = [
+                c for c in self.conns if isinstance(c, FanUser) and c.sender is not None
+            ]
             self._waitingDrain = set(senders)
             for conn in senders:
                 conn.stopSending()
@@ -456,11 +591,16 @@ class LoadPart:
     def _drainTimedOut(self) -> None:
         self.example(f"{len(self._waitingDrain)} connections did not drain")
         self._waitingDrain.clear()
-        self._drained.callback(None)
+        if self._drained is not None and not self._drained.called:
+            self._drained.callback(None)
 
     async def finish(self) -> dict:
         """Make sure every broadcast arrived, hang up, return the figures."""
-        live = [c for c in self.conns if not c.transport.disconnecting]
+        live = [
+            c
+            for c in self.conns
+            if isinstance(c, FanUser) and not c.transport.disconnecting
+        ]
         if self.config.mode == "fanout" and live:
             pings = defer.gatherResults([c.ping() for c in live])
             timeout = self.reactor.callLater(self.config.drainTimeout, pings.cancel)
@@ -515,7 +655,7 @@ class LoadPart:
 class _OneShot(protocol.Factory):
     """A factory that builds one prepared protocol."""
 
-    def __init__(self, make) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, make: Callable[[], _Conn]) -> None:
         self.make = make
 
     def buildProtocol(self, addr: object) -> protocol.Protocol:

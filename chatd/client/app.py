@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from chatd.client import commands, render
 from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor
+from chatd.netutil import describe_failure
 from chatd.secretfile import readPassword
 from chatd.wire import (
     MAX_PAYLOAD,
@@ -76,51 +77,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise UsageError(f"bad port {port!r} in {text!r}: must be 1 to 65535")
     return host, int(port)
-
-
-def describe_failure(reason: Failure, address: str, tls: bool, heard: bool) -> str:
-    """One line that says why a connection failed or ended (no traceback).
-
-    ``heard`` is whether any frame came from the server: a connection that
-    closes before any did is most likely TLS talking to plain text or the
-    other way round.
-    """
-    from OpenSSL import SSL
-    from service_identity import VerificationError
-
-    if reason.check(VerificationError):
-        return (
-            f"TLS: the certificate of {address} is not valid for that host name; "
-            "refusing to connect"
-        )
-    if reason.check(SSL.Error):
-        detail = _ssl_reason(reason.value)
-        if "certificate verify failed" in detail:
-            return (
-                f"TLS: the certificate of {address} is not trusted "
-                "(give the CA that signed it with --ca FILE)"
-            )
-        return f"TLS handshake with {address} failed ({detail}): is it a TLS port?"
-    if reason.check(error.DNSLookupError):
-        return f"cannot resolve the host name of {address}"
-    if reason.check(error.ConnectionRefusedError):
-        return f"cannot connect to {address}: connection refused"
-    if reason.check(error.TimeoutError):
-        return f"cannot connect to {address}: timed out"
-    if not heard:
-        hint = "is it a TLS port? try --tls" if not tls else "is it a TLS port?"
-        return f"{address} closed the connection before the handshake ({hint})"
-    if reason.check(error.ConnectionDone):
-        return f"{address} closed the connection"
-    return f"connection to {address} lost: {reason.getErrorMessage()}"
-
-
-def _ssl_reason(exc: BaseException) -> str:
-    """The OpenSSL reason string(s) of an SSL.Error, e.g. 'wrong version number'."""
-    try:
-        return ", ".join(str(entry[-1]) for entry in exc.args[0] if entry[-1])
-    except (IndexError, TypeError):
-        return str(exc) or type(exc).__name__
 
 
 class ChatClientProtocol(FrameReceiver):
