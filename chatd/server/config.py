@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from twisted.python import usage
 
 from chatd.secretfile import readPassword
+from chatd.web import options as _web
 
 DEFAULT_LISTEN = "tcp:7777"
 
@@ -38,6 +39,10 @@ class Config:
     admin_token_file: str | None = None
     admin_token: bytes | None = field(default=None, repr=False)
     env_file: str | None = None
+    # chatd.web (the browser front end)
+    web: str | None = None
+    web_origin: tuple[str, ...] | None = None
+    web_trust_proxy: frozenset[str] = frozenset()
 
 
 def _positiveInt(value: str) -> int:
@@ -102,6 +107,10 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
     "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
+    # chatd.web (the browser front end)
+    "web": (_web.endpoint, None, "Endpoint of the web page and its WebSocket (/ws), e.g. tcp:8080 (off by default)."),
+    "web-origin": (_web.origins, None, "Origins whose pages may open the WebSocket, comma-separated (default: the page's own)."),
+    "web-trust-proxy": (_web.proxies, frozenset(), "Addresses of reverse proxies whose X-Forwarded-For is believed."),
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application import service
 from twisted.internet import defer, endpoints
@@ -136,6 +137,7 @@ class ChatService(service.Service):
             self._listenNow(description, self.factory, self._listening(description))
         if self.config.admin:
             self._listenNow(self.config.admin, self._adminSite(), self._setAdminPort)
+        self._listenWeb()  # chatd.web
         self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
         if self.config.stats_interval > 0:
             self._stats.start(self.config.stats_interval, now=False)
@@ -170,6 +172,39 @@ class ChatService(service.Service):
     def _setAdminPort(self, port: object) -> None:
         self.adminPort = port
 
+    # -- chatd.web: the browser front end (--web) -------------------------
+
+    webPort: Any = None
+
+    def _listenWeb(self) -> None:
+        if self.config.web:
+            self._listenNow(self.config.web, self._webSite(), self._setWebPort)
+
+    def _webSite(self) -> object:
+        from chatd.web.site import webSite  # twisted.web, wsproto only when asked
+
+        return webSite(self)
+
+    def _setWebPort(self, port: Any) -> None:
+        self.webPort = port
+        address = port.getHost()
+        log.info(
+            "web front end on http://{host}:{port}/",
+            host=getattr(address, "host", address),
+            port=getattr(address, "port", ""),
+        )
+
+    async def _swapWeb(self, old: Config, new: Config) -> None:
+        """A reload that changed --web: the old listener goes, the new opens
+        (origins and proxies are read at each request: nothing to do)."""
+        if new.web == old.web:
+            return
+        if self.webPort is not None:
+            await defer.maybeDeferred(self.webPort.stopListening)
+            self.webPort = None
+        if new.web:
+            self._setWebPort(await self._listenLater(new.web, self._webSite()))
+
     def _adminSite(self) -> object:
         from chatd.server.admin import adminSite  # twisted.web only when asked for
 
@@ -191,7 +226,7 @@ class ChatService(service.Service):
         message = f"cannot listen on {description}: {error}"
         self._enter(FAILED, message)
         log.critical("startup failed: {message}", message=message)
-        for port in [*self.listeners.values(), self.adminPort]:
+        for port in [*self.listeners.values(), self.adminPort, self.webPort]:
             if port is not None:
                 port.stopListening()
         self.listeners = {}
@@ -281,6 +316,7 @@ class ChatService(service.Service):
         self._enter(REBOOTING, why)
         try:
             await self._swapListeners(old, new)
+            await self._swapWeb(old, new)  # chatd.web
         except ReloadRefused as e:
             log.error("{why}: reload refused, the old one stays: {e}", why=why, e=e)
             if self.state is REBOOTING:
@@ -385,6 +421,9 @@ class ChatService(service.Service):
         ports = [*self.listeners.values()]
         if self.adminPort is not None:
             ports.append(self.adminPort)
+        if self.webPort is not None:  # chatd.web
+            ports.append(self.webPort)
+            self.webPort = None
         stopped = [defer.maybeDeferred(p.stopListening) for p in ports]
         self.listeners = {}
         self.adminPort = None
