@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
+from wsproto.frame_protocol import FrameProtocol, Opcode
 from wsproto.utilities import LocalProtocolError
 
 from chatd.server.config import Config, Options
@@ -24,6 +25,7 @@ from chatd.web.websocket import (
     MessageGuard,
     WebSocketChat,
     clientAddress,
+    messageHeader,
     tornAt,
 )
 from chatd.wire import HEADER, encode
@@ -76,6 +78,17 @@ class FakeRequest:
         self.producer = None
 
 
+def unwrap(data: bytes) -> list[bytes]:
+    """The payloads of the server's (unmasked, binary, final) messages."""
+    reader = FrameProtocol(client=True, extensions=[])
+    reader.receive_bytes(data)
+    messages = []
+    for f in reader.received_frames():
+        assert f.opcode is Opcode.BINARY and f.frame_finished and f.message_finished
+        messages.append(bytes(f.payload))
+    return messages
+
+
 class AdapterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.server = Server(max_backlog=65536)
@@ -94,21 +107,21 @@ class AdapterTests(SynchronousTestCase):
         sock.negotiationFinished()
         return sock, ws, request
 
-    def received(self, ws: FakeWS) -> list[tuple[int, bytes]]:
+    def received(self, request: FakeRequest) -> list[tuple[int, bytes]]:
         """Frames sent since the last call; every message is whole frames."""
         self.server.clock.advance(0)
         frames = []
-        for message in ws.messages:
+        for message in unwrap(request.transport.value()):
             got, rest = parseFrames(message)
             self.assertEqual(rest, b"", "a message ended inside a frame")
             frames.extend(got)
-        ws.messages.clear()
+        request.transport.clear()
         return frames
 
     def active(self, name: bytes) -> tuple[WebSocketChat, FakeWS, FakeRequest]:
         sock, ws, request = self.socket()
         sock.bytesMessageReceived(encode(T.HELLO, name) + encode(T.READY))
-        self.assertEqual([t for t, _ in self.received(ws)], [T.WELCOME, T.JOIN])
+        self.assertEqual([t for t, _ in self.received(request)], [T.WELCOME, T.JOIN])
         return sock, ws, request
 
     def test_torn_at(self) -> None:
@@ -127,7 +140,7 @@ class AdapterTests(SynchronousTestCase):
         sock.bytesMessageReceived(
             encode(T.HELLO, b"web") + encode(T.READY) + encode(T.SAY, b"hi")
         )
-        frames = self.received(ws)
+        frames = self.received(request)
         self.assertEqual([t for t, _ in frames], [T.WELCOME, T.JOIN, T.MESSAGE])
         self.assertEqual(frames[2][1], b"1.33.web.hi")
 
@@ -150,25 +163,36 @@ class AdapterTests(SynchronousTestCase):
 
     def test_torn_message_closes_1002_and_handles_nothing(self) -> None:
         tcp = self.server.active(b"tcp")
-        sock, ws, _ = self.active(b"web")
+        sock, ws, request = self.active(b"web")
         tcp.received()
         sock.bytesMessageReceived(encode(T.SAY, b"ok") + encode(T.SAY, b"cut")[:-1])
         self.assertEqual(ws.closed, 1002)
         self.assertEqual(tcp.received(), [])
-        self.assertEqual(self.received(ws), [])
+        self.assertEqual(self.received(request), [])
 
     def test_oversized_header_is_the_protocols_error(self) -> None:
-        sock, ws, _ = self.socket()
+        sock, ws, request = self.socket()
         sock.bytesMessageReceived(HEADER.pack(T.SAY, 5000))
-        frames = self.received(ws)
+        frames = self.received(request)
         self.assertEqual(len(frames), 1)
         self.assertTrue(frames[0][1].startswith(b"FRAME_TOO_LARGE."))
         self.assertEqual(ws.closed, 1000)
 
+    def test_message_header_is_wsprotos(self) -> None:
+        """Our header for a server message is byte for byte wsproto's."""
+        for size in (0, 1, 125, 126, 1024, 65535, 65536, 70000):
+            data = b"x" * size
+            expected = FrameProtocol(client=False, extensions=[]).send_data(data, True)
+            self.assertEqual(messageHeader(size) + data, expected, size)
+
     def test_writes_after_the_peers_close_are_dropped(self) -> None:
-        sock, ws, _ = self.active(b"web")
+        """Twisted answers a browser's close and closes the TCP side itself;
+        nothing may follow the close frame."""
+        sock, ws, request = self.active(b"web")
         ws.closed = 1000  # the browser's close arrived: wsproto refuses sends
-        sock.write(b"late")
+        request.transport.loseConnection()
+        sock.write(encode(T.PONG))
+        self.assertEqual(request.transport.value(), b"")
         self.assertTrue(sock.disconnecting)
         sock.loseConnection()  # nothing more to send, no exception either
 
@@ -188,7 +212,7 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(request.transport.producerState, "paused")
         self.server.clock.advance(0)
         self.assertEqual(request.transport.producerState, "producing")
-        self.assertEqual([t for t, _ in self.received(ws)], [T.PONG] * 100)
+        self.assertEqual([t for t, _ in self.received(request)], [T.PONG] * 100)
 
     def test_browser_that_does_not_read_is_cut_off(self) -> None:
         """The channel pauses the producer registered with the request: the
@@ -200,7 +224,7 @@ class AdapterTests(SynchronousTestCase):
         for _ in range(70):
             tcp.send(T.SAY, b"x" * 1000)
             self.server.clock.advance(0)
-        frames = self.received(ws)
+        frames = self.received(request)
         self.assertTrue(frames and frames[-1][1].startswith(b"SLOW_CONSUMER."), frames)
         self.assertEqual(ws.closed, 1000)
         self.assertIsNone(request.producer)

@@ -7,6 +7,11 @@ one binary message from the browser (whole frames, by PROTOCOL.md) is fed to
 the protocol as if it had arrived on TCP.  Handshake, errors, limits,
 timeouts, maintenance and shutdown therefore behave exactly as over TCP.
 
+Writes are framed here (a server's message is a fixed header and the bytes)
+and sent with TCP's send-now writer: with wsproto building an event per
+recipient and write, the WebSocket fan-out cost 2.8x TCP's server CPU per
+delivery; framed here, about the same (bench/web_load.py, docs/web.md).
+
 Flow control: Twisted's ``WebSocketTransport.attachProducer`` registers on the
 TCP transport, which the HTTP channel already holds as its producer (so it
 raises); the request is the consumer Twisted offers instead, and the channel
@@ -17,6 +22,7 @@ reading therefore pauses this user's fan-out and ends as SLOW_CONSUMER.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +36,7 @@ from twisted.web.websocket import WebSocketTransport
 from wsproto.utilities import LocalProtocolError
 from zope.interface import implementer
 
+from chatd.server.internals import writerFor
 from chatd.wire import HEADER, HEADER_SIZE, MAX_PAYLOAD
 
 if TYPE_CHECKING:
@@ -46,6 +53,18 @@ NORMAL, PROTOCOL_ERROR, UNSUPPORTED_DATA, TOO_BIG = 1000, 1002, 1003, 1009
 MAX_MESSAGE = 1 << 20
 
 _unpack_from = HEADER.unpack_from
+_SHORT = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+
+def messageHeader(size: int) -> bytes:
+    """RFC 6455 5.2 header of a whole binary message from the server
+    (FIN, opcode 2, no mask) with a ``size``-byte payload."""
+    if size < 126:
+        return bytes((0x82, size))
+    if size < 65536:
+        return _SHORT.pack(0x82, 126, size)
+    return _LONG.pack(0x82, 127, size)
 
 
 def tornAt(data: bytes) -> int | None:
@@ -145,8 +164,11 @@ class WebSocketChat:
 
     def negotiationFinished(self) -> None:
         """Upgraded: from here on this is a chatd connection."""
-        if isinstance(self.tcp, MessageGuard):
-            self.tcp.socket = self
+        raw = self.tcp
+        if isinstance(raw, MessageGuard):
+            raw.socket = self
+            raw = raw.transport
+        self._send = writerFor(raw)
         self.chat = self.factory.buildProtocol(self.peer)
         self.chat.makeConnection(self)
 
@@ -210,13 +232,18 @@ class WebSocketChat:
     # -- ITransport / IConsumer / IPushProducer (for ChatProtocol) --------
 
     def write(self, data: bytes) -> None:
-        """One binary message: ChatProtocol writes whole frames only."""
-        if self.disconnecting or self.ws is None:
-            return
-        try:
-            self.ws.sendBytesMessage(data)
-        except LocalProtocolError:  # closing (the peer's close arrived)
+        """One binary message: ChatProtocol writes whole frames only.
+
+        What ``sendBytesMessage`` would send, built here: a server's frame is
+        unmasked and stateless, and skipping wsproto's event objects per
+        recipient and write is most of the WebSocket fan-out's cost.  It goes
+        out through the same send-now writer as TCP, after anything Twisted
+        queued (a pong) and never after a close (``disconnecting``).
+        """
+        if self.disconnecting or self.tcp.disconnecting:
             self.disconnecting = True
+            return
+        self._send(messageHeader(len(data)) + data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
