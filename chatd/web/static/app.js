@@ -439,6 +439,11 @@ ui.say.addEventListener("submit", (event) => {
   }
 });
 
+// Closing the tab is leaving, not losing the connection: others see "quit".
+window.addEventListener("pagehide", () => {
+  if (state.active) send(T.BYE);
+});
+
 setInterval(() => {
   if (state.active && Date.now() - state.lastSent >= PING_EVERY_MS) send(T.PING, "");
 }, PING_EVERY_MS / 2);
