@@ -42,7 +42,7 @@ class Config:
     # chatd.web (the browser front end)
     web: str | None = None
     web_origin: tuple[str, ...] | None = None
-    web_trust_proxy: frozenset[str] = frozenset()
+    web_trust_proxy: frozenset[str] | None = None
 
 
 def _positiveInt(value: str) -> int:
@@ -110,7 +110,7 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     # chatd.web (the browser front end)
     "web": (_web.endpoint, None, "Endpoint of the web page and its WebSocket (/ws), e.g. tcp:8080 (off by default)."),
     "web-origin": (_web.origins, None, "Origins whose pages may open the WebSocket, comma-separated (default: the page's own)."),
-    "web-trust-proxy": (_web.proxies, frozenset(), "Addresses of reverse proxies whose X-Forwarded-For is believed."),
+    "web-trust-proxy": (_web.proxies, None, "Addresses of reverse proxies whose X-Forwarded-For is believed."),
 }  # fmt: skip
 
 

@@ -141,7 +141,9 @@ def webRoot(factory: ChatFactory, config: Any) -> resource.Resource:
     root = Root()
     for path, (name, contentType) in STATIC.items():
         root.putChild(path, StaticFile(name, contentType))
-    sockets = WebSocketChatFactory(factory, lambda: config().web_trust_proxy)
+    sockets = WebSocketChatFactory(
+        factory, lambda: config().web_trust_proxy or frozenset()
+    )
     root.putChild(
         b"ws", OriginGate(WebSocketResource(sockets), lambda: config().web_origin)
     )
