@@ -19,7 +19,7 @@ from wsproto.utilities import LocalProtocolError
 from chatd.server.config import Config, Options
 from chatd.server.service import ChatService
 from chatd.web import options
-from chatd.web.site import SECURITY_HEADERS, OriginGate, webSite
+from chatd.web.site import HTTP_IDLE_TIMEOUT, SECURITY_HEADERS, OriginGate, webSite
 from chatd.web.websocket import (
     MAX_MESSAGE,
     MessageGuard,
@@ -382,6 +382,7 @@ class ServiceHookTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         service = ChatService(Config(stats_interval=0), reactor, handleSignals=False)
         site = webSite(service).wrappedFactory
+        self.assertEqual(site.timeOut, HTTP_IDLE_TIMEOUT)
         for path in (b"/", b"/app.js", b"/missing"):
             request = DummyRequest(path.lstrip(b"/").split(b"/"))
             site.getResourceFor(request)

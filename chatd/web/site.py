@@ -39,6 +39,9 @@ SECURITY_HEADERS = {
     b"Cross-Origin-Opener-Policy": b"same-origin",
 }
 
+#: Seconds an HTTP connection (not yet a WebSocket) may sit idle.
+HTTP_IDLE_TIMEOUT = 60
+
 STATIC = {
     b"": ("index.html", "text/html; charset=utf-8"),
     b"app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -155,7 +158,11 @@ def webSite(service: ChatService) -> Any:
     ``service.factory`` with the TCP listeners."""
     from chatd.web.websocket import guarded
 
-    site = SecureSite(webRoot(service.factory, lambda: service.config))
+    # An HTTP connection idle this long is closed (Twisted's default is 12 h);
+    # an upgraded one is the chat's, whose own timeouts apply.
+    site = SecureSite(
+        webRoot(service.factory, lambda: service.config), timeout=HTTP_IDLE_TIMEOUT
+    )
     site.displayTracebacks = False
     site.noisy = False
     return guarded(site)
