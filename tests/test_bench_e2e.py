@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import sys
 
-from twisted.internet import defer, protocol, reactor, task, utils
+from twisted.internet import defer, protocol, reactor, utils
 from twisted.trial import unittest
 
 from chatd.server.config import Options
@@ -20,26 +19,16 @@ BENCH = [sys.executable, "-c", "from chatd.bench.cli import main; main()"]
 BENCH_SERVER = ("--stats-interval", "0", "--shutdown-grace", "2", "--rate-limit", "0")
 
 
-_READY = re.compile(r"ready: accepting connections on .*\bport=(\d+)\)")
-
-
 @defer.inlineCallbacks
 def startDaemon(*options: str):  # type: ignore[no-untyped-def]
-    """A started ``twistd chatd`` on 127.0.0.1, port 0 read back from its log.
-
-    (Picking a free port first races with the bench's own client ports.)
-    """
-    daemon = Daemon(
-        command=["chatd", "--listen", "tcp:0:interface=127.0.0.1", *options]
-    )
+    """A started ``twistd chatd`` on port 0 of 127.0.0.1 (read back from its
+    port file)."""
+    daemon = Daemon(*options)
     try:
         yield daemon.start()
-        while not _READY.search(daemon.log):  # the rest of the ready line
-            yield task.deferLater(reactor, 0.01, lambda: None)
     except BaseException:
         yield daemon.stop()
         raise
-    daemon.port = int(_READY.search(daemon.log).group(1))
     return daemon
 
 

@@ -22,6 +22,7 @@ from twisted.python import usage
 from chatd import __version__
 from chatd.secretfile import readPassword
 from chatd.server.errors import describeError
+from chatd.web import options as _web
 
 DEFAULT_LISTEN = "tcp:7777"
 
@@ -45,6 +46,10 @@ class Config:
     admin_token: bytes | None = field(default=None, repr=False)
     port_file: str | None = None
     env_file: str | None = None
+    # chatd.web (the browser front end)
+    web: str | None = None
+    web_origin: tuple[str, ...] | None = None
+    web_trust_proxy: frozenset[str] | None = None
 
 
 def _whole(value: str, least: int, rule: str) -> int:
@@ -120,6 +125,10 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
     "port-file": (str, None, "File chatd writes its listening addresses to once it accepts (useful with port 0)."),
     "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
+    # chatd.web (the browser front end)
+    "web": (_web.endpoint, None, "Endpoint of the web page and its WebSocket (/ws), e.g. tcp:8080 (off by default)."),
+    "web-origin": (_web.origins, None, "Origins whose pages may open the WebSocket, comma-separated (default: the page's own)."),
+    "web-trust-proxy": (_web.proxies, None, "Addresses of reverse proxies whose X-Forwarded-For is believed."),
 }  # fmt: skip
 
 

@@ -247,6 +247,11 @@ class ChatService(service.MultiService):
         ]
 
     @property
+    def webPort(self) -> Any:
+        web = [x for x in self._listeners("web") if x.port]
+        return web[0].port if web else None
+
+    @property
     def adminPort(self) -> Any:
         admin = [x for x in self._listeners("admin") if x.port]
         return admin[0].port if admin else None
@@ -291,10 +296,10 @@ class ChatService(service.MultiService):
         try:
             for description in self.config.listen:
                 self._listener("chat", description, self.factory).setServiceParent(self)
-            if self.config.admin:
-                self._listener(
-                    "admin", self.config.admin, self._adminSite()
-                ).setServiceParent(self)
+            for role, description in self._sites(self.config):
+                self._listener(role, description, self._site(role)).setServiceParent(
+                    self
+                )
             for listener in self._listeners():
                 listener.privilegedStartService()
                 bound = listener.recorded.result()
@@ -323,10 +328,21 @@ class ChatService(service.MultiService):
         self._writePortFile()
         self.reactor.callWhenRunning(self._announce)
 
-    def _adminSite(self) -> Any:
-        from chatd.server.admin import adminSite  # twisted.web only when asked for
+    @staticmethod
+    def _sites(config: Config) -> list[tuple[str, str]]:
+        """The HTTP listeners ``config`` asks for: (role, endpoint)."""
+        return [(r, d) for r, d in (("admin", config.admin), ("web", config.web)) if d]
 
-        return adminSite(self)
+    def _site(self, role: str) -> Any:
+        """The HTTP site for ``role``; twisted.web (and for the web front end
+        wsproto) are imported only when asked for."""
+        if role == "admin":
+            from chatd.server.admin import adminSite
+
+            return adminSite(self)
+        from chatd.web.site import webSite
+
+        return webSite(self)
 
     def _announce(self) -> None:
         """Logged once the reactor runs (signals handled): safe to connect."""
@@ -345,6 +361,9 @@ class ChatService(service.MultiService):
                 url=url,
                 auth="" if self.config.admin_token else " (no token: local only)",
             )
+        for web in self._listeners("web"):
+            if web.port:
+                log.info("web front end on {address}", address=web.address)
 
     def _fail(self, error: StartupError) -> None:
         """FAILED: close what did bind, and raise ``error`` for the caller
@@ -496,18 +515,22 @@ class ChatService(service.MultiService):
         gone = [x for d, x in current.items() if d not in new.listen]
         added = [d for d in new.listen if d not in current]
         closing = list(gone)
-        if new.admin != old.admin:
-            closing += self._listeners("admin")
+        sites = [
+            (role, description)
+            for role, description in self._sites(new)
+            if description != getattr(old, role)
+        ]
+        for role in ("admin", "web"):
+            if getattr(new, role) != getattr(old, role):
+                closing += self._listeners(role)
         for listener in closing:
             await defer.maybeDeferred(listener.disownServiceParent)
         opened: list[Listener] = []
         try:
             for description in added:
                 opened.append(await self._bindNew("chat", description, self.factory))
-            if new.admin != old.admin and new.admin:
-                opened.append(
-                    await self._bindNew("admin", new.admin, self._adminSite())
-                )
+            for role, description in sites:
+                opened.append(await self._bindNew(role, description, self._site(role)))
         except StartupError as e:
             for listener in opened:
                 await listener.stopService()

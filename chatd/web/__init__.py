@@ -1,0 +1,1 @@
+"""chatd in the browser: the page, and chatd frames over a WebSocket."""
