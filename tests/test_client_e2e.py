@@ -10,6 +10,7 @@ import re
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+import chatd
 from tests.clientproc import COLORED, daemonLogs, spawn
 from tests.daemon import Daemon, freePort
 
@@ -56,7 +57,9 @@ class InteractiveTests(DaemonTestCase):
         yield alice.waitFor("(private to bob)")
         yield bob.waitFor(rb"\(private\)\x1b\[0m " + COLORED % b"alice" + b": psst")
         alice.type(b"/msg nobody x\r")
+        yield alice.waitFor("whisper to nobody not delivered")
         yield alice.waitFor("[NO_SUCH_USER]")
+        self.assertNotIn(b"(private to nobody)", alice.output)
         alice.type(b"/frobnicate\r")
         yield alice.waitFor("unknown command /frobnicate")
 
@@ -122,15 +125,23 @@ class ScriptedTests(DaemonTestCase):
             yield daemonLogs(self.daemon, f"name={name} reason=quit")
 
     @defer.inlineCallbacks
-    def test_bad_text_does_not_hang(self):
-        """A line the server would refuse is reported, and EOF still exits 0."""
+    def test_bad_lines_are_numbered_and_exit_1(self):
+        """A line the server would refuse is reported by number; the rest go; 1."""
         bot = spawn(self, "--name", "bot", self.server)
-        bot.type(b"ok\n" + b"x" * 2000 + b"\nbell\x07\n")
+        bot.type(b"ok\nbad \x1b[31m\n" + b"x" * 1100 + b"\nlast\n")
         bot.closeStdin()
-        self.assertEqual((yield bot.ended), 0)
-        self.assertIn(b"text too long", bot.errors)
-        self.assertIn(b"without control characters", bot.errors)
-        self.assertIn(b"You: ok\n", bot.output)
+        self.assertEqual((yield bot.ended), 1)
+        self.assertEqual(
+            bot.errors.decode().splitlines(),
+            [
+                "chatd-client: line 2 not sent: BAD_TEXT "
+                "(text must be one line without control characters)",
+                "chatd-client: line 3 not sent: TOO_LONG "
+                "(text too long: 1100 bytes, at most 1007)",
+            ],
+        )
+        self.assertIn(b"You: ok\nYou: last\n", bot.output)
+        yield daemonLogs(self.daemon, "name=bot reason=quit")
 
     @defer.inlineCallbacks
     def test_server_gone_exits_nonzero(self):
@@ -159,6 +170,29 @@ class ScriptedTests(DaemonTestCase):
         yield bot.waitFor(rb"(?s)joined as bot.*joined as bot", timeout=15)
         bot.closeStdin()
         self.assertEqual((yield bot.ended), 0)
+
+
+class RateLimitedTests(DaemonTestCase):
+    daemonOptions = ("--rate-limit", "20", "--rate-burst", "5")
+
+    @defer.inlineCallbacks
+    def test_pipe_paces_itself(self):
+        """``seq 1 60`` against 20/s, burst 5: every line arrives, in order; 0."""
+        listener = spawn(self, "--name", "ear", self.server)
+        yield listener.waitFor("* you joined as ear")
+        bot = spawn(self, "--name", "bot", self.server)
+        bot.type(b"".join(b"%d\n" % n for n in range(1, 61)))
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0, bot.errors)
+        self.assertEqual(bot.errors, b"")
+        lines = bot.text().splitlines()
+        self.assertEqual(lines[1:], [f"You: {n}" for n in range(1, 61)])
+        yield listener.waitFor("* bot left\n")
+        said = re.findall(rb"bot: (\d+)\n", bytes(listener.output))
+        self.assertEqual(said, [b"%d" % n for n in range(1, 61)])
+        self.assertIn("RATE_LIMITED", self.daemon.log)  # it was tested, not spared
+        listener.closeStdin()
+        self.assertEqual((yield listener.ended), 0)
 
 
 class IPv6Tests(DaemonTestCase):
@@ -216,6 +250,12 @@ class UsageTests(unittest.TestCase):
             lines = client.errors.splitlines()
             self.assertEqual(len(lines), 1, client.errors)
             self.assertIn(cases[args], lines[0])
+
+    @defer.inlineCallbacks
+    def test_version(self):
+        client = spawn(self, "--version")
+        self.assertEqual((yield client.ended), 0)
+        self.assertEqual(client.text(), f"chatd-client {chatd.__version__}\n")
 
     @defer.inlineCallbacks
     def test_connection_refused_exits_1(self):

@@ -84,15 +84,21 @@ def max_text(user_id: bytes | int, color: bytes | int, name: bytes | str) -> int
     return MAX_PAYLOAD - len(join_fields(user_id, color, name, b""))
 
 
-def check_text(text: str, limit: int) -> str | None:
-    """Why ``text`` would be refused by the server, or None if it is fine.
+def text_problem(text: str, limit: int) -> tuple[str, str] | None:
+    """The ERROR code and reason the server would refuse ``text`` with, or None.
 
     Checked before sending, so the user hears it at once and a script never
     waits for a MESSAGE copy that will not come.
     """
     data = text.encode("utf-8", "surrogatepass")
     if not valid_text(data):
-        return "text must be one line without control characters"
+        return "BAD_TEXT", "text must be one line without control characters"
     if len(data) > limit:
-        return f"text too long: {len(data)} bytes, at most {limit}"
+        return "TOO_LONG", f"text too long: {len(data)} bytes, at most {limit}"
     return None
+
+
+def check_text(text: str, limit: int) -> str | None:
+    """Why ``text`` would be refused by the server (for a person), or None."""
+    problem = text_problem(text, limit)
+    return None if problem is None else problem[1]
