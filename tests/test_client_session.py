@@ -283,9 +283,7 @@ class InteractiveSessionTests(SynchronousTestCase):
     def test_whisper_shown_only_once_confirmed(self):
         h = self.h
         h.console.dataReceived(b"/msg bob psst\r")
-        self.assertEqual(
-            h.sent(), [(T.WHISPER, b"bob.psst"), (T.PING, b"w1")]
-        )
+        self.assertEqual(h.sent(), [(T.WHISPER, b"bob.psst"), (T.PING, b"w1")])
         self.assertNotIn("private to", h.shown())
         h.receive(T.PONG, b"w1")
         self.assertIn("(private to bob) You: psst", h.shown())

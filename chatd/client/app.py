@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from twisted.internet import defer, error, protocol, task
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IStreamClientEndpoint,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -105,7 +109,7 @@ def describe_failure(reason: Failure, address: str, tls: bool, heard: bool) -> s
             "refusing to connect"
         )
     if reason.check(SSL.Error):
-        detail = _ssl_reason(reason.value)
+        detail = _ssl_reason(reason.value or Exception())
         if "certificate verify failed" in detail:
             return (
                 f"TLS: the certificate of {address} is not trusted "
@@ -137,6 +141,8 @@ def _ssl_reason(exc: BaseException) -> str:
 class ChatClientProtocol(FrameReceiver):
     """Frames to and from the server; all decisions are the Session's."""
 
+    transport: Any  # a TCP or TLS transport: abortConnection, connected
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
@@ -160,11 +166,22 @@ def _terminal_width() -> int:
         return 80
 
 
+class _SessionFactory(protocol.ClientFactory):
+    """Builds the one protocol of a connection attempt for ``session``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: IAddress | None) -> protocol.Protocol:
+        return ChatClientProtocol(self.session)
+
+
 @implementer(IHalfCloseableProtocol)
 class Console(protocol.Protocol):
     """stdin and stdout (via StandardIO): an editor on a tty, lines on a pipe."""
 
     session: Session
+    transport: Any  # StandardIO: also a producer (pauseProducing) with .disconnecting
 
     def __init__(
         self,
@@ -414,8 +431,7 @@ class Session:
         self.state = "connecting"
         self.heard = False
         self.console.setPrompt("")
-        factory = protocol.Factory.forProtocol(lambda: ChatClientProtocol(self))
-        self._connect(factory).addErrback(self._connectFailed)
+        self._connect(_SessionFactory(self)).addErrback(self._connectFailed)
 
     def _connectFailed(self, reason: Failure) -> None:
         if self.state == "done":
@@ -433,12 +449,15 @@ class Session:
 
     def _hello(self) -> None:
         self.state = "hello"
+        assert self.name is not None  # asked for before dialling
         payload = self.name.encode("ascii")
         if self.password is not None:
             payload = join_fields(payload, self.password)
         self._send(FrameType.HELLO, payload)
 
     def _send(self, ftype: FrameType, payload: bytes = b"") -> None:
+        if self.proto is None:
+            return  # gone: what was in flight is sent again or reported
         self._lastSent = self.reactor.seconds()
         self.proto.send(ftype, payload)
 
@@ -698,6 +717,7 @@ class Session:
             return self._maybeDone()
         self.console.alert(
             render.render_frame(FrameType.ERROR, payload, None, self.console.color)
+            or ""
         )
         self._maybeDone()
 
@@ -778,13 +798,13 @@ def _loadTrust(ca: str | None) -> object:
         raise UsageError(f"--ca: {ca} holds no PEM certificate") from None
 
 
-def _connector(reactor: object, settings: dict) -> Callable:
+def _connector(reactor: Any, settings: dict) -> Callable:
     """A function connecting a factory to the server (TLS-wrapped with --tls)."""
     from twisted.internet import ssl
     from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
     host = settings["host"]
-    endpoint = HostnameEndpoint(reactor, host, settings["port"])
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, settings["port"])
     if settings["trust"] is not None:
         options = ssl.optionsForClientTLS(host, trustRoot=settings["trust"])
         endpoint = wrapClientTLS(options, endpoint)
@@ -855,7 +875,7 @@ class RawTerminal:
         termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
-def _stop(_: object, reactor: object) -> None:
+def _stop(_: object, reactor: Any) -> None:
     try:
         reactor.stop()
     except error.ReactorNotRunning:  # already stopping (SIGTERM)
@@ -864,9 +884,10 @@ def _stop(_: object, reactor: object) -> None:
 
 def run(settings: dict) -> int:
     """Run the chat in the reactor until the session ends; the exit status."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
     from twisted.internet.stdio import StandardIO
 
+    reactor: Any = _reactor
     connect = _connector(reactor, settings)
     console = Console(settings["interactive"], settings["color"])
     session = Session(

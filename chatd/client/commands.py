@@ -52,7 +52,13 @@ class Invalid:
 
 Command = Say | Whisper | Who | Quit | Help | Invalid
 
-_SIMPLE = {"who": Who(), "quit": Quit(), "exit": Quit(), "help": Help(), "?": Help()}
+_SIMPLE: dict[str, Command] = {
+    "who": Who(),
+    "quit": Quit(),
+    "exit": Quit(),
+    "help": Help(),
+    "?": Help(),
+}
 
 
 def parse_command(line: str) -> Command | None:

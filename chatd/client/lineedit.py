@@ -104,7 +104,8 @@ class LineEditor:
 
     def _key(self, char: str) -> str | Key | None:
         if self._escape is not None:
-            return self._escapeChar(char)
+            self._escapeChar(self._escape + char)
+            return None
         if char in "\r\n":
             return self._enter()
         if char == "\x03":
@@ -122,19 +123,20 @@ class LineEditor:
             self.cursor += 1
         return None
 
-    def _escapeChar(self, char: str) -> None:
-        sequence = self._escape + char
+    def _escapeChar(self, sequence: str) -> None:
+        """``sequence``: what followed ESC so far, the latest character last."""
+        char = sequence[-1]
         if sequence in ("[", "O") or (
             sequence[:1] == "[" and not "\x40" <= char <= "\x7e"
         ):
             self._escape = sequence  # CSI/SS3 introducer or a parameter byte
-            return None
+            return
         self._escape = None
         if sequence[:1] in "[O" and len(sequence) > 1:
             key = _CSI_KEYS.get(sequence[1:])
             if key is not None:
                 self._edit(key)
-        return None  # ESC + anything else (Alt-key): ignored
+        # ESC + anything else (an Alt-key): ignored
 
     def _enter(self) -> str:
         line = self.buffer
