@@ -5,7 +5,11 @@ Interactive clients run on a pseudo-terminal, scripted ones on pipes.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import struct
+import termios
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
@@ -91,6 +95,44 @@ class InteractiveTests(DaemonTestCase):
         self.assertEqual((yield client.ended), 0)
         holder.closeStdin()
         self.assertEqual((yield holder.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_wide_input_and_resize(self):
+        """CJK input is fitted in columns; SIGWINCH refits it to the new width."""
+        alice = spawn(self, "--name", "alice", self.server, pty=True)
+        yield alice.waitFor("* you joined as alice")
+        wide = "日本語のテキスト入力" * 3  # 30 characters, 60 columns
+        alice.type(wide.encode())
+        yield alice.waitFor(f"> {wide}")
+        winsize = struct.pack("HHHH", 24, 30, 0, 0)
+        fcntl.ioctl(alice.process.fd, termios.TIOCSWINSZ, winsize)
+        # 29 columns: "<" and the last 14 characters (28 columns).
+        yield alice.waitFor(f"\r\x1b[K<{wide[-14:]}")
+        alice.type(b"\x01")  # Home: the prompt and the start come back
+        yield alice.waitFor(f"\r\x1b[K> {wide[:13]}\x1b[")
+        alice.type(b"\x03")
+        self.assertEqual((yield alice.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_password_prompt(self):
+        """AUTH_FAILED on a terminal: ask for the password (no echo), retry."""
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "w") as f:
+            f.write("open-sesame\n")
+        daemon = Daemon("--stats-interval", "0", "--password-file", secret)
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        client = spawn(self, "--name", "ali", f"127.0.0.1:{daemon.port}", pty=True)
+        yield client.waitFor("AUTH_FAILED")
+        yield client.waitFor("Password: ")
+        client.type(b"guess\r")
+        yield client.waitFor("wrong password; AUTH_FAILED")
+        client.type(b"open-sesame\r")
+        yield client.waitFor("* you joined as ali")
+        self.assertNotIn(b"guess", client.output)
+        self.assertNotIn(b"open-sesame", client.output)
+        client.type(b"/quit\r")
+        self.assertEqual((yield client.ended), 0)
 
 
 class ScriptedTests(DaemonTestCase):
