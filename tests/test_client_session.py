@@ -50,11 +50,13 @@ class PacerTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.sent: list[str] = []
         self.reports: list[tuple[int, str, str]] = []
+        self.warnings: list[str] = []
         self.pacer = Pacer(
             self.clock,
             self.sent.append,
             lambda *report: self.reports.append(report),
             lambda text: ("BAD_TEXT", "no bells") if "\x07" in text else None,
+            warn=self.warnings.append,
         )
 
     def test_window_of_unacknowledged_says(self):
@@ -75,7 +77,15 @@ class PacerTests(SynchronousTestCase):
         self.pacer.acked()  # 1 delivered
         self.pacer.refused("RATE_LIMITED", "slow down")  # 2
         self.pacer.refused("RATE_LIMITED", "slow down")  # 3
+        self.assertEqual(self.warnings, [])
         self.pacer.acked()  # 4 got through (a token refilled in between)
+        self.assertEqual(
+            self.warnings,
+            [
+                "line 4 was delivered before line 2 "
+                "(the server accepted it while refusing the earlier one)"
+            ],
+        )
         self.assertEqual(self.sent, ["1", "2", "3", "4"])
         self.clock.advance(0.04)
         self.assertEqual(len(self.sent), 4)  # backing off

@@ -365,6 +365,7 @@ class Session:
             self._say,
             self._lineFailed,
             lambda text: commands.text_problem(text, self.limit),
+            warn=console.warn,
         )
         self.lineno = 0
         self.inputPaused = False
@@ -515,7 +516,7 @@ class Session:
         self.quit()
         return self.done
 
-    def _finish(self, code: int, why: str = "the client left first") -> None:
+    def _finish(self, code: int, why: str = "the client was stopped first") -> None:
         if self.state == "done" and self.exitCode is not None:
             return
         self.state = "done"
@@ -682,7 +683,7 @@ class Session:
         except ValueError:
             self.console.warn("malformed WELCOME from the server")
             self.retryable = False
-            return self._finish(1)
+            return self._finish(1, "malformed WELCOME")
         self.limit = commands.max_text(user_id, color, name)
         self._send(FrameType.READY)
         self.state = "active"
@@ -693,6 +694,7 @@ class Session:
         for command in queued:
             self._submit(command)
         self.pacer.start()
+        self._flow()
         self._maybeDone()
 
     def _error(self, payload: bytes) -> None:
@@ -704,7 +706,7 @@ class Session:
             if self.console.interactive and not self.eof:
                 return self._askName()
             self.retryable = False
-            return self._finish(1)
+            return self._finish(1, f"name refused ({code})")
         if self.state == "hello" and code == ErrorCode.AUTH_FAILED.name:
             if self.console.interactive and not self.eof:
                 what = (

@@ -50,11 +50,13 @@ class Pacer:
         report: Callable[[int, str, str], None],
         check: Callable[[str], tuple[str, str] | None] = lambda text: None,
         window: int = WINDOW,
+        warn: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.clock = clock
         self._send = send
         self._report = report
         self._check = check
+        self._warn = warn
         self.maxWindow = window
         self.window = window
         self.gap = 0.0
@@ -115,9 +117,17 @@ class Pacer:
         """Our own MESSAGE copy came back: the oldest SAY in flight is delivered."""
         if not self.inFlight:
             return
-        self.inFlight.popleft()
+        lineno = self.inFlight.popleft()[0]
         self._serial.popleft()
         self.delivered += 1
+        if self.retry and self.retry[0][0] < lineno:
+            # Pipelined SAYs meet a token bucket that refilled between two of
+            # them: the server took a later line after refusing an earlier
+            # one.  It cannot be undone; say so rather than hide it.
+            self._warn(
+                f"line {lineno} was delivered before line {self.retry[0][0]} "
+                "(the server accepted it while refusing the earlier one)"
+            )
         if self.gap:
             self.gap = max(self.gap * GAP_DECAY, MIN_GAP)
         self._pump()
