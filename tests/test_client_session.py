@@ -321,6 +321,21 @@ class InteractiveSessionTests(SynchronousTestCase):
         self.assertIn("(private to bob) You: psst", shown)
         self.assertNotIn("not delivered", shown)
 
+    def test_whisper_behind_an_unacknowledged_say(self):
+        """NO_SUCH_USER answers only a WHISPER, even with a SAY still ahead."""
+        h = self.h
+        h.console.dataReceived(b"hello\r/msg nobody a\r/msg bob b\r")
+        h.receive(T.ERROR, b"NO_SUCH_USER.no active user by that name")
+        h.receive(T.PONG, b"w1")
+        h.receive(T.PONG, b"w2")
+        h.receive(T.MESSAGE, b"1.33.me.hello")
+        shown = h.shown()
+        self.assertIn("whisper to nobody not delivered", shown)
+        self.assertNotIn("private to nobody", shown)
+        self.assertIn("(private to bob) You: b", shown)
+        self.assertIn("You: hello", shown)
+        self.assertEqual(len(h.session.requests), 0)
+
     def test_too_long_line_stays_in_the_editor(self):
         h = self.h
         h.console.dataReceived(b"x" * 1200 + b"\r")

@@ -7,9 +7,12 @@ handshake, commands, keep-alive PINGs, leaving cleanly and reconnecting.
 
 On a terminal the tty is put in raw mode and a small line editor keeps the
 user's partial input intact while messages arrive.  With stdin not a
-terminal, the client is a filter: lines in are SAYs, messages out are plain
-lines, and at end of input it waits for its own messages to come back
-before it says BYE, so ``printf 'hi\\n' | chatd-client --name bot`` works.
+terminal, the client is a filter: lines in are SAYs (sent at the server's
+pace by chatd.client.pacing, each refused one reported by line number),
+messages out are plain lines, and at end of input it waits until every line
+was delivered or refused before it says BYE, so
+``printf 'hi\\n' | chatd-client --name bot`` works; the exit status says
+whether all of them got through.
 """
 
 from __future__ import annotations
@@ -665,12 +668,18 @@ class Session:
             self.requests.popleft()
 
     def _pong(self, token: bytes) -> None:
-        if not self.requests or not isinstance(self.requests[0], _SentWhisper):
-            return
-        if self.requests[0].token != token:
-            return
-        sent = self.requests.popleft()
-        assert isinstance(sent, _SentWhisper)
+        """The PING behind a WHISPER came back: no ERROR came for it, it arrived."""
+        sent = next(
+            (
+                r
+                for r in self.requests
+                if isinstance(r, _SentWhisper) and r.token == token
+            ),
+            None,
+        )
+        if sent is None:
+            return  # a keep-alive PING, or a whisper already reported as failed
+        self.requests.remove(sent)
         color = self.me.color if self.me is not None else None
         self.console.show(
             render.whisper_sent(sent.name, sent.text, color, self.console.color)
@@ -733,7 +742,12 @@ class Session:
             return False
         if not self.requests:
             return False
-        request = self.requests.popleft()
+        request = self.requests[0]
+        if code == ErrorCode.NO_SUCH_USER.name:  # only ever answers a WHISPER
+            request = next(
+                (r for r in self.requests if isinstance(r, _SentWhisper)), request
+            )
+        self.requests.remove(request)
         if isinstance(request, _SentWhisper):
             self.console.warn(
                 f"whisper to {request.name} not delivered: {render.safe(text.encode())} "
