@@ -272,6 +272,16 @@ class PipeSessionTests(SynchronousTestCase):
             "2 lines not sent (lines 2 to 3): no connection", h.errors.getvalue()
         )
 
+    def test_closed_stderr_does_not_stop_the_session(self):
+        h = SessionHarness(interactive=False)
+        h.errors.close()
+        h.join()
+        h.session.typed("bell\x07")
+        h.close()
+        h.clock.advance(5)  # stdout (a StringTransport) never reports closing
+        self.assertEqual(h.session.exitCode, 1)
+        self.assertTrue(h.session.done.called)
+
     def test_stdin_paused_while_far_ahead(self):
         h = SessionHarness(interactive=False)
         h.join()

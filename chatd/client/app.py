@@ -282,9 +282,13 @@ class Console(protocol.Protocol):
             self.show(line)
 
     def _stderr(self, line: str) -> None:
+        """One line to stderr; a closed stderr must not stop the session."""
         errors = self.errors or sys.stderr
-        errors.write(line + "\n")
-        errors.flush()
+        try:
+            errors.write(line + "\n")
+            errors.flush()
+        except (OSError, ValueError):  # a broken pipe, a closed file
+            pass
 
     def setPrompt(self, prompt: str) -> None:
         if self.editor is not None:
