@@ -5,11 +5,16 @@ Interactive clients run on a pseudo-terminal, scripted ones on pipes.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import struct
+import termios
 
 from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
+import chatd
 from tests.clientproc import COLORED, daemonLogs, spawn
 from tests.daemon import Daemon, refusingPort
 
@@ -56,7 +61,9 @@ class InteractiveTests(DaemonTestCase):
         yield alice.waitFor("(private to bob)")
         yield bob.waitFor(rb"\(private\)\x1b\[0m " + COLORED % b"alice" + b": psst")
         alice.type(b"/msg nobody x\r")
+        yield alice.waitFor("whisper to nobody not delivered")
         yield alice.waitFor("[NO_SUCH_USER]")
+        self.assertNotIn(b"(private to nobody)", alice.output)
         alice.type(b"/frobnicate\r")
         yield alice.waitFor("unknown command /frobnicate")
 
@@ -88,6 +95,44 @@ class InteractiveTests(DaemonTestCase):
         self.assertEqual((yield client.ended), 0)
         holder.closeStdin()
         self.assertEqual((yield holder.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_wide_input_and_resize(self):
+        """CJK input is fitted in columns; SIGWINCH refits it to the new width."""
+        alice = spawn(self, "--name", "alice", self.server, pty=True)
+        yield alice.waitFor("* you joined as alice")
+        wide = "日本語のテキスト入力" * 3  # 30 characters, 60 columns
+        alice.type(wide.encode())
+        yield alice.waitFor(f"> {wide}")
+        winsize = struct.pack("HHHH", 24, 30, 0, 0)
+        fcntl.ioctl(alice.process.fd, termios.TIOCSWINSZ, winsize)
+        # 29 columns: "<" and the last 14 characters (28 columns).
+        yield alice.waitFor(f"\r\x1b[K<{wide[-14:]}")
+        alice.type(b"\x01")  # Home: the prompt and the start come back
+        yield alice.waitFor(f"\r\x1b[K> {wide[:13]}\x1b[")
+        alice.type(b"\x03")
+        self.assertEqual((yield alice.ended), 0)
+
+    @defer.inlineCallbacks
+    def test_password_prompt(self):
+        """AUTH_FAILED on a terminal: ask for the password (no echo), retry."""
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "w") as f:
+            f.write("open-sesame\n")
+        daemon = Daemon("--stats-interval", "0", "--password-file", secret)
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        client = spawn(self, "--name", "ali", f"127.0.0.1:{daemon.port}", pty=True)
+        yield client.waitFor("AUTH_FAILED")
+        yield client.waitFor("Password: ")
+        client.type(b"guess\r")
+        yield client.waitFor("wrong password; AUTH_FAILED")
+        client.type(b"open-sesame\r")
+        yield client.waitFor("* you joined as ali")
+        self.assertNotIn(b"guess", client.output)
+        self.assertNotIn(b"open-sesame", client.output)
+        client.type(b"/quit\r")
+        self.assertEqual((yield client.ended), 0)
 
 
 class ScriptedTests(DaemonTestCase):
@@ -122,15 +167,23 @@ class ScriptedTests(DaemonTestCase):
             yield daemonLogs(self.daemon, f"name={name} reason=quit")
 
     @defer.inlineCallbacks
-    def test_bad_text_does_not_hang(self):
-        """A line the server would refuse is reported, and EOF still exits 0."""
+    def test_bad_lines_are_numbered_and_exit_1(self):
+        """A line the server would refuse is reported by number; the rest go; 1."""
         bot = spawn(self, "--name", "bot", self.server)
-        bot.type(b"ok\n" + b"x" * 2000 + b"\nbell\x07\n")
+        bot.type(b"ok\nbad \x1b[31m\n" + b"x" * 1100 + b"\nlast\n")
         bot.closeStdin()
-        self.assertEqual((yield bot.ended), 0)
-        self.assertIn(b"text too long", bot.errors)
-        self.assertIn(b"without control characters", bot.errors)
-        self.assertIn(b"You: ok\n", bot.output)
+        self.assertEqual((yield bot.ended), 1)
+        self.assertEqual(
+            bot.errors.decode().splitlines(),
+            [
+                "chatd-client: line 2 not sent: BAD_TEXT "
+                "(text must be one line without control characters)",
+                "chatd-client: line 3 not sent: TOO_LONG "
+                "(text too long: 1100 bytes, at most 1007)",
+            ],
+        )
+        self.assertIn(b"You: ok\nYou: last\n", bot.output)
+        yield daemonLogs(self.daemon, "name=bot reason=quit")
 
     @defer.inlineCallbacks
     def test_server_gone_exits_nonzero(self):
@@ -159,6 +212,29 @@ class ScriptedTests(DaemonTestCase):
         yield bot.waitFor(rb"(?s)joined as bot.*joined as bot", timeout=15)
         bot.closeStdin()
         self.assertEqual((yield bot.ended), 0)
+
+
+class RateLimitedTests(DaemonTestCase):
+    daemonOptions = ("--rate-limit", "20", "--rate-burst", "5")
+
+    @defer.inlineCallbacks
+    def test_pipe_paces_itself(self):
+        """``seq 1 60`` against 20/s, burst 5: every line arrives, in order; 0."""
+        listener = spawn(self, "--name", "ear", self.server)
+        yield listener.waitFor("* you joined as ear")
+        bot = spawn(self, "--name", "bot", self.server)
+        bot.type(b"".join(b"%d\n" % n for n in range(1, 61)))
+        bot.closeStdin()
+        self.assertEqual((yield bot.ended), 0, bot.errors)
+        self.assertEqual(bot.errors, b"")
+        lines = bot.text().splitlines()
+        self.assertEqual(lines[1:], [f"You: {n}" for n in range(1, 61)])
+        yield listener.waitFor("* bot left\n")
+        said = re.findall(rb"bot: (\d+)\n", bytes(listener.output))
+        self.assertEqual(said, [b"%d" % n for n in range(1, 61)])
+        self.assertIn("RATE_LIMITED", self.daemon.log)  # it was tested, not spared
+        listener.closeStdin()
+        self.assertEqual((yield listener.ended), 0)
 
 
 class IPv6Tests(DaemonTestCase):
@@ -216,6 +292,12 @@ class UsageTests(unittest.TestCase):
             lines = client.errors.splitlines()
             self.assertEqual(len(lines), 1, client.errors)
             self.assertIn(cases[args], lines[0])
+
+    @defer.inlineCallbacks
+    def test_version(self):
+        client = spawn(self, "--version")
+        self.assertEqual((yield client.ended), 0)
+        self.assertEqual(client.text(), f"chatd-client {chatd.__version__}\n")
 
     @defer.inlineCallbacks
     def test_connection_refused_exits_1(self):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import error
@@ -10,8 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.client import commands as c
 from chatd.client.app import UsageError, describe_failure, parse_address
-from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor
+from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor, text_width
 from chatd.client.render import render_frame, safe, users_line
+from chatd.core.roster import PALETTE
 from chatd.wire import FrameType as T
 
 
@@ -135,9 +138,70 @@ class LineEditorTests(SynchronousTestCase):
 
     def test_escape_sequences_and_utf8_split(self):
         editor = LineEditor()
-        editor.feed(b"a\x1b[Db\x1bOAc\xc3")
+        editor.feed(b"a\x1b[1;5Db\x1b[15~c\x1bxd\xc3")  # Ctrl-Left, F5, Alt-x
         editor.feed(b"\xa9")
-        self.assertEqual(editor.buffer, "abcé")
+        self.assertEqual(editor.buffer, "abcdé")
+
+    def test_cursor_keys(self):
+        """Left/Right, Home/End (both spellings), Delete, insert mid-line."""
+        editor = LineEditor("> ")
+        editor.feed(b"helo\x1b[D")
+        editor.feed(b"l")
+        self.assertEqual((editor.buffer, editor.cursor), ("hello", 4))
+        editor.feed(b"\x1b[H[\x1bOF]\x1b[1~\x1b[3~\x01X")
+        self.assertEqual(editor.buffer, "Xhello]")
+        editor.feed(b"\x1b[4~\x1b[D\x1b[D\x0b")  # End, Left, Left, Ctrl-K
+        self.assertEqual(editor.buffer, "Xhell")
+        editor.feed(b"\x1b[D\x1b[D\x15")  # Ctrl-U kills up to the cursor
+        self.assertEqual((editor.buffer, editor.cursor), ("ll", 0))
+        editor.feed(b"\x1b[C\x04")  # Ctrl-D mid-line deletes, is not EOF
+        self.assertEqual(editor.buffer, "l")
+        # The cursor is put back after redrawing: 3 columns left of the end.
+        editor.feed(b"\x1b[Dab")
+        self.assertEqual(editor.redraw(), CLEAR_LINE + "> abl\x1b[1D")
+
+    def test_history(self):
+        editor = LineEditor()
+        self.assertEqual(editor.feed(b"one\rtwo\rtwo\r"), ["one", "two", "two"])
+        editor.feed(b"draft\x1b[A")
+        self.assertEqual(editor.buffer, "two")  # a repeated line is kept once
+        editor.feed(b"\x1b[A\x1b[A")
+        self.assertEqual(editor.buffer, "one")
+        editor.feed(b"\x1b[B\x1b[B")
+        self.assertEqual(editor.buffer, "draft")
+        editor.feed(b"\x1b[A!\r")
+        self.assertEqual(editor.history, ["one", "two", "two!"])
+
+    def test_secret_input_is_not_shown_or_kept(self):
+        editor = LineEditor("Password: ")
+        editor.secret = True
+        editor.feed(b"hunter2")
+        self.assertEqual(editor.redraw(), CLEAR_LINE + "Password: ")
+        self.assertEqual(editor.feed(b"\r"), ["hunter2"])
+        self.assertEqual(editor.history, [])
+
+    def test_wide_characters_fit_the_row(self):
+        """CJK takes two columns: the row never reaches the last column."""
+        editor = LineEditor("> ", width=20)
+        editor.feed("日本語のテキスト入力".encode())  # 10 characters, 20 columns
+        shown = editor.redraw()[len(CLEAR_LINE) :]
+        self.assertLessEqual(text_width(shown), 19)
+        self.assertTrue(shown.startswith("<") and shown.endswith("入力"))
+        editor.feed(b"\x01")  # Home: the start comes back into view
+        shown = editor.redraw()[len(CLEAR_LINE) :]
+        self.assertTrue(shown.startswith("> 日本語"), shown)
+        self.assertLessEqual(text_width(shown.split("\x1b")[0]), 19)
+
+    def test_combining_marks_move_with_their_letter(self):
+        editor = LineEditor("> ", width=20)
+        editor.feed("cafe\u0301!".encode())
+        self.assertEqual(editor.redraw(), CLEAR_LINE + "> cafe\u0301!")
+        editor.feed(b"\x1b[D\x1b[D")  # over "!" then over "é" (two code points)
+        self.assertEqual(editor.cursor, 3)
+        self.assertEqual(editor.redraw(), CLEAR_LINE + "> cafe\u0301!\x1b[2D")
+        editor.feed(b"\x1b[C\x7f")  # Backspace takes the accent with its letter
+        self.assertEqual(editor.buffer, "caf!")
+        self.assertEqual(text_width("e\u0301"), 1)
 
     def test_ctrl_c_and_ctrl_d(self):
         editor = LineEditor()
@@ -158,6 +222,35 @@ class LineEditorTests(SynchronousTestCase):
         shown = editor.redraw()[len(CLEAR_LINE) :]
         self.assertEqual(len(shown), 19)
         self.assertTrue(shown.startswith("<") and shown.endswith("END"))
+
+
+class PaletteTests(SynchronousTestCase):
+    """The first users the server colours get clearly different hues."""
+
+    @staticmethod
+    def hue(index: int) -> float:
+        levels = (0, 95, 135, 175, 215, 255)
+        i = index - 16
+        rgb = (levels[i // 36] / 255, levels[i // 6 % 6] / 255, levels[i % 6] / 255)
+        return colorsys.rgb_to_hsv(*rgb)[0] * 360
+
+    def apart(self, a: int, b: int) -> float:
+        d = abs(self.hue(a) - self.hue(b)) % 360
+        return min(d, 360 - d)
+
+    def test_first_users_are_distinct(self):
+        self.assertGreaterEqual(self.apart(PALETTE[0], PALETTE[1]), 60)
+        first = PALETTE[:6]
+        for i, a in enumerate(first):
+            for b in first[:i]:
+                self.assertGreaterEqual(self.apart(a, b), 25, (a, b))
+
+    def test_same_readable_colours(self):
+        self.assertEqual(
+            sorted(PALETTE),
+            sorted((33, 37, 40, 43, 64, 69, 70, 99, 105, 128, 130, 133, 136, 161,
+                    166, 169, 172, 178, 196, 202, 208, 27, 34, 125)),
+        )  # fmt: skip
 
 
 class AddressTests(SynchronousTestCase):

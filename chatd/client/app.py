@@ -7,9 +7,12 @@ handshake, commands, keep-alive PINGs, leaving cleanly and reconnecting.
 
 On a terminal the tty is put in raw mode and a small line editor keeps the
 user's partial input intact while messages arrive.  With stdin not a
-terminal, the client is a filter: lines in are SAYs, messages out are plain
-lines, and at end of input it waits for its own messages to come back
-before it says BYE, so ``printf 'hi\\n' | chatd-client --name bot`` works.
+terminal, the client is a filter: lines in are SAYs (sent at the server's
+pace by chatd.client.pacing, each refused one reported by line number),
+messages out are plain lines, and at end of input it waits until every line
+was delivered or refused before it says BYE, so
+``printf 'hi\\n' | chatd-client --name bot`` works; the exit status says
+whether all of them got through.
 """
 
 from __future__ import annotations
@@ -19,15 +22,24 @@ import os
 import signal
 import sys
 import termios
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 from twisted.internet import defer, error, protocol, task
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IStreamClientEndpoint,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from chatd import __version__
 from chatd.client import commands, render
 from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor
+from chatd.client.pacing import Pacer
 from chatd.netutil import describe_failure
 from chatd.secretfile import readPassword
 from chatd.wire import (
@@ -50,7 +62,13 @@ KEEPALIVE = 10.0
 BYE_TIMEOUT = 3.0
 MAX_BACKOFF = 30.0
 #: ERROR codes that answer a SAY (so its MESSAGE copy will not come).
-SAY_REFUSALS = {"BAD_TEXT", "TOO_LONG", "RATE_LIMITED", "NOT_READY"}
+SAY_REFUSALS = {"BAD_TEXT", "TOO_LONG", "RATE_LIMITED", "NOT_READY", "UNAVAILABLE"}
+#: ... and those that answer a SAY or a WHISPER.
+REQUEST_REFUSALS = SAY_REFUSALS | {ErrorCode.NO_SUCH_USER.name}
+#: Pipe mode stops reading stdin with this many lines waiting, and reads on
+#: once the backlog is down to INPUT_LOW (``tail -f`` of a busy file).
+INPUT_HIGH = 1000
+INPUT_LOW = 100
 NAME_REFUSALS = {ErrorCode.NAME_TAKEN.name, ErrorCode.BAD_NAME.name}
 
 
@@ -82,6 +100,8 @@ def parse_address(text: str) -> tuple[str, int]:
 class ChatClientProtocol(FrameReceiver):
     """Frames to and from the server; all decisions are the Session's."""
 
+    transport: Any  # a TCP or TLS transport: abortConnection, connected
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
@@ -98,19 +118,49 @@ class ChatClientProtocol(FrameReceiver):
         self.session.disconnected(self, reason)
 
 
+def _terminal_width() -> int:
+    try:
+        return os.get_terminal_size(1).columns or 80
+    except OSError:
+        return 80
+
+
+class _SessionFactory(protocol.ClientFactory):
+    """Builds the one protocol of a connection attempt for ``session``."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: IAddress | None) -> protocol.Protocol:
+        return ChatClientProtocol(self.session)
+
+
 @implementer(IHalfCloseableProtocol)
 class Console(protocol.Protocol):
     """stdin and stdout (via StandardIO): an editor on a tty, lines on a pipe."""
 
     session: Session
+    transport: Any  # StandardIO: also a producer (pauseProducing) with .disconnecting
 
-    def __init__(self, interactive: bool, color: bool) -> None:
+    def __init__(
+        self,
+        interactive: bool,
+        color: bool,
+        terminalWidth: Callable[[], int] | None = None,
+        errors: TextIO | None = None,
+    ) -> None:
         self.interactive = interactive
         self.color = color
+        self.terminalWidth = terminalWidth or _terminal_width
+        self.errors = errors
         self.editor = LineEditor() if interactive else None
         self._partial = b""
-        self._nameWanted: defer.Deferred | None = None
+        self._wanted: defer.Deferred | None = None
         self.closed: defer.Deferred = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        if self.editor is not None:
+            self.editor.width = self.terminalWidth()
 
     # -- input -----------------------------------------------------------
 
@@ -123,13 +173,13 @@ class Console(protocol.Protocol):
         for event in self.editor.feed(data):
             if event is Key.INTERRUPT or event is Key.EOF:
                 self.session.quit()
-            elif self._nameWanted is not None:
-                d, self._nameWanted = self._nameWanted, None
+            elif self._wanted is not None:
+                d, self._wanted = self._wanted, None
+                self.editor.secret = False
                 d.callback(event)
             else:
                 self.session.typed(event)
-        if self.transport is not None:
-            self._write(self.editor.redraw())
+        self._write(self.editor.redraw())
 
     def readConnectionLost(self) -> None:
         if self._partial:
@@ -145,6 +195,15 @@ class Console(protocol.Protocol):
         if not self.closed.called:
             self.closed.callback(None)
 
+    def pauseInput(self) -> None:
+        """Stop reading stdin (a script is far ahead of the server)."""
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeInput(self) -> None:
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
     # -- output ----------------------------------------------------------
 
     def _write(self, text: str) -> None:
@@ -156,35 +215,59 @@ class Console(protocol.Protocol):
         if self.editor is None:
             self._write(line + "\n")
         else:
-            self.editor.width = _terminal_width()
             self._write(self.editor.above(line))
+
+    def resized(self) -> None:
+        """The terminal changed size (SIGWINCH): fit the input row to it."""
+        if self.editor is not None:
+            self.editor.width = self.terminalWidth()
+            self._write(self.editor.redraw())
 
     def warn(self, text: str) -> None:
         """A problem or a status line: stderr in a script, on screen otherwise."""
         if self.editor is None:
-            sys.stderr.write(f"chatd-client: {text}\n")
-            sys.stderr.flush()
+            self._stderr(f"chatd-client: {text}")
         else:
             self.show(render.warning(text, self.color))
 
     def alert(self, line: str) -> None:
         """A rendered server ERROR: stderr in a script, on screen otherwise."""
         if self.editor is None:
-            sys.stderr.write(line + "\n")
-            sys.stderr.flush()
+            self._stderr(line)
         else:
             self.show(line)
+
+    def _stderr(self, line: str) -> None:
+        """One line to stderr; a closed stderr must not stop the session."""
+        errors = self.errors or sys.stderr
+        try:
+            errors.write(line + "\n")
+            errors.flush()
+        except (OSError, ValueError):  # a broken pipe, a closed file
+            pass
 
     def setPrompt(self, prompt: str) -> None:
         if self.editor is not None:
             self.editor.prompt = prompt
             self._write(self.editor.redraw())
 
+    def restore(self, text: str) -> None:
+        """Put a line the user typed back in the editor (to shorten or fix it)."""
+        if self.editor is not None and not self.editor.buffer:
+            self.editor.set(text)
+            self._write(self.editor.redraw())
+
+    def ask(self, prompt: str, secret: bool = False) -> defer.Deferred:
+        """Fires with the next line the user types (interactive only)."""
+        self._wanted = defer.Deferred()
+        if self.editor is not None:
+            self.editor.secret = secret
+        self.setPrompt(prompt)
+        return self._wanted
+
     def askName(self) -> defer.Deferred:
         """Fires with the name the user types (interactive only)."""
-        self._nameWanted = defer.Deferred()
-        self.setPrompt("Your name: ")
-        return self._nameWanted
+        return self.ask("Your name: ")
 
     def finish(self) -> defer.Deferred:
         """Flush what is left to write and let go of stdin/stdout."""
@@ -196,11 +279,17 @@ class Console(protocol.Protocol):
         return self.closed
 
 
-def _terminal_width() -> int:
-    try:
-        return os.get_terminal_size(1).columns or 80
-    except OSError:
-        return 80
+@dataclass
+class _SentWhisper:
+    """A WHISPER awaiting the PONG of the PING sent right behind it."""
+
+    name: str
+    text: str
+    token: bytes
+
+
+#: Stands for a SAY sent from the terminal, in the queue of requests.
+_SAY = "say"
 
 
 class Session:
@@ -208,7 +297,7 @@ class Session:
 
     def __init__(
         self,
-        reactor: object,
+        reactor: Any,
         console: Console,
         connect: Callable[[protocol.Factory], defer.Deferred],
         address: str,
@@ -228,11 +317,24 @@ class Session:
         self.tls = tls
         self.reconnect = reconnect
         self.proto: ChatClientProtocol | None = None
-        self.state = "idle"  # idle connecting hello naming active leaving done
+        # idle connecting hello naming password active leaving done
+        self.state = "idle"
         self.me: render.Person | None = None
         self.limit = 0
-        self.queued: list[str] = []
-        self.pending = 0  # own SAYs whose MESSAGE copy has not come back
+        self.queued: list[commands.Command] = []
+        #: Pipe mode: input lines, numbered, sent at the server's pace.
+        self.pacer = Pacer(
+            reactor,
+            self._say,
+            self._lineFailed,
+            lambda text: commands.text_problem(text, self.limit),
+            warn=console.warn,
+        )
+        self.lineno = 0
+        self.inputPaused = False
+        #: Terminal mode: SAYs and WHISPERs whose reply may still come, in order.
+        self.requests: deque[str | _SentWhisper] = deque()
+        self._tokens = 0
         self.eof = False
         self.heard = False
         self.everActive = False
@@ -241,8 +343,8 @@ class Session:
         self.users: list[bytes] = []
         self.exitCode: int | None = None
         self.done: defer.Deferred = defer.Deferred()
-        self._byeTimer = None
-        self._retryCall = None
+        self._byeTimer: Any = None
+        self._retryCall: Any = None
         self._lastSent = 0.0
         self.keepalive = task.LoopingCall(self._ping)
         self.keepalive.clock = reactor
@@ -271,12 +373,29 @@ class Session:
         else:
             self._dial()
 
+    def _askPassword(self) -> None:
+        """AUTH_FAILED on a terminal: ask, then connect again (the server hung up)."""
+        self.state = "password"
+        self.console.ask("Password: ", secret=True).addCallback(self._passwordGiven)
+
+    def _passwordGiven(self, password: str) -> None:
+        self.password = password.encode("utf-8")
+        self._hangUp()
+        self._dial()
+
+    def _hangUp(self) -> None:
+        """Let go of the current connection; its loss is then no news."""
+        proto, self.proto = self.proto, None
+        if self.keepalive.running:
+            self.keepalive.stop()
+        if proto is not None:
+            proto.transport.abortConnection()
+
     def _dial(self) -> None:
         self.state = "connecting"
         self.heard = False
         self.console.setPrompt("")
-        factory = protocol.Factory.forProtocol(lambda: ChatClientProtocol(self))
-        self._connect(factory).addErrback(self._connectFailed)
+        self._connect(_SessionFactory(self)).addErrback(self._connectFailed)
 
     def _connectFailed(self, reason: Failure) -> None:
         if self.state == "done":
@@ -294,14 +413,20 @@ class Session:
 
     def _hello(self) -> None:
         self.state = "hello"
+        assert self.name is not None  # asked for before dialling
         payload = self.name.encode("ascii")
         if self.password is not None:
             payload = join_fields(payload, self.password)
         self._send(FrameType.HELLO, payload)
 
     def _send(self, ftype: FrameType, payload: bytes = b"") -> None:
+        if self.proto is None:
+            return  # gone: what was in flight is sent again or reported
         self._lastSent = self.reactor.seconds()
         self.proto.send(ftype, payload)
+
+    def _say(self, text: str) -> None:
+        self._send(FrameType.SAY, text.encode("utf-8"))
 
     def _ping(self) -> None:
         """Keep an idle connection alive (the server times out silent ones)."""
@@ -312,14 +437,16 @@ class Session:
         if proto is not self.proto:
             return
         self.proto = None
+        self.pacer.stop()
+        self._unconfirmed("connection lost")
         if self.keepalive.running:
             self.keepalive.stop()
         if self._byeTimer is not None and self._byeTimer.active():
             self._byeTimer.cancel()
         if self.state in ("leaving", "done"):
             return self._finish(0)
-        if self.state == "naming":
-            return  # a new name reconnects
+        if self.state in ("naming", "password"):
+            return  # the answer reconnects
         self.console.warn(describe_failure(reason, self.address, self.tls, self.heard))
         self._lost()
 
@@ -331,7 +458,7 @@ class Session:
             self.state = "idle"
             self._retryCall = self.reactor.callLater(delay, self._dial)
         else:
-            self._finish(1)
+            self._finish(1, "no connection to the server")
 
     def quit(self) -> None:
         """Leave cleanly: BYE, wait for the server to close, exit 0."""
@@ -352,11 +479,15 @@ class Session:
         self.quit()
         return self.done
 
-    def _finish(self, code: int) -> None:
+    def _finish(self, code: int, why: str = "the client was stopped first") -> None:
         if self.state == "done" and self.exitCode is not None:
             return
         self.state = "done"
-        self.exitCode = code
+        lost = self.pacer.abandon()
+        if lost:
+            self._reportLost(lost, why)
+        # A script learns from the status that not every line got through.
+        self.exitCode = 1 if self.pacer.failed else code
         if self._retryCall is not None and self._retryCall.active():
             self._retryCall.cancel()
         if self.keepalive.running:
@@ -368,18 +499,43 @@ class Session:
         flushed.addTimeout(BYE_TIMEOUT, self.reactor)
         flushed.addBoth(lambda _: self.done.callback(None))
 
+    def _reportLost(self, lost: list[tuple[int, str]], why: str) -> None:
+        numbers = [n for n, _ in lost]
+        if len(numbers) == 1:
+            self.console.warn(f"line {numbers[0]} not sent: {why}")
+        else:
+            self.console.warn(
+                f"{len(numbers)} lines not sent (lines {numbers[0]} to "
+                f"{numbers[-1]}): {why}"
+            )
+
     # -- input from the user ---------------------------------------------
 
     def typed(self, line: str) -> None:
         if self.state == "done":
             return
         if not self.console.interactive:
+            self.lineno += 1
             if line:
-                self._submit(commands.Say(line))
+                self.pacer.add(self.lineno, line)
+                self._flow()
             return
         command = commands.parse_command(line)
         if command is not None:
-            self._submit(command)
+            self._submit(command, line)
+
+    def _flow(self) -> None:
+        """Read stdin only while the backlog of lines is not too long."""
+        backlog = self.pacer.backlog
+        if not self.inputPaused and backlog >= INPUT_HIGH:
+            self.inputPaused = True
+            self.console.pauseInput()
+        elif self.inputPaused and backlog <= INPUT_LOW:
+            self.inputPaused = False
+            self.console.resumeInput()
+
+    def _lineFailed(self, lineno: int, code: str, reason: str) -> None:
+        self.console.warn(f"line {lineno} not sent: {code} ({reason})")
 
     def endOfInput(self) -> None:
         self.eof = True
@@ -389,13 +545,13 @@ class Session:
             self.quit()
 
     def _maybeDone(self) -> None:
-        """A script's input ended: leave once its messages have come back."""
-        if self.eof and self.state == "active" and not self.queued and not self.pending:
+        """A script's input ended: leave once its lines are all delivered or refused."""
+        if self.eof and self.state == "active" and self.pacer.idle:
             self.quit()
         elif self.eof and self.state == "naming":
             self._finish(1)
 
-    def _submit(self, command: commands.Command) -> None:
+    def _submit(self, command: commands.Command, line: str = "") -> None:
         if isinstance(command, commands.Quit):
             return self.quit()
         if isinstance(command, commands.Help):
@@ -410,21 +566,30 @@ class Session:
         if isinstance(command, commands.Say):
             problem = commands.check_text(command.text, self.limit)
             if problem:
+                self.console.restore(line)
                 return self.console.warn(problem)
-            self.pending += 1
-            return self._send(FrameType.SAY, command.text.encode("utf-8"))
+            self.requests.append(_SAY)
+            return self._say(command.text)
         if isinstance(command, commands.Whisper):
             room = min(self.limit, MAX_PAYLOAD - len(command.name) - 1)
             problem = commands.check_text(command.text, room)
             if problem:
+                self.console.restore(line)
                 return self.console.warn(problem)
+            # Shown once the PING right behind it comes back without an ERROR
+            # before it (replies come in request order): then it was delivered.
+            self._tokens += 1
+            sent = _SentWhisper(command.name, command.text, b"w%d" % self._tokens)
+            self.requests.append(sent)
             self._send(FrameType.WHISPER, join_fields(command.name, command.text))
-            me = self.me
-            self.console.show(
-                render.whisper_sent(
-                    command.name, command.text, me.color, self.console.color
-                )
-            )
+            self._send(FrameType.PING, sent.token)
+
+    def _unconfirmed(self, why: str) -> None:
+        """The connection is gone: whispers not yet confirmed may not have arrived."""
+        for request in self.requests:
+            if isinstance(request, _SentWhisper):
+                self.console.warn(f"whisper to {request.name} not confirmed ({why})")
+        self.requests.clear()
 
     # -- frames from the server ------------------------------------------
 
@@ -433,6 +598,8 @@ class Session:
         color = self.console.color
         if ftype == FrameType.PING:
             return self._send(FrameType.PONG, payload)
+        if ftype == FrameType.PONG:
+            return self._pong(payload)
         if ftype == FrameType.WELCOME:
             return self._welcome(payload)
         if ftype == FrameType.USERS:
@@ -444,13 +611,39 @@ class Session:
         if ftype == FrameType.ERROR:
             return self._error(payload)
         my_id = self.me.id if self.me is not None else None
-        if ftype == FrameType.MESSAGE and self.pending and my_id is not None:
+        if ftype == FrameType.MESSAGE and my_id is not None:
             if payload.startswith(f"{my_id}.".encode()):
-                self.pending -= 1
+                self._acked()
         line = render.render_frame(ftype, payload, my_id, color)
         if line is not None:
             self.console.show(line)
         self._maybeDone()
+
+    def _acked(self) -> None:
+        """Our own MESSAGE copy: the oldest SAY in flight was delivered."""
+        if not self.console.interactive:
+            self.pacer.acked()
+            self._flow()
+        elif self.requests and self.requests[0] == _SAY:
+            self.requests.popleft()
+
+    def _pong(self, token: bytes) -> None:
+        """The PING behind a WHISPER came back: no ERROR came for it, it arrived."""
+        sent = next(
+            (
+                r
+                for r in self.requests
+                if isinstance(r, _SentWhisper) and r.token == token
+            ),
+            None,
+        )
+        if sent is None:
+            return  # a keep-alive PING, or a whisper already reported as failed
+        self.requests.remove(sent)
+        color = self.me.color if self.me is not None else None
+        self.console.show(
+            render.whisper_sent(sent.name, sent.text, color, self.console.color)
+        )
 
     def _welcome(self, payload: bytes) -> None:
         try:
@@ -459,7 +652,7 @@ class Session:
         except ValueError:
             self.console.warn("malformed WELCOME from the server")
             self.retryable = False
-            return self._finish(1)
+            return self._finish(1, "malformed WELCOME")
         self.limit = commands.max_text(user_id, color, name)
         self._send(FrameType.READY)
         self.state = "active"
@@ -469,26 +662,59 @@ class Session:
         queued, self.queued = self.queued, []
         for command in queued:
             self._submit(command)
+        self.pacer.start()
+        self._flow()
         self._maybeDone()
 
     def _error(self, payload: bytes) -> None:
         code, text = parse_error(payload)
-        if self.state == "naming":
-            return  # e.g. HANDSHAKE_TIMEOUT while the user picks a name
+        if self.state in ("naming", "password"):
+            return  # e.g. HANDSHAKE_TIMEOUT while the user types
         if self.state == "hello" and code in NAME_REFUSALS:
             self.console.warn(f"{text} ({self.name!r} refused: {code})")
             if self.console.interactive and not self.eof:
                 return self._askName()
             self.retryable = False
-            return self._finish(1)
-        if code == ErrorCode.AUTH_FAILED.name:
+            return self._finish(1, f"name refused ({code})")
+        if self.state == "hello" and code == ErrorCode.AUTH_FAILED.name:
+            if self.console.interactive and not self.eof:
+                what = (
+                    "wrong password" if self.password is not None else "password needed"
+                )
+                self.console.warn(f"{text} ({what}; AUTH_FAILED)")
+                return self._askPassword()
             self.retryable = False
-        if code in SAY_REFUSALS and self.pending:
-            self.pending -= 1
+        if code in REQUEST_REFUSALS and self._refused(code, text):
+            return self._maybeDone()
         self.console.alert(
             render.render_frame(FrameType.ERROR, payload, None, self.console.color)
+            or ""
         )
         self._maybeDone()
+
+    def _refused(self, code: str, text: str) -> bool:
+        """An ERROR answering our oldest SAY or WHISPER; True if it was handled."""
+        if not self.console.interactive:
+            if code in SAY_REFUSALS and self.pacer.inFlight:
+                self.pacer.refused(code, text)
+                self._flow()
+                return True
+            return False
+        if not self.requests:
+            return False
+        request = self.requests[0]
+        if code == ErrorCode.NO_SUCH_USER.name:  # only ever answers a WHISPER
+            request = next(
+                (r for r in self.requests if isinstance(r, _SentWhisper)), request
+            )
+        self.requests.remove(request)
+        if isinstance(request, _SentWhisper):
+            self.console.warn(
+                f"whisper to {request.name} not delivered: {render.safe(text.encode())} "
+                f"[{code}]"
+            )
+            return True
+        return False
 
 
 # -- command line ------------------------------------------------------------
@@ -527,6 +753,7 @@ def _parser() -> argparse.ArgumentParser:
         help="reconnect with backoff when the connection is lost",
     )
     p.add_argument("--no-color", action="store_true", help="no ANSI colours")
+    p.add_argument("--version", action="version", version=f"chatd-client {__version__}")
     p.add_argument("--keepalive", type=float, default=KEEPALIVE, help=argparse.SUPPRESS)
     return p  # fmt: skip
 
@@ -547,13 +774,13 @@ def _loadTrust(ca: str | None) -> object:
         raise UsageError(f"--ca: {ca} holds no PEM certificate") from None
 
 
-def _connector(reactor: object, settings: dict) -> Callable:
+def _connector(reactor: Any, settings: dict) -> Callable:
     """A function connecting a factory to the server (TLS-wrapped with --tls)."""
     from twisted.internet import ssl
     from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
     host = settings["host"]
-    endpoint = HostnameEndpoint(reactor, host, settings["port"])
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, settings["port"])
     if settings["trust"] is not None:
         options = ssl.optionsForClientTLS(host, trustRoot=settings["trust"])
         endpoint = wrapClientTLS(options, endpoint)
@@ -624,7 +851,7 @@ class RawTerminal:
         termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
 
 
-def _stop(_: object, reactor: object) -> None:
+def _stop(_: object, reactor: Any) -> None:
     try:
         reactor.stop()
     except error.ReactorNotRunning:  # already stopping (SIGTERM)
@@ -633,9 +860,10 @@ def _stop(_: object, reactor: object) -> None:
 
 def run(settings: dict) -> int:
     """Run the chat in the reactor until the session ends; the exit status."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
     from twisted.internet.stdio import StandardIO
 
+    reactor: Any = _reactor
     connect = _connector(reactor, settings)
     console = Console(settings["interactive"], settings["color"])
     session = Session(
@@ -654,6 +882,10 @@ def run(settings: dict) -> int:
 
     def started() -> None:
         signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(session.quit))
+        if settings["interactive"]:
+            signal.signal(
+                signal.SIGWINCH, lambda *_: reactor.callFromThread(console.resized)
+            )
         StandardIO(console)
         session.start()
 

@@ -52,7 +52,13 @@ class Invalid:
 
 Command = Say | Whisper | Who | Quit | Help | Invalid
 
-_SIMPLE = {"who": Who(), "quit": Quit(), "exit": Quit(), "help": Help(), "?": Help()}
+_SIMPLE: dict[str, Command] = {
+    "who": Who(),
+    "quit": Quit(),
+    "exit": Quit(),
+    "help": Help(),
+    "?": Help(),
+}
 
 
 def parse_command(line: str) -> Command | None:
@@ -84,15 +90,21 @@ def max_text(user_id: bytes | int, color: bytes | int, name: bytes | str) -> int
     return MAX_PAYLOAD - len(join_fields(user_id, color, name, b""))
 
 
-def check_text(text: str, limit: int) -> str | None:
-    """Why ``text`` would be refused by the server, or None if it is fine.
+def text_problem(text: str, limit: int) -> tuple[str, str] | None:
+    """The ERROR code and reason the server would refuse ``text`` with, or None.
 
     Checked before sending, so the user hears it at once and a script never
     waits for a MESSAGE copy that will not come.
     """
     data = text.encode("utf-8", "surrogatepass")
     if not valid_text(data):
-        return "text must be one line without control characters"
+        return "BAD_TEXT", "text must be one line without control characters"
     if len(data) > limit:
-        return f"text too long: {len(data)} bytes, at most {limit}"
+        return "TOO_LONG", f"text too long: {len(data)} bytes, at most {limit}"
     return None
+
+
+def check_text(text: str, limit: int) -> str | None:
+    """Why ``text`` would be refused by the server (for a person), or None."""
+    problem = text_problem(text, limit)
+    return None if problem is None else problem[1]

@@ -87,7 +87,10 @@ def render_frame(
     try:
         return _render(ftype, payload, my_id, enabled)
     except ValueError:
-        name = FrameType(ftype).name if ftype in FrameType else str(ftype)
+        try:
+            name = FrameType(ftype).name
+        except ValueError:
+            name = str(ftype)
         return warning(f"malformed {name} frame from the server", enabled)
 
 

@@ -21,10 +21,13 @@ from chatd.core.events import Event, Join, Leave
 from chatd.core.sequencer import IEventSink
 from chatd.wire import MAX_PAYLOAD, FrameType, encode, join_fields
 
-#: xterm-256 colours that read well on dark and on light backgrounds.
+#: xterm-256 colours that read well on dark and on light backgrounds,
+#: ordered so that each next one is as far as possible (in CIELAB) from
+#: those before it: the first users get clearly different hues (blue,
+#: green, red, gold, teal, raspberry, purple, ...).
 PALETTE = (
-    33, 37, 40, 43, 64, 69, 70, 99, 105, 128, 130, 133, 136, 161, 166, 169,
-    172, 178, 196, 202, 208, 27, 34, 125,
+    33, 40, 196, 178, 37, 125, 128, 64, 208, 133, 27, 43, 130, 70, 202, 105,
+    99, 34, 161, 169, 172, 136, 166, 69,
 )  # fmt: skip
 
 MAX_ID = 4294967295
