@@ -75,3 +75,19 @@ def unsentBytes(transport: object) -> int | None:
     except (AttributeError, OSError, ValueError):
         return None
     return struct.unpack("i", raw)[0]
+
+
+def twistdLogFiles() -> list:
+    """The :class:`~twisted.python.logfile.LogFile` objects that the global
+    log observers write to (twistd's ``--logfile``), found through the
+    publisher's observer list and each :class:`FileLogObserver`'s file:
+    twistd keeps no public handle on them."""
+    from twisted.logger import FileLogObserver, globalLogPublisher
+    from twisted.python.logfile import LogFile
+
+    found = []
+    for observer in getattr(globalLogPublisher, "_observers", ()):
+        out = getattr(observer, "_outFile", None)
+        if isinstance(observer, FileLogObserver) and isinstance(out, LogFile):
+            found.append(out)
+    return found

@@ -25,10 +25,12 @@ from zope.interface import implementer
 
 from chatd.core.fanout import FanOut, IRecipient, ISequencer, LocalSequencer
 from chatd.core.fanout import transportBacklog as _transportBacklog
-from chatd.core.limits import PerAddress, TokenBucket
+from chatd.core.limits import TokenBucket
 from chatd.core.roster import Roster, User
 from chatd.core.stats import Stats
+from chatd.server.admission import Admission
 from chatd.server.internals import unsentBytes, writerFor
+from chatd.server.logsummary import LogSummary, keepRotated
 from chatd.wire import (
     HEADER,
     HEADER_SIZE,
@@ -117,14 +119,8 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
         self.write = writerFor(self.transport)
         refusal = self.factory.admit(self)
         if refusal is not None:
+            # Logged by the factory's admission, a flood as one summary line.
             code, why = refusal
-            log.info(
-                "refused conn={conn} peer={peer}: {code} ({why})",
-                conn=self.number,
-                peer=self.peer,
-                code=code.name,
-                why=why or code.value,
-            )
             self.close(LeaveReason.ERROR, code, why)
             return
         self.transport.registerProducer(self, True)
@@ -373,10 +369,23 @@ class ChatProtocol(FrameReceiver, TimeoutMixin):
             return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
         name, dot, password = payload.partition(b".")
         expected = self.factory.password
-        if expected is not None and not (
-            dot and hmac.compare_digest(password, expected)
-        ):
-            return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
+        if expected is not None:
+            # Login backoff (chatd.server.admission): a locked address is
+            # refused unchecked; a wrong password locks it, answered late.
+            admission = self.factory.admission
+            locked = admission.locked(self)
+            if locked is not None:
+                return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED, locked)
+            if not (dot and hmac.compare_digest(password, expected)):
+                delay = admission.failed(self)
+                if not delay:
+                    return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
+                return admission.answerLater(
+                    self,
+                    delay,
+                    lambda: self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED),
+                )
+            admission.succeeded(self)
         if not valid_name(name):
             return self.error(ErrorCode.BAD_NAME)
         try:
@@ -569,37 +578,47 @@ _HANDLERS = {
 class ErrorLog:
     """Log protocol errors without letting a flood of bad frames flood the log.
 
-    The first few errors of a connection are logged one by one; after that
-    they are only counted and summarised when the connection goes away.
+    Errors a client's input causes go through a
+    :class:`~chatd.server.logsummary.LogSummary`: the first few of each code
+    are logged, then one summary line per interval, however many
+    connections or addresses send them.  Refusals and login failures are
+    logged by :class:`~chatd.server.admission.Admission`; the other fatal
+    errors (timeouts, slow consumers, shutdown) come once per connection.
     """
 
-    PER_CONNECTION = 5
+    SUMMARISED = frozenset(
+        {
+            ErrorCode.FRAME_TOO_LARGE,
+            ErrorCode.UNKNOWN_TYPE,
+            ErrorCode.BAD_NAME,
+            ErrorCode.NAME_TAKEN,
+            ErrorCode.NOT_READY,
+            ErrorCode.BAD_STATE,
+            ErrorCode.BAD_TEXT,
+            ErrorCode.TOO_LONG,
+            ErrorCode.NO_SUCH_USER,
+            ErrorCode.RATE_LIMITED,
+        }
+    )
 
-    def __init__(self) -> None:
-        self._counts: dict[ChatProtocol, int] = {}
+    def __init__(self, logs: LogSummary, admitted: dict) -> None:
+        self.logs = logs
+        self.admitted = admitted
 
     def record(self, proto: ChatProtocol, code: ErrorCode) -> None:
-        n = self._counts.get(proto, 0) + 1
-        self._counts[proto] = n
-        if n <= self.PER_CONNECTION:
-            log.info(
-                "error conn={conn} code={code}{more}",
-                conn=proto.number,
-                code=code.name,
-                more=" (further errors summarised at close)"
-                if n == self.PER_CONNECTION
-                else "",
-            )
-
-    def forget(self, proto: ChatProtocol) -> None:
-        n = self._counts.pop(proto, 0)
-        if n > self.PER_CONNECTION:
-            log.info(
-                "errors conn={conn} total={n} ({m} not logged)",
-                conn=proto.number,
-                n=n,
-                m=n - self.PER_CONNECTION,
-            )
+        if proto not in self.admitted or code is ErrorCode.AUTH_FAILED:
+            return  # logged by the admission
+        if code not in self.SUMMARISED:
+            log.info("error conn={conn} code={code}", conn=proto.number, code=code.name)
+            return
+        self.logs.event(
+            "protocol errors " + code.name + " from {addresses}",
+            proto.host,
+            "error conn={conn} peer={peer} code={code}",
+            conn=proto.number,
+            peer=proto.peer,
+            code=code.name,
+        )
 
 
 class ChatFactory(protocol.Factory):
@@ -628,11 +647,17 @@ class ChatFactory(protocol.Factory):
         # only to read what the client still sends: not counted in limits.
         self._released: set[ChatProtocol] = set()
         self.byUser: dict[User, ChatProtocol] = {}
-        self.errorLog = ErrorLog()
-        self.perAddress = PerAddress(config.max_per_ip)
+        # Abuse limits and bounded logging (chatd.server.admission).
+        self.admission = Admission(config, clock)
+        self.perAddress = self.admission.perAddress
+        self.errorLog = ErrorLog(self.admission.logs, self.connections)
         #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
+
+    def startFactory(self) -> None:
+        # Logging has begun by now: bound twistd's rotated logs (--log-keep).
+        keepRotated(self.config.log_keep)
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
         return ChatProtocol(self, next(self._numbers))
@@ -640,18 +665,16 @@ class ChatFactory(protocol.Factory):
     def admit(self, proto: ChatProtocol) -> tuple[ErrorCode, str | None] | None:
         """Count a new connection in, or say which fatal error refuses it."""
         self.stats.connectionsTotal += 1
-        if self.refusal is not None:
-            return self.refusal, None
-        if len(self.connections) - len(self._released) >= self.config.max_clients:
-            return ErrorCode.SERVER_FULL, None
-        if not self.perAddress.admit(proto.host):
-            return (
-                ErrorCode.SERVER_FULL,
-                f"too many connections from {proto.host} "
-                f"(at most {self.perAddress.limit})",
-            )
-        self.connections[proto] = None
-        return None
+        # State, --max-clients and the per-address limits: chatd.server.admission.
+        refusal = self.admission.admit(
+            proto.host,
+            proto.peer,
+            self.refusal,
+            len(self.connections) - len(self._released),
+        )
+        if refusal is None:
+            self.connections[proto] = None
+        return refusal
 
     def release(self, proto: ChatProtocol) -> bool:
         """``proto`` has sent all it will: it no longer counts against
@@ -667,7 +690,7 @@ class ChatFactory(protocol.Factory):
             if len(self._released) >= self.config.max_clients:
                 return False
             self._released.add(proto)
-            self.perAddress.release(proto.host)
+            self.admission.release(proto.host)
         return True
 
     def forget(self, proto: ChatProtocol) -> None:
@@ -676,15 +699,16 @@ class ChatFactory(protocol.Factory):
             if proto in self._released:
                 self._released.discard(proto)
             else:
-                self.perAddress.release(proto.host)
-        self.errorLog.forget(proto)
+                self.admission.release(proto.host)
+        self.admission.forget(proto)
 
     def applyConfig(self, config: Config) -> None:
         """Take a reloaded configuration; connections read it at use."""
         self.config = config
         self.password = config.password
         self.fanout.maxBacklog = config.max_backlog
-        self.perAddress.limit = config.max_per_ip
+        self.admission.applyConfig(config)
+        keepRotated(config.log_keep)
 
     def closeAll(self, reason: LeaveReason, code: ErrorCode) -> Deferred:
         """Close every connection with ERROR ``code`` (all local users go at
