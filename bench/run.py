@@ -70,7 +70,9 @@ BUILT: dict[str, Path] = {}
 
 def startServer(kind: str) -> Server:
     if kind == "chatd":
-        return Server.chatd("--idle-timeout", "0", "--handshake-timeout", "0")
+        return Server.chatd(
+            "--idle-timeout", "0", "--handshake-timeout", "0", "--rate-limit", "0"
+        )
     port = freePort()
     if kind == "floor":
         return Server([str(BUILT["floor"]), str(port)], port)

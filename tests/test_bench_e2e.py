@@ -31,7 +31,9 @@ class BenchTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.daemon = Daemon("--stats-interval", "0", "--shutdown-grace", "2")
+        self.daemon = Daemon(
+            "--stats-interval", "0", "--shutdown-grace", "2", "--rate-limit", "0"
+        )
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
         self.server = f"127.0.0.1:{self.daemon.port}"
