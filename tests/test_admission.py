@@ -309,3 +309,39 @@ class ServerDefaultsTests(SynchronousTestCase):
         server = Server()
         peers = [server.connect("10.0.0.5") for _ in range(100)]
         self.assertFalse(any(p.closing for p in peers))
+
+
+class ReloadTests(SynchronousTestCase):
+    def test_reload_applies_limits(self) -> None:
+        """applyConfig (SIGHUP, /reload) takes new per-address limits."""
+        config = {**PUBLIC, "limit_exempt": parseNetworks("none")}
+        server = Server(**config)
+        server.connect("10.0.0.5")
+        self.assertFalse(server.connect("10.0.0.5").closing)
+        server.factory.applyConfig(Config(**{**config, "max_per_ip": 2}))
+        self.assertTrue(server.connect("10.0.0.5").closing)
+        server.factory.applyConfig(
+            Config(
+                **{
+                    **config,
+                    "max_per_ip": 2,
+                    "limit_exempt": parseNetworks("10.0.0.0/8"),
+                }
+            )
+        )
+        self.assertFalse(server.connect("10.0.0.5").closing)
+
+    def test_pending_summaries_written_at_stop(self) -> None:
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server = Server(
+            **{**PUBLIC, "limit_exempt": parseNetworks("none"), "max_per_ip": 1}
+        )
+        server.connect("10.0.0.5")
+        for _ in range(10):
+            server.connect("10.0.0.5").lose()
+        server.factory.stopFactory()
+        self.assertIn("5 connections from 10.0.0.5", events[-1].get("summary", ""))
+        self.assertEqual(server.factory.admission.logs.pending(), 0)

@@ -8,6 +8,8 @@ addresses (127.0.0.2, ...), which Linux routes like any other.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import tempfile
 
@@ -257,3 +259,51 @@ class PacedReader(FrameClient):
             self.budget -= len(data)
             if self.budget <= 0:
                 self.transport.pauseProducing()
+
+
+def rotated(path: str, inode: int) -> bool:
+    return os.path.exists(path) and os.stat(path).st_ino != inode
+
+
+@defer.inlineCallbacks
+def until(predicate, limit: float = 20.0):
+    """Poll ``predicate`` (a file's state: nothing to wait on but polling)."""
+    deadline = reactor.seconds() + limit
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError("condition not met in time")
+        yield deferLater(reactor, 0.02, lambda: None)
+
+
+class LogKeepTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_rotated_files_bounded(self):
+        """twistd --logfile with --log-keep 2: after five rotations (SIGUSR1)
+        the log and two rotated files are left, not six files."""
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "chatd.log")
+        daemon = Daemon(
+            command=["--logfile", path, "chatd", "--listen", "tcp:0:interface=127.0.0.1",
+                     "--stats-interval", "0", "--log-keep", "2"]
+        )  # fmt: skip
+        self.addCleanup(daemon.stop)
+        daemon.start().addErrback(lambda _: None)  # it logs to the file instead
+
+        def logged(text: str) -> bool:
+            try:
+                with open(path) as f:
+                    return text in f.read()
+            except FileNotFoundError:
+                return False
+
+        yield until(lambda: logged("ready: accepting connections"))
+        for _ in range(5):
+            inode = os.stat(path).st_ino
+            daemon.process.signalProcess(signal.SIGUSR1)
+            yield until(lambda old=inode: rotated(path, old))
+        self.assertEqual(
+            sorted(os.listdir(directory)), ["chatd.log", "chatd.log.1", "chatd.log.2"]
+        )

@@ -659,6 +659,10 @@ class ChatFactory(protocol.Factory):
         # Logging has begun by now: bound twistd's rotated logs (--log-keep).
         keepRotated(self.config.log_keep)
 
+    def stopFactory(self) -> None:
+        # No longer listening: write the pending log summaries now.
+        self.admission.logs.flushAll()
+
     def buildProtocol(self, addr: object) -> ChatProtocol:
         return ChatProtocol(self, next(self._numbers))
 
