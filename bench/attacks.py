@@ -1,7 +1,7 @@
 """Issue 14's attacks, measured: what the attacker got, what users saw, log bytes.
 
 Each attack runs against a fresh ``twistd -n chatd`` logging to a file.  The
-attacker connects from 127.0.0.1, legitimate users from 127.0.0.2 and up
+attacker connects from 127.0.0.200, legitimate users from 127.0.0.2 and up
 (Linux routes all of 127/8 to loopback), and the daemon runs with
 ``--limit-exempt none`` so that loopback counts as a public address.
 
@@ -18,26 +18,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from server import TWISTD, Server, freePort
+
 from chatd.wire import FrameType as T
 
 ROOT = Path(__file__).resolve().parent.parent
-TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 HEADER = struct.Struct("!II")
 ECHO, HELLO, READY, SAY = T.ECHO, T.HELLO, T.READY, T.SAY
 WELCOME, MESSAGE, JOIN, LEAVE, ERROR = T.WELCOME, T.MESSAGE, T.JOIN, T.LEAVE, T.ERROR
-ATTACKER = "127.0.0.1"
+#: Not 127.0.0.1, which bench/server.py's readiness probe comes from.
+ATTACKER = "127.0.0.200"
 
 
 def frame(ftype: int, payload: bytes = b"") -> bytes:
@@ -117,45 +115,28 @@ class Conn:
 
 
 class Daemon:
+    """chatd from ``root`` (bench/server.py's Server), logging to a file."""
+
     def __init__(self, root: Path, options: list[str], password: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="chatd-attacks-"))
         self.log = self.dir / "chatd.log"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        argv = [*TWISTD, "-n", f"--logfile={self.log}", "--pidfile=", "chatd",
-                "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-                "--stats-interval", "0", *options]  # fmt: skip
         if password:
             (self.dir / "pw").write_text("opensesame\n")
-            argv += ["--password-file", str(self.dir / "pw")]
-        env = dict(os.environ, PYTHONPATH=str(root))
-        self.proc = subprocess.Popen(argv, cwd=root, env=env)
-        deadline = time.monotonic() + 20
-        while b"ready: accepting" not in self._log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"chatd did not start: {self._log()[-500:]!r}")
-            time.sleep(0.05)
-        self.mark = self.logBytes()
-
-    def _log(self) -> bytes:
-        try:
-            return self.log.read_bytes()
-        except FileNotFoundError:
-            return b""
-
-    def logBytes(self) -> int:
-        return self.log.stat().st_size
+            options = [*options, "--password-file", str(self.dir / "pw")]
+        port = freePort()
+        # Directory and PYTHONPATH through env(1): Server's name this tree
+        # (and ``python -c`` puts its working directory first on sys.path).
+        argv = ["env", "-C", str(root), f"PYTHONPATH={root}", *TWISTD, "-n", f"--logfile={self.log}",
+                "--pidfile=", "chatd", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                "--stats-interval", "0", *options]  # fmt: skip
+        self.server = Server(argv, port)
+        self.port = self.server.port
+        self.mark = self.log.stat().st_size
 
     def stop(self) -> dict:
-        grown = self.logBytes() - self.mark
-        lines = self._log().count(b"\n")
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        grown = self.log.stat().st_size - self.mark
+        lines = self.log.read_bytes().count(b"\n")
+        self.server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
         return {"log_bytes": grown, "log_lines_total": lines}
 
