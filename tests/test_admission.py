@@ -40,7 +40,7 @@ class DefaultsTests(SynchronousTestCase):
         self.assertEqual((config.rate_limit, config.rate_burst), (10.0, 30))
         self.assertEqual(config.max_per_ip, 20)
         self.assertEqual((config.connect_rate, config.connect_burst), (5.0, 20))
-        self.assertEqual(str(config.limit_exempt), "127.0.0.0/8,::1/128")
+        self.assertEqual(str(config.limit_exempt), "127.0.0.0/8,::1")
         self.assertEqual((config.auth_backoff, config.auth_backoff_max), (0.5, 10.0))
         self.assertEqual((config.log_summary, config.log_keep), (10.0, 10))
 

@@ -54,7 +54,13 @@ class Networks(tuple):
     """Parsed ``--limit-exempt``; prints as it is written."""
 
     def __str__(self) -> str:
-        return ",".join(str(n) for n in self) or "none"
+        return (
+            ",".join(
+                str(n.network_address if n.prefixlen == n.max_prefixlen else n)
+                for n in self
+            )
+            or "none"
+        )
 
     def __contains__(self, host: object) -> bool:
         try:

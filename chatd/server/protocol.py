@@ -28,7 +28,7 @@ from chatd.core.fanout import transportBacklog as _transportBacklog
 from chatd.core.limits import TokenBucket
 from chatd.core.roster import Roster, User
 from chatd.core.stats import Stats
-from chatd.server.admission import Admission
+from chatd.server.admission import Admission, addressKey
 from chatd.server.internals import unsentBytes, writerFor
 from chatd.server.logsummary import LogSummary, keepRotated
 from chatd.wire import (
@@ -613,7 +613,7 @@ class ErrorLog:
             return
         self.logs.event(
             "protocol errors " + code.name + " from {addresses}",
-            proto.host,
+            addressKey(proto.host),
             "error conn={conn} peer={peer} code={code}",
             conn=proto.number,
             peer=proto.peer,
