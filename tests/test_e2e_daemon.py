@@ -89,7 +89,9 @@ class ReloadTests(unittest.TestCase):
         envFile = os.path.abspath(self.mktemp())
         with open(envFile, "w") as f:
             f.write("CHATD_MAX_PER_IP=0\n")
-        daemon = Daemon("--stats-interval", "0", "--env-file", envFile)
+        daemon = Daemon(
+            "--stats-interval", "0", "--env-file", envFile, "--limit-exempt", "none"
+        )  # fmt: skip
         self.addCleanup(daemon.stop)
         yield daemon.start()
         first = yield connect(daemon.port)

@@ -80,7 +80,7 @@ class LimitTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_slow_consumer_cut_off(self):
         """A user that never reads is cut off with LEAVE slow; the others go on."""
-        daemon = yield self.daemon("--max-backlog", "64KiB")
+        daemon = yield self.daemon("--max-backlog", "64KiB", "--rate-limit", "0")
         talker = yield self.active(daemon, "talker")
         sleeper = yield self.active(daemon, "sleeper")
         self.assertEqual((yield talker.next())[0], T.JOIN)
@@ -126,7 +126,7 @@ class LimitTests(unittest.TestCase):
     @defer.inlineCallbacks
     def test_max_per_ip(self):
         """The connection over --max-per-ip gets SERVER_FULL saying why."""
-        daemon = yield self.daemon("--max-per-ip", "2")
+        daemon = yield self.daemon("--max-per-ip", "2", "--limit-exempt", "none")
         for _ in range(2):
             client = yield connect(daemon.port)
             self.addCleanup(client.transport.abortConnection)

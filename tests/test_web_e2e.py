@@ -196,7 +196,10 @@ class WebTests(WebCase):
 class WebLimitTests(WebCase):
     """The same limits as TCP, through the same factory."""
 
-    options = ("--max-backlog", "64KiB", "--max-per-ip", "2")
+    options = (
+        "--max-backlog", "64KiB", "--max-per-ip", "2", "--limit-exempt", "none",
+        "--rate-limit", "0", "--connect-rate", "0",
+    )  # fmt: skip
 
     @defer.inlineCallbacks
     def test_slow_browser_is_cut_off(self):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import Interface
 
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
@@ -37,6 +38,21 @@ class Rules(Protocol):
     def max_backlog(self) -> int: ...
 
 
+class ILoginGuard(Interface):
+    """Slows password guessing; a connection is anything with ``host`` and
+    ``peer`` (an :class:`~chatd.core.session.IConnection`)."""
+
+    def locked(conn: object) -> str | None:
+        """The AUTH_FAILED text for a HELLO from a locked address, or None
+        when its password may be checked."""
+
+    def failed(conn: object) -> float:
+        """A wrong password: seconds to wait before answering (0: now)."""
+
+    def succeeded(conn: object) -> None:
+        """A right password: the address is trusted again."""
+
+
 class Room:
     """Sessions, and what they share."""
 
@@ -61,6 +77,8 @@ class Room:
         self.errorLog = ErrorLog()
         #: Sessions admitted and not yet gone, in order of arrival.
         self.sessions: dict[Session, None] = {}
+        #: Guards password checks (a server's per-address login backoff).
+        self.logins: ILoginGuard | None = None
 
     @property
     def password(self) -> bytes | None:

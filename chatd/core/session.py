@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import enum
 import hmac
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -58,7 +59,8 @@ class IConnection(Interface):
     """A session's output side: one client connection of some front end."""
 
     number = Attribute("Connection number, for the log.")
-    peer = Attribute("The client's address, for the log and /status.")
+    peer = Attribute("The client's address and port, for the log and /status.")
+    host = Attribute("The client's address, for per-address limits.")
 
     def write(data: bytes) -> None:
         """Send whole frames after everything written before."""
@@ -92,6 +94,7 @@ class Session(TimeoutMixin):
     _bucket: TokenBucket | None = None
     #: Why the session closed (an ERROR code or a LEAVE reason), for the log.
     ended: str | None = None
+    _lateAnswer: Any = None
 
     def __init__(self, room: Room, conn: IConnection) -> None:
         self.room = room
@@ -163,6 +166,8 @@ class Session(TimeoutMixin):
         """The connection is gone; ``why`` (for the log) if we did not end it."""
         self._disconnected = True
         self.setTimeout(None)
+        if self._lateAnswer is not None and self._lateAnswer.active():
+            self._lateAnswer.cancel()
         if self.state is not CLOSED:
             self.close(LeaveReason.ERROR)
             self.ended = why
@@ -250,11 +255,10 @@ class Session(TimeoutMixin):
         if self.state is not CONNECTED:
             return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
         name, dot, password = payload.partition(b".")
-        expected = self.room.password
-        if expected is not None and not (
-            dot and hmac.compare_digest(password, expected)
+        if self.room.password is not None and not self._passwordAccepted(
+            password if dot else None
         ):
-            return self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
+            return
         if not valid_name(name):
             return self.error(ErrorCode.BAD_NAME)
         d = self.room.roster.claim(name)
@@ -263,6 +267,37 @@ class Session(TimeoutMixin):
             self.conn.holdInput(True)
             d.addBoth(self._answered)
         d.addCallbacks(self._named, self._notNamed)
+
+    def _passwordAccepted(self, password: bytes | None) -> bool:
+        """Check the password (None: none given), through the room's login
+        guard if it has one (docs/limits.md: a locked address is refused
+        unchecked, and a wrong password answered late, so guessing is
+        slow).  On False the session is closing, or will once the delay is
+        over."""
+        guard = self.room.logins
+        conn = self.conn
+        if guard is not None:
+            locked = guard.locked(conn)
+            if locked is not None:
+                self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED, locked)
+                return False
+        expected = self.room.password or b""
+        if password is not None and hmac.compare_digest(password, expected):
+            if guard is not None:
+                guard.succeeded(conn)
+            return True
+        delay = guard.failed(conn) if guard is not None else 0.0
+        if not delay:
+            self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
+            return False
+        # Answered late: until then nothing more is read, and the delay
+        # stands in for the handshake timeout.
+        self.setTimeout(None)
+        self.conn.holdInput(True)
+        self._lateAnswer = self.room.clock.callLater(
+            delay, self.close, LeaveReason.ERROR, ErrorCode.AUTH_FAILED
+        )
+        return False
 
     def _answered(self, result: object) -> object:
         if self.state is not CLOSED:
@@ -469,27 +504,53 @@ _HANDLERS = {
 class ErrorLog:
     """Log protocol errors without letting a flood of bad frames flood the log.
 
-    The first few errors of a connection are logged one by one; after that
-    they are only counted and summarised when the connection goes away.
+    The first few errors of a connection are logged (through :attr:`emit`,
+    which a server may route through a summary that bounds lines across
+    connections), the rest only counted and summarised when the connection
+    goes away.  Refusals and failed logins are not logged here: whoever
+    refused them logs them.
     """
 
     PER_CONNECTION = 5
+    #: Errors a client's own input causes: what a flood is made of.  The
+    #: others (timeouts, slow consumers, shutdown) come once a connection.
+    FROM_INPUT = frozenset(
+        {
+            ErrorCode.FRAME_TOO_LARGE,
+            ErrorCode.UNKNOWN_TYPE,
+            ErrorCode.BAD_NAME,
+            ErrorCode.NAME_TAKEN,
+            ErrorCode.NOT_READY,
+            ErrorCode.BAD_STATE,
+            ErrorCode.BAD_TEXT,
+            ErrorCode.TOO_LONG,
+            ErrorCode.NO_SUCH_USER,
+            ErrorCode.RATE_LIMITED,
+        }
+    )
 
     def __init__(self) -> None:
         self._counts: dict[Session, int] = {}
+        #: How an input error is logged; a server may summarise across
+        #: connections here.
+        self.emit: Callable[[Session, ErrorCode], None] = self._line
+
+    @staticmethod
+    def _line(session: Session, code: ErrorCode) -> None:
+        log.info(
+            "error conn={conn} code={code}", conn=session.conn.number, code=code.name
+        )
 
     def record(self, session: Session, code: ErrorCode) -> None:
+        if session not in session.room.sessions or code is ErrorCode.AUTH_FAILED:
+            return
         n = self._counts.get(session, 0) + 1
         self._counts[session] = n
         if n <= self.PER_CONNECTION:
-            log.info(
-                "error conn={conn} code={code}{more}",
-                conn=session.conn.number,
-                code=code.name,
-                more=" (further errors summarised at close)"
-                if n == self.PER_CONNECTION
-                else "",
-            )
+            if code in self.FROM_INPUT:
+                self.emit(session, code)
+            else:
+                self._line(session, code)
 
     def forget(self, session: Session) -> None:
         n = self._counts.pop(session, 0)

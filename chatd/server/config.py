@@ -21,6 +21,7 @@ from twisted.python import usage
 
 from chatd import __version__
 from chatd.secretfile import readPassword
+from chatd.server.admission import DEFAULT_EXEMPT, connectionsPerSecond, parseNetworks
 from chatd.server.errors import describeError
 from chatd.web import options as _web
 
@@ -50,6 +51,15 @@ class Config:
     web: str | None = None
     web_origin: tuple[str, ...] | None = None
     web_trust_proxy: frozenset[str] | None = None
+    # Abuse limits (docs/limits.md).  The daemon's defaults are in PARAMETERS;
+    # these in-process defaults leave them off, as before.
+    connect_rate: float = 0.0
+    connect_burst: int = 20
+    limit_exempt: tuple = parseNetworks("none")
+    auth_backoff: float = 0.0
+    auth_backoff_max: float = 10.0
+    log_summary: float = 0.0
+    log_keep: int = 0
 
 
 def _whole(value: str, least: int, rule: str) -> int:
@@ -118,9 +128,9 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "password-file": (str, None, "File whose first line is the server password."),
     "stats-interval": (_seconds, 1.0, "Seconds between stats log lines (0 = off)."),
     "shutdown-grace": (_seconds, 5.0, "Seconds to let output drain when stopping."),
-    "rate-limit": (_rate, 0.0, "SAY/WHISPER per second per user, beyond it RATE_LIMITED (0 = off)."),
-    "rate-burst": (_positiveInt, 10, "Messages a user may send at once before --rate-limit applies."),
-    "max-per-ip": (_count, 0, "Most connections from one address (0 = no limit)."),
+    "rate-limit": (_rate, 10.0, "SAY/WHISPER per second per user, beyond it RATE_LIMITED (0 = off)."),
+    "rate-burst": (_positiveInt, 30, "Messages a user may send at once before --rate-limit applies."),
+    "max-per-ip": (_count, 20, "Most connections at once from one address outside --limit-exempt (0 = no limit)."),
     "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
     "port-file": (str, None, "File chatd writes its listening addresses to once it accepts (useful with port 0)."),
@@ -129,6 +139,13 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "web": (_web.endpoint, None, "Endpoint of the web page and its WebSocket (/ws), e.g. tcp:8080 (off by default)."),
     "web-origin": (_web.origins, None, "Origins whose pages may open the WebSocket, comma-separated (default: the page's own)."),
     "web-trust-proxy": (_web.proxies, None, "Addresses of reverse proxies whose X-Forwarded-For is believed."),
+    "connect-rate": (connectionsPerSecond, 5.0, "New connections per second from one address outside --limit-exempt (0 = no limit)."),
+    "connect-burst": (_positiveInt, 20, "New connections one address may open at once before --connect-rate applies."),
+    "limit-exempt": (parseNetworks, parseNetworks(DEFAULT_EXEMPT), "Comma-separated networks the per-address limits and login backoff spare ('none' = nobody)."),
+    "auth-backoff": (_seconds, 0.5, "Seconds the first AUTH_FAILED from an address is delayed, doubling per further failure (0 = off)."),
+    "auth-backoff-max": (_seconds, 10.0, "Longest AUTH_FAILED delay (--auth-backoff doubles up to it)."),
+    "log-summary": (_seconds, 10.0, "Refusals, login failures and protocol errors: a few lines, then one summary per kind per this many seconds (0 = every line)."),
+    "log-keep": (_count, 10, "Rotated twistd log files kept (0 = all, as twistd does)."),
 }  # fmt: skip
 
 

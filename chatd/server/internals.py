@@ -137,3 +137,19 @@ def canHalfClose(transport: object) -> bool:
     """Whether ``transport`` is a plain TCP socket connection, which can
     shut its sending side only (``loseWriteConnection``) and linger."""
     return isinstance(transport, tcp.Connection)
+
+
+def twistdLogFiles() -> list:
+    """The :class:`~twisted.python.logfile.LogFile` objects that the global
+    log observers write to (twistd's ``--logfile``), found through the
+    publisher's observer list and each :class:`FileLogObserver`'s file:
+    twistd keeps no public handle on them."""
+    from twisted.logger import FileLogObserver, globalLogPublisher
+    from twisted.python.logfile import LogFile
+
+    found = []
+    for observer in getattr(globalLogPublisher, "_observers", ()):
+        out = getattr(observer, "_outFile", None)
+        if isinstance(observer, FileLogObserver) and isinstance(out, LogFile):
+            found.append(out)
+    return found

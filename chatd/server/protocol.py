@@ -24,17 +24,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.core.limits import PerAddress
 from chatd.core.room import Room
 from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer
 from chatd.core.session import CLOSED, IConnection, Session
+from chatd.server.admission import Admission, addressKey
 from chatd.server.internals import (
     canHalfClose,
     dropUnstarted,
     unsentBytes,
     writerFor,
 )
+from chatd.server.logsummary import keepRotated
 from chatd.wire import (
     HEADER_SIZE,
     ErrorCode,
@@ -48,6 +49,7 @@ from chatd.wire.runs import messageRun, sameTypeRun
 if TYPE_CHECKING:
     from chatd.core.roster import User
     from chatd.server.config import Config
+
 
 log = Logger(namespace="chatd")
 
@@ -104,14 +106,8 @@ class ChatProtocol(FrameReceiver):
         self._send = self.write = writerFor(self.transport)  # type: ignore[method-assign,assignment]
         refusal = self.factory.admit(self)
         if refusal is not None:
+            # Logged by the factory's admission, a flood as one summary line.
             code, why = refusal
-            log.info(
-                "refused conn={conn} peer={peer}: {code} ({why})",
-                conn=self.number,
-                peer=self.peer,
-                code=code.name,
-                why=why or code.value,
-            )
             self.session.refuse(code, why)
             return
         self.transport.registerProducer(self, True)
@@ -128,13 +124,14 @@ class ChatProtocol(FrameReceiver):
         self.stopFraming = True
         session = self.session
         session.connectionLost(_why(reason))
-        log.info(
-            "close conn={conn} peer={peer} after={secs:.1f}s: {why}",
-            conn=self.number,
-            peer=self.peer,
-            secs=self.factory.clock.seconds() - self.since,
-            why=session.ended,
-        )
+        if self in self.factory.connections:  # refused ones: admission logs
+            log.info(
+                "close conn={conn} peer={peer} after={secs:.1f}s: {why}",
+                conn=self.number,
+                peer=self.peer,
+                secs=self.factory.clock.seconds() - self.since,
+                why=session.ended,
+            )
         for call in (self._abortCall, self._lingerCall):
             if call is not None and call.active():
                 call.cancel()
@@ -367,10 +364,19 @@ class ChatFactory(protocol.Factory):
         # Connections that have sent everything and their FIN, and linger
         # only to read what the client still sends: not counted in limits.
         self._released: set[ChatProtocol] = set()
-        self.perAddress = PerAddress(config.max_per_ip)
+        # Abuse limits and bounded logging (chatd.server.admission): the room
+        # asks it about logins, and protocol errors are summarised through it.
+        self.admission = Admission(config, clock)
+        self.perAddress = self.admission.perAddress
+        self.room.logins = self.admission
+        self.room.errorLog.emit = self._logError
         #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
+
+    def stopFactory(self) -> None:
+        # No longer listening: write the pending log summaries now.
+        self.admission.logs.flushAll()
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
         return ChatProtocol(self, next(self._numbers))
@@ -378,18 +384,16 @@ class ChatFactory(protocol.Factory):
     def admit(self, proto: ChatProtocol) -> tuple[ErrorCode, str | None] | None:
         """Count a new connection in, or say which fatal error refuses it."""
         self.stats.connectionsTotal += 1
-        if self.refusal is not None:
-            return self.refusal, None
-        if len(self.connections) - len(self._released) >= self.config.max_clients:
-            return ErrorCode.SERVER_FULL, None
-        if not self.perAddress.admit(proto.host):
-            return (
-                ErrorCode.SERVER_FULL,
-                f"too many connections from {proto.host} "
-                f"(at most {self.perAddress.limit})",
-            )
-        self.connections[proto] = None
-        return None
+        # State, --max-clients and the per-address limits: chatd.server.admission.
+        refusal = self.admission.admit(
+            proto.host,
+            proto.peer,
+            self.refusal,
+            len(self.connections) - len(self._released),
+        )
+        if refusal is None:
+            self.connections[proto] = None
+        return refusal
 
     def release(self, proto: ChatProtocol) -> bool:
         """``proto`` has sent all it will: it no longer counts against
@@ -405,7 +409,7 @@ class ChatFactory(protocol.Factory):
             if len(self._released) >= self.config.max_clients:
                 return False
             self._released.add(proto)
-            self.perAddress.release(proto.host)
+            self.admission.release(proto.host)
         return True
 
     def forget(self, proto: ChatProtocol) -> None:
@@ -414,13 +418,28 @@ class ChatFactory(protocol.Factory):
             if proto in self._released:
                 self._released.discard(proto)
             else:
-                self.perAddress.release(proto.host)
+                self.admission.release(proto.host)
+
+    def _logError(self, session: Session, code: ErrorCode) -> None:
+        """A protocol error a client's input caused: the first few of each
+        code are logged, then one summary line per interval, however many
+        connections or addresses send them."""
+        conn = session.conn
+        self.admission.logs.event(
+            "protocol errors " + code.name + " from {addresses}",
+            addressKey(conn.host),
+            "error conn={conn} peer={peer} code={code}",
+            conn=conn.number,
+            peer=conn.peer,
+            code=code.name,
+        )
 
     def applyConfig(self, config: Config) -> None:
         """Take a reloaded configuration; connections read it at use."""
         self.config = config
         self.room.applyConfig(config)
-        self.perAddress.limit = config.max_per_ip
+        self.admission.applyConfig(config)
+        keepRotated(config.log_keep)
 
     def closeAll(self, reason: LeaveReason, code: ErrorCode) -> Deferred:
         """Close every connection with ERROR ``code`` (all local users go at

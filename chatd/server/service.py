@@ -33,6 +33,7 @@ from zope.interface import implementer
 from chatd.server.config import Config
 from chatd.server.descriptors import AcceptFailures, raiseFileLimit
 from chatd.server.errors import ReloadRefused, StartupError, describeError
+from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatFactory
 from chatd.server.states import InvalidTransition, Lifecycle, ServerState
 from chatd.wire import ErrorCode, LeaveReason
@@ -317,6 +318,8 @@ class ChatService(service.MultiService):
 
     def startService(self) -> None:
         self.privilegedStartService()
+        # twistd's logging has begun by now: bound its rotated files.
+        keepRotated(self.config.log_keep)
         self._lastStats = self.factory.snapshot()
         self._statsMoving = False
         self._setStatsTimer(self.config.stats_interval)
