@@ -257,6 +257,8 @@ def status(service: ChatService) -> dict:
         },
         "counters": factory.snapshot(),
         "users": users,
+        # cluster (--redis): node, Redis link, stream lag, users cluster-wide
+        "cluster": service.cluster.status() if service.cluster is not None else None,
     }
 
 

@@ -38,6 +38,11 @@ class Config:
     admin_token_file: str | None = None
     admin_token: bytes | None = field(default=None, repr=False)
     env_file: str | None = None
+    # -- cluster (chatd.cluster, --redis): the PARAMETERS at the end --
+    redis: str | None = field(default=None, repr=False)  # may hold a password
+    redis_password_file: str | None = None
+    node_name: str | None = None
+    node_ttl: float = 10.0
 
 
 def _positiveInt(value: str) -> int:
@@ -86,6 +91,18 @@ def _bytes(value: str) -> int:
     return number
 
 
+def _cluster(name: str) -> Callable[[str], object]:
+    """A parser from chatd.cluster.options, imported only when the option is
+    given: without --redis nothing of the cluster is imported."""
+
+    def parse(value: str) -> object:
+        from chatd.cluster import options
+
+        return getattr(options, name)(value)
+
+    return parse
+
+
 # name -> (parser, default, help).  The option is --name, the variable
 # CHATD_NAME with dashes as underscores.
 PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
@@ -102,6 +119,11 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
     "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
+    # -- cluster (chatd.cluster; docs/cluster.md) --
+    "redis": (_cluster("checkRedisURL"), None, "Join the cluster through Redis: redis://host:port/db, rediss:// (TLS) or unix://path (off by default)."),
+    "redis-password-file": (str, None, "File whose first line is the Redis password (instead of one in the URL)."),
+    "node-name": (_cluster("nodeName"), None, "This node's name in the cluster [default: host name:first listen port]."),
+    "node-ttl": (_cluster("ttl"), 10.0, "Seconds after which a silent node is declared gone and its users leave."),
 }  # fmt: skip
 
 

@@ -95,7 +95,16 @@ class ChatService(service.Service):
         self.loader = loader if loader is not None else (lambda: self.config)
         self.handleSignals = handleSignals
         self.lifecycle = Lifecycle()
-        self.factory = ChatFactory(config, clock=reactor)
+        # -- cluster (--redis): chatd.cluster is imported only then ----------
+        self.cluster = None
+        seams: dict = {}
+        if config.redis:
+            from chatd.cluster.node import nodeFor
+
+            self.cluster = nodeFor(config, reactor)
+            seams = self.cluster.seams()
+        # ----------------------------------------------------------------------
+        self.factory = ChatFactory(config, clock=reactor, **seams)
         #: endpoint description -> listening port, in --listen order.
         self.listeners: dict[str, object] = {}
         self.adminPort: object = None
@@ -137,6 +146,8 @@ class ChatService(service.Service):
         if self.config.admin:
             self._listenNow(self.config.admin, self._adminSite(), self._setAdminPort)
         self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
+        if self.cluster is not None:  # cluster: join in the background
+            self.cluster.start(self.factory)
         if self.config.stats_interval > 0:
             self._stats.start(self.config.stats_interval, now=False)
         self._installSignals()
@@ -390,6 +401,8 @@ class ChatService(service.Service):
         self.adminPort = None
         n = len(factory.connections)
         closed = factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
+        if self.cluster is not None:  # cluster: sequence their LEAVEs, resign
+            stopped.append(self.cluster.stop())
         begun = self.reactor.seconds()
         grace = self.reactor.callLater(self.config.shutdown_grace, self._abortAll)
 
