@@ -95,6 +95,7 @@ class ClusterNode:
         self.clusterSeq = 0
         self.clusterUsers = 0
         self.gaps = 0
+        self.joins = 0
         self.commands = 0  # Redis commands sent, for the benchmarks
         self._cmd: Any = None
         self._reader: Any = None
@@ -420,9 +421,11 @@ class ClusterNode:
         waiters, self._joinedWaiters = self._joinedWaiters, []
         for waiting in waiters:
             waiting.callback(None)
+        self.joins += 1
         log.info(
-            "cluster: node {node} joined (sequence at {seq})",
+            "cluster: node {node} joined{again} (sequence at {seq})",
             node=self.name,
+            again=" again" if self.joins > 1 else "",
             seq=self.lastSeq,
         )
 
