@@ -105,3 +105,12 @@ def defaultNodeName(listen: tuple[str, ...] | list[str]) -> str:
         numbers = [f for f in fields[1:] if f.isdigit()]
         port = numbers[0] if numbers else fields[-1].rsplit("/", 1)[-1]
     return nodeName(f"{socket.gethostname()}:{port}".replace(" ", "_")[:100])
+
+
+def passwordFile(path: str) -> str:
+    """--redis-password-file: readable now, with a password on its first line
+    (read again when the node starts)."""
+    from chatd.secretfile import readPassword
+
+    readPassword(path)
+    return path

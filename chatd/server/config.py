@@ -121,7 +121,7 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
     # -- cluster (chatd.cluster; docs/cluster.md) --
     "redis": (_cluster("checkRedisURL"), None, "Join the cluster through Redis: redis://host:port/db, rediss:// (TLS) or unix://path (off by default)."),
-    "redis-password-file": (str, None, "File whose first line is the Redis password (instead of one in the URL)."),
+    "redis-password-file": (_cluster("passwordFile"), None, "File whose first line is the Redis password (instead of one in the URL)."),
     "node-name": (_cluster("nodeName"), None, "This node's name in the cluster [default: host name:first listen port]."),
     "node-ttl": (_cluster("ttl"), 10.0, "Seconds after which a silent node is declared gone and its users leave."),
 }  # fmt: skip
