@@ -119,7 +119,7 @@ class ClusterNodeTests(unittest.TestCase):
         self.assertIsNone((yield b.claim(b"bOB")))
         other = yield b.claim(b"carol")
         self.assertGreater(other.id, bob.id)
-        yield a.release(bob)
+        yield a.releaseName(bob.name)
         again = yield b.claim(b"bob")
         self.assertIsNotNone(again)
 
@@ -171,3 +171,32 @@ class ClusterNodeTests(unittest.TestCase):
         d = a.submit(Message(User(1, 33, b"u"), b"late"))
         yield self.assertFailure(d, ClusterUnavailable)
         self.assertFalse(a.registered)
+
+    @defer.inlineCallbacks
+    def test_leaves_owed_while_redis_is_away(self):
+        """Redis away: a LEAVE is kept (one per user) and sequenced when it is
+        back; a user whose JOIN never reached Redis leaves no LEAVE behind."""
+        a, sink = yield self.node("a", ttl=2.0)
+        alice = yield a.claim(b"alice")
+        yield a.submit(Join(alice))
+        yield sink.until(1)
+        lost = a._cmd._factory.pool[0].whenDisconnected()
+        yield self.redis.stop()
+        yield lost
+        bob = User(999, 33, b"bob")
+        yield self.assertFailure(a.submit(Join(bob)), ClusterUnavailable)
+        self.assertEqual((yield a.submit(Leave(bob, LeaveReason.QUIT))), 0)
+        yield self.assertFailure(
+            a.submit(Leave(alice, LeaveReason.QUIT)), ClusterUnavailable
+        )
+        a.release(alice)
+        yield self.redis.start()
+        events = yield sink.until(2)
+        self.assertEqual(
+            [(type(e), e.user.name) for e in events],
+            [(Join, b"alice"), (Leave, b"alice")],
+        )
+        self.assertEqual((yield self.redisCommand("HLEN", "chatd:users")), 0)
+        self.assertIsNotNone((yield self.redisCommand("GET", "chatd:node:a")))
+        claimed = yield a.claim(b"alice")  # its name was released too
+        self.assertIsNotNone(claimed)

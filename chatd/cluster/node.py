@@ -25,7 +25,6 @@ users who left meanwhile (at most one each per user), sent when Redis is back.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, endpoints
@@ -79,21 +78,18 @@ class ClusterNode:
         ttl: float,
         clock: Any,
         prefix: str = "chatd:",
-        connect: Callable[[RedisTarget, float | None], Any] | None = None,
     ) -> None:
         self.target = target
         self.name = name
         self.ttl = ttl
         self.clock = clock
         self.prefix = prefix
-        self._connect = connect if connect is not None else connectRedis
         self._sinks: list[IEventSink] = []
         self.factory: Any = None  # the ChatFactory, for cutting users
         self.token = ""  # this lease's token; "" while not registered
         self.lastId = b"0-0"
         self.lastSeq = 0
         self.clusterSeq = 0
-        self.clusterUsers = 0
         self.gaps = 0
         self.joins = 0
         self.commands = 0  # Redis commands sent, for the benchmarks
@@ -102,6 +98,10 @@ class ClusterNode:
         self._pending: list[tuple[Event, Deferred[int]]] = []
         self._flushCall: Any = None
         self._inFlight = 0
+        self._drained: list[Deferred[None]] = []
+        # Users whose JOIN was refused before it reached Redis: their LEAVE
+        # is dropped too, or others would see a LEAVE without a JOIN.
+        self._unjoined: set[int] = set()
         self._owedLeaves: dict[int, Leave] = {}
         self._owedReleases: dict[bytes, None] = {}
         self._renewed = 0.0
@@ -123,8 +123,8 @@ class ClusterNode:
         """Connect and join (in the background: until this node holds a
         lease, HELLO gets UNAVAILABLE)."""
         self.factory = factory
-        self._cmd = self._connect(self.target, REPLY_TIMEOUT)
-        self._reader = self._connect(self.target, READ_BLOCK_MS / 1000 + REPLY_TIMEOUT)
+        self._cmd = connectRedis(self.target, REPLY_TIMEOUT)
+        self._reader = connectRedis(self.target, READ_BLOCK_MS / 1000 + REPLY_TIMEOUT)
         log.info(
             "cluster: node {node} joining through {redis}",
             node=self.name,
@@ -202,16 +202,21 @@ class ClusterNode:
         self._sinks.append(sink)
 
     def submit(self, event: Event) -> Deferred[int]:
+        if isinstance(event, Leave) and event.user.id in self._unjoined:
+            self._unjoined.discard(event.user.id)
+            return defer.succeed(0)  # never joined: nothing to tell anyone
+        why = None
         if not self.registered:
-            return defer.fail(
-                ClusterUnavailable("this node has not joined the cluster")
-            )
-        if not self.linkUp:
+            why = "this node has not joined the cluster"
+        elif not self.linkUp:
+            why = "Redis is unreachable"
+        elif self._inFlight >= MAX_IN_FLIGHT or len(self._pending) >= MAX_PENDING:
+            why = "Redis is not keeping up"
+        if why is not None:
+            if isinstance(event, Join):
+                self._unjoined.add(event.user.id)
             self._owe(event)
-            return defer.fail(ClusterUnavailable("Redis is unreachable"))
-        if self._inFlight >= MAX_IN_FLIGHT or len(self._pending) >= MAX_PENDING:
-            self._owe(event)
-            return defer.fail(ClusterUnavailable("Redis is not keeping up"))
+            return defer.fail(ClusterUnavailable(why))
         d: Deferred[int] = Deferred()
         self._pending.append((event, d))
         if self._flushCall is None:
@@ -220,8 +225,9 @@ class ClusterNode:
 
     def _owe(self, event: Event) -> None:
         """A LEAVE that could not be sent is sent when Redis is back, or
-        others would list its user for ever."""
-        if isinstance(event, Leave):
+        others would list its user for ever (without a lease, the reaper
+        sends it instead)."""
+        if isinstance(event, Leave) and self.registered:
             self._owedLeaves[event.user.id] = event
 
     def flush(self) -> None:
@@ -256,19 +262,34 @@ class ClusterNode:
         )
 
         def sequenced(result: list[Any]) -> None:
-            self._inFlight -= 1
+            self._answered()
             first = int(result[0])
             for i, (_, waiting) in enumerate(batch):
                 waiting.callback(first + i)
 
         def failed(failure: Failure) -> None:
-            self._inFlight -= 1
+            self._answered()
             self._checkLease(failure)
             for event, waiting in batch:
                 self._owe(event)
                 waiting.errback(ClusterUnavailable(failure.getErrorMessage()))
 
         d.addCallbacks(sequenced, failed)
+
+    def _answered(self) -> None:
+        self._inFlight -= 1
+        if not self._inFlight:
+            waiters, self._drained = self._drained, []
+            for waiting in waiters:
+                waiting.callback(None)
+
+    def _allAnswered(self) -> Deferred[None]:
+        """Fires once every batch sent has its answer (or its timeout)."""
+        if not self._inFlight:
+            return defer.succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        return d
 
     def _checkLease(self, failure: Failure) -> None:
         if "LEASE" in _text(failure.value) and self.registered:
@@ -359,11 +380,15 @@ class ClusterNode:
 
         return d.addCallbacks(claimed, failed)
 
-    def release(self, user: User) -> Deferred[None] | None:
-        """Free the name (fire and forget; the Deferred is for tests)."""
+    def release(self, user: User) -> None:
+        self.releaseName(user.name)
+
+    def releaseName(self, name: bytes) -> Deferred[None] | None:
+        """Free ``name``; the Deferred (None when nothing was sent) fires
+        once Redis has done it."""
         if not self.registered:
             return None  # the lease is gone: so are its names (the reaper's)
-        lower = user.name.lower()
+        lower = name.lower()
         if not self.linkUp:
             self._owedReleases[lower] = None
             return None
@@ -454,7 +479,6 @@ class ClusterNode:
             return
         self._renewed = self.clock.seconds()
         self.clusterSeq = int(reply[1])
-        self.clusterUsers = int(reply[2])
         self._read()  # if the reader had given up meanwhile
         self._payDebts()
         for dead in reply[3]:
@@ -466,7 +490,7 @@ class ClusterNode:
     def _payDebts(self) -> None:
         for lower in list(self._owedReleases):
             del self._owedReleases[lower]
-            self.release(User(0, 0, lower))
+            self.releaseName(lower)
         leaves = list(self._owedLeaves.values())
         self._owedLeaves.clear()
         for leave in leaves:
@@ -543,8 +567,7 @@ class ClusterNode:
             self._heartbeat.stop()
         self.flush()
         try:
-            while self._inFlight and self.linkUp:
-                await _later(self.clock, 0.01)
+            await self._allAnswered()
             if self.registered and self.linkUp:
                 await self._script("resign", self.name, self.token)
                 self.token = ""
@@ -559,12 +582,6 @@ class ClusterNode:
                 except Exception:
                     pass
         log.info("cluster: node {node} left", node=self.name)
-
-
-def _later(clock: Any, seconds: float) -> Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(clock, seconds, lambda: None)
 
 
 def connectRedis(target: RedisTarget, replyTimeout: float | None) -> Any:
