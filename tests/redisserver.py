@@ -17,6 +17,8 @@ from pathlib import Path
 from twisted.internet import defer, error, protocol, reactor
 from twisted.trial import unittest
 
+from tests.daemon import freePort
+
 REDIS = shutil.which("redis-server")
 READY = b"ready to accept connections"
 
@@ -56,6 +58,21 @@ class RedisServer:
         self.url = f"unix://{self.socket}"
         self.process = None
         self.watch: _Watch | None = None
+        self.tlsArgs: list[str] = []
+        self.tlsPort = 0
+
+    def withTLS(self, cert: str, key: str, ca: str) -> None:
+        """Also listen for TLS on a TCP port (redis cannot bind port 0: the
+        port is picked here, and :func:`startRedis` retries if it is taken)."""
+        self.tlsPort = freePort()
+        self.tlsArgs = [
+            "--tls-port", str(self.tlsPort),
+            "--tls-cert-file", cert,
+            "--tls-key-file", key,
+            "--tls-ca-cert-file", ca,
+            "--tls-auth-clients", "no",
+            "--bind", "127.0.0.1",
+        ]  # fmt: skip
 
     def start(self) -> defer.Deferred:
         assert REDIS is not None
@@ -63,6 +80,7 @@ class RedisServer:
         args = [
             REDIS,
             "--port", "0",
+            *self.tlsArgs,
             "--unixsocket", self.socket,
             "--unixsocketperm", "700",
             "--dir", str(self.dir),
@@ -92,9 +110,17 @@ class RedisServer:
 
 
 @defer.inlineCallbacks
-def startRedis(case: unittest.TestCase):  # type: ignore[no-untyped-def]
-    """A running RedisServer, stopped and removed when ``case`` ends."""
+def startRedis(case: unittest.TestCase, tls: tuple[str, str, str] | None = None):  # type: ignore[no-untyped-def]
+    """A running RedisServer, stopped and removed when ``case`` ends; with
+    ``tls`` (cert, key, CA files) also on a TLS port of 127.0.0.1."""
     server = RedisServer()
     case.addCleanup(server.cleanup)
-    yield server.start()
-    return server
+    for attempt in range(5):
+        if tls is not None:
+            server.withTLS(*tls)
+        try:
+            yield server.start()
+            return server
+        except RuntimeError as e:
+            if tls is None or "in use" not in str(e) or attempt == 4:
+                raise

@@ -10,6 +10,7 @@ import json
 import re
 import signal
 from io import BytesIO
+from pathlib import Path
 
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
@@ -19,6 +20,7 @@ from chatd.wire import FrameType as T
 from chatd.wire import parse_error
 from tests.daemon import Daemon, connect
 from tests.redisserver import skipUnlessRedis, startRedis
+from tests.test_client_tls import makeCertificates
 
 ADMIN_LINE = re.compile(r"admin interface on http://127\.0\.0\.1:(\d+)/")
 TTL = "3"
@@ -248,3 +250,52 @@ class ClusterFaultTests(ClusterCase):
         )
         yield n1.waitForLog("cluster: node n1 joined again")
         again, _ = yield self.handshake(n1, "user")
+
+
+@skipUnlessRedis
+class ClusterTLSTests(ClusterCase):
+    """rediss://: TLS to Redis, with the server's certificate checked."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir(parents=True)
+        self.certs = makeCertificates(directory)
+        files = (self.certs["good-cert"], self.certs["good-key"], self.certs["ca"])
+        self.redis = yield startRedis(self, tuple(map(str, files)))
+        self.url = f"rediss://localhost:{self.redis.tlsPort}/0"
+
+    @defer.inlineCallbacks
+    def tlsNode(self, name: str, ca: Path):
+        daemon = Daemon(
+            "--stats-interval", "0", "--redis", self.url, "--node-name", name,
+            env={"SSL_CERT_FILE": str(ca)},
+        )  # fmt: skip
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        return daemon
+
+    @defer.inlineCallbacks
+    def test_nodes_over_tls(self):
+        n1 = yield self.tlsNode("n1", self.certs["ca"])
+        n2 = yield self.tlsNode("n2", self.certs["ca"])
+        yield n1.waitForLog("cluster: node n1 joined")
+        yield n2.waitForLog("cluster: node n2 joined")
+        a, ea = yield self.handshake(n1, "alice")
+        b, eb = yield self.handshake(n2, "bob")
+        self.assertEqual((yield a.next()), (T.JOIN, eb))
+        b.send(T.SAY, b"over tls")
+        self.assertEqual((yield a.next()), (T.MESSAGE, eb + b".over tls"))
+
+    @defer.inlineCallbacks
+    def test_untrusted_certificate_is_refused(self):
+        """A Redis whose certificate another CA signed is never joined: the
+        node stays out of the cluster and HELLO gets UNAVAILABLE."""
+        n1 = yield self.tlsNode("n1", self.certs["other-ca"])
+        yield n1.waitForLog("cluster: Redis link down")
+        client = yield connect(n1.port)
+        self.addCleanup(lambda: client.transport.abortConnection())
+        client.send(T.HELLO, b"alice")
+        ftype, payload = yield client.next()
+        self.assertEqual((ftype, parse_error(payload)[0]), (T.ERROR, "UNAVAILABLE"))
+        self.assertNotIn("cluster: node n1 joined", n1.log)
