@@ -3,11 +3,18 @@ batching, one order for every node, names across nodes, reaping once."""
 
 from __future__ import annotations
 
+import signal
+
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from chatd.cluster.node import ClusterNode, ClusterUnavailable, connectRedis
+from chatd.cluster.node import (
+    MAX_IN_FLIGHT,
+    ClusterNode,
+    ClusterUnavailable,
+    connectRedis,
+)
 from chatd.cluster.options import parseRedisURL
 from chatd.core.events import Event, Join, Leave, Message
 from chatd.core.roster import User
@@ -200,3 +207,24 @@ class ClusterNodeTests(unittest.TestCase):
         self.assertIsNotNone((yield self.redisCommand("GET", "chatd:node:a")))
         claimed = yield a.claim(b"alice")  # its name was released too
         self.assertIsNotNone(claimed)
+
+    @defer.inlineCallbacks
+    def test_a_stuck_redis_holds_a_bounded_number_of_batches(self):
+        """Redis frozen: at most MAX_IN_FLIGHT batches wait for it; later
+        submits fail at once instead of piling up."""
+        a, sink = yield self.node("a")
+        user = User(1, 33, b"u")
+        self.redis.process.signalProcess(signal.SIGSTOP)
+        try:
+            waiting = []
+            for i in range(MAX_IN_FLIGHT):
+                waiting.append(a.submit(Message(user, b"%d" % i)))
+                a.flush()
+            refused = a.submit(Message(user, b"one too many"))
+            self.assertTrue(refused.called)
+            yield self.assertFailure(refused, ClusterUnavailable)
+        finally:
+            self.redis.process.signalProcess(signal.SIGCONT)
+        seqs = yield defer.gatherResults(waiting)
+        self.assertEqual(len(set(seqs)), MAX_IN_FLIGHT)
+        yield sink.until(MAX_IN_FLIGHT)
