@@ -35,13 +35,13 @@ class ClusterCase(unittest.TestCase):
         self.redis = yield startRedis(self)
 
     @defer.inlineCallbacks
-    def node(self, name: str, *options: str):
+    def node(self, name: str, *options: str, ttl: str = TTL):
         daemon = Daemon(
             "--stats-interval", "0",
             "--shutdown-grace", "3",
             "--redis", self.redis.url,
             "--node-name", name,
-            "--node-ttl", TTL,
+            "--node-ttl", ttl,
             *options,
         )  # fmt: skip
         self.addCleanup(daemon.stop)
@@ -198,8 +198,9 @@ class ClusterFaultTests(ClusterCase):
     def test_redis_away_for_a_while(self):
         """Redis stops: users stay, SAY/WHISPER/HELLO get UNAVAILABLE (HELLO
         stays in CONNECTED); Redis back: the nodes resume where they were."""
-        n1 = yield self.node("n1")
-        n2 = yield self.node("n2")
+        # A TTL that outlasts the outage: the nodes keep their leases.
+        n1 = yield self.node("n1", ttl="20")
+        n2 = yield self.node("n2", ttl="20")
         a, ea = yield self.handshake(n1, "alice")
         b, eb = yield self.handshake(n2, "bob")
         self.assertEqual((yield a.next()), (T.JOIN, eb))

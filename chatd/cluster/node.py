@@ -25,6 +25,7 @@ users who left meanwhile (at most one each per user), sent when Redis is back.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, endpoints
@@ -102,6 +103,8 @@ class ClusterNode:
         # Users whose JOIN was refused before it reached Redis: their LEAVE
         # is dropped too, or others would see a LEAVE without a JOIN.
         self._unjoined: set[int] = set()
+        # Ids of this node's users from their JOIN to their LEAVE.
+        self._local: set[int] = set()
         self._owedLeaves: dict[int, Leave] = {}
         self._owedReleases: dict[bytes, None] = {}
         self._renewed = 0.0
@@ -110,6 +113,7 @@ class ClusterNode:
         self._stopping = False
         self._linkWasUp: bool | None = None
         self._joinedWaiters: list[Deferred[None]] = []
+        self._calls: list[Any] = []  # retries and early beats, for stop()
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
 
@@ -123,7 +127,7 @@ class ClusterNode:
         """Connect and join (in the background: until this node holds a
         lease, HELLO gets UNAVAILABLE)."""
         self.factory = factory
-        self._cmd = connectRedis(self.target, REPLY_TIMEOUT)
+        self._cmd = connectRedis(self.target, REPLY_TIMEOUT, self._linkEvent)
         self._reader = connectRedis(self.target, READ_BLOCK_MS / 1000 + REPLY_TIMEOUT)
         log.info(
             "cluster: node {node} joining through {redis}",
@@ -131,10 +135,6 @@ class ClusterNode:
             redis=self.target.display,
         )
         self._heartbeat.start(self.ttl / 5, now=False)
-        # Join as soon as the first connection is up, not at the first beat.
-        first = self._cmd._factory.deferred
-        if first is not None:
-            first.addCallbacks(lambda _: self._beat(), lambda f: None)
 
     def whenJoined(self) -> Deferred[None]:
         """Fires once this node holds a lease (at once if it does)."""
@@ -217,6 +217,10 @@ class ClusterNode:
                 self._unjoined.add(event.user.id)
             self._owe(event)
             return defer.fail(ClusterUnavailable(why))
+        if isinstance(event, Join):
+            self._local.add(event.user.id)
+        elif isinstance(event, Leave):
+            self._local.discard(event.user.id)
         d: Deferred[int] = Deferred()
         self._pending.append((event, d))
         if self._flushCall is None:
@@ -327,7 +331,7 @@ class ClusterNode:
             log.warn(
                 "cluster: reading the stream failed: {why}", why=_text(failure.value)
             )
-            self.clock.callLater(1, self._read)
+            self._later(1, self._read)
 
     def _entry(self, entryId: bytes, fields: list[bytes]) -> None:
         values = dict(zip(fields[::2], fields[1::2], strict=False))
@@ -346,6 +350,12 @@ class ClusterNode:
                 want=self.lastSeq + 1,
                 got=first,
             )
+        if values.get(b"n") != self.name.encode() and any(
+            isinstance(e, Leave) and e.user.id in self._local for e in events
+        ):
+            # Another node sequenced our users' LEAVEs: it reaped us.  Cut
+            # them first, so none receives its own LEAVE.
+            self._leaseLost("was declared gone by another node")
         for i, event in enumerate(events):
             event.seq = first + i
             for sink in self._sinks:
@@ -418,6 +428,18 @@ class ClusterNode:
         log.warn("cluster: heartbeat failed: {why}", why=_text(failure.value))
         if self.registered and self.clock.seconds() - self._renewed > self.ttl:
             self._leaseLost(f"no lease renewal for {self.ttl:g}s")
+
+    def _later(self, seconds: float, f: Callable[[], None]) -> None:
+        """callLater, remembered so that stop() can cancel it."""
+        self._calls = [c for c in self._calls if c.active()]
+        self._calls.append(self.clock.callLater(seconds, f))
+
+    def _linkEvent(self) -> None:
+        """Connected or disconnected: say so now; once connected, join (or
+        renew, and send what is owed) without waiting for the next beat."""
+        self._linkChanged()
+        if self.linkUp and not self._stopping:
+            self._later(0, self._beat)
 
     def _linkChanged(self) -> None:
         up = self.linkUp
@@ -537,6 +559,7 @@ class ClusterNode:
             "cluster: node {node} {why}: {lost}", node=self.name, why=why, lost=LOST
         )
         self.token = ""
+        self._local.clear()
         self._owedLeaves.clear()
         self._owedReleases.clear()
         pending, self._pending = self._pending, []
@@ -565,6 +588,9 @@ class ClusterNode:
         self._stopping = True
         if self._heartbeat.running:
             self._heartbeat.stop()
+        for call in self._calls:
+            if call.active():
+                call.cancel()
         self.flush()
         try:
             await self._allAnswered()
@@ -584,9 +610,15 @@ class ClusterNode:
         log.info("cluster: node {node} left", node=self.name)
 
 
-def connectRedis(target: RedisTarget, replyTimeout: float | None) -> Any:
-    """A txredisapi connection handler (one connection, reconnecting), bytes
-    in and out; fails commands at once while it has no connection."""
+def connectRedis(
+    target: RedisTarget,
+    replyTimeout: float | None,
+    onLink: Callable[[], None] | None = None,
+) -> Any:
+    """A txredisapi connection handler: one connection, reconnecting, bytes
+    in and out.  ``onLink`` is called whenever it connects or disconnects.
+    (A command given while it is disconnected waits for the reconnection:
+    callers check ``_factory.size`` first.)"""
     import txredisapi
     from twisted.internet import reactor
 
@@ -603,6 +635,19 @@ def connectRedis(target: RedisTarget, replyTimeout: float | None) -> Any:
     )
     factory.initialDelay = 0.5
     factory.maxDelay = 2
+    if onLink is not None:
+        added, removed = factory.addConnection, factory.delConnection
+
+        def addConnection(conn: Any) -> None:
+            added(conn)
+            onLink()
+
+        def delConnection(conn: Any) -> None:
+            removed(conn)
+            onLink()
+
+        factory.addConnection = addConnection
+        factory.delConnection = delConnection
     factory.startConnecting(redisEndpoint(reactor, target))
     return factory.handler
 
