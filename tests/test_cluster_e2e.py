@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import re
 import signal
-from io import BytesIO
 from pathlib import Path
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.trial import unittest
-from twisted.web.client import Agent, FileBodyProducer, readBody
 
 from chatd.wire import FrameType as T
 from chatd.wire import parse_error
@@ -72,14 +70,31 @@ class ClusterCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def admin(self, daemon: Daemon, method: bytes, path: bytes, body: bytes = b""):
+        """One HTTP/1.0 request to the admin port: (status, JSON answer)."""
         port = yield _adminPort(daemon)
-        agent = Agent(reactor)
-        producer = FileBodyProducer(BytesIO(body)) if body else None
-        response = yield agent.request(
-            method, b"http://127.0.0.1:%d%s" % (port, path), None, producer
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        http = yield endpoint.connect(protocol.Factory.forProtocol(_Raw))
+        http.transport.write(
+            b"%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s"
+            % (method, path, len(body), body)
         )
-        data = yield readBody(response)
-        return response.code, json.loads(data)
+        raw = yield http.closed
+        head, _, data = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(data)
+
+
+class _Raw(protocol.Protocol):
+    """Everything the server sends until it closes."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.closed.callback(self.data)
 
 
 def _adminPort(daemon: Daemon) -> defer.Deferred:
