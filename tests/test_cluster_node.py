@@ -228,3 +228,14 @@ class ClusterNodeTests(unittest.TestCase):
         seqs = yield defer.gatherResults(waiting)
         self.assertEqual(len(set(seqs)), MAX_IN_FLIGHT)
         yield sink.until(MAX_IN_FLIGHT)
+
+    @defer.inlineCallbacks
+    def test_a_gap_is_counted(self):
+        """Numbers missing from the stream (trimmed while a node was away)
+        are noticed (counted for /status, and logged)."""
+        a, sink = yield self.node("a")
+        yield self.redisCommand("INCRBY", "chatd:seq", 5)
+        yield a.submit(Message(User(1, 33, b"u"), b"after the gap"))
+        events = yield sink.until(1)
+        self.assertEqual(events[0].seq, 6)
+        self.assertEqual(a.gaps, 1)
