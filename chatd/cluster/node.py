@@ -169,13 +169,12 @@ class ClusterNode:
 
     # -- Redis calls -----------------------------------------------------------
 
-    def _script(self, name: str, *args: object, conn: Any = None) -> Deferred[Any]:
+    def _script(self, name: str, *args: object) -> Deferred[Any]:
         """EVALSHA; when Redis lost its script cache (a restart), the call
         fails and every script is loaded again, so later calls work and no
         batch overtakes another."""
-        conn = conn if conn is not None else self._cmd
         self.commands += 1
-        d = conn.execute_command("EVALSHA", SHA[name], 0, self.prefix, *args)
+        d = self._cmd.execute_command("EVALSHA", SHA[name], 0, self.prefix, *args)
         d.addErrback(self._noScript)
         return d
 
