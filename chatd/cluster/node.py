@@ -489,7 +489,11 @@ class ClusterNode:
             join = Join(user)
             for sink in self._sinks:
                 sink.deliver(join)
-        log.info("cluster: {n} users active, sequence at {seq}", n=len(users), seq=seq)
+        log.info(
+            "cluster: {n} users active, sequence at {seq}",
+            n=len(users),
+            seq=self.lastSeq,
+        )
 
     async def _renewAsync(self) -> None:
         reply = await self._script(
