@@ -224,6 +224,7 @@ def status(service: ChatService) -> dict:
     """What ``GET /status`` shows: state, limits, counters, users."""
     config = service.config
     factory = service.factory
+    cluster = getattr(service, "cluster", None)  # --redis (chatd.cluster)
     users = [
         {
             "id": user.id,
@@ -254,6 +255,8 @@ def status(service: ChatService) -> dict:
         },
         "counters": factory.snapshot(),
         "users": users,
+        # cluster (--redis): node, Redis link, stream lag, users cluster-wide
+        "cluster": cluster.status() if cluster is not None else None,
     }
 
 

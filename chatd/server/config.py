@@ -60,6 +60,11 @@ class Config:
     auth_backoff_max: float = 10.0
     log_summary: float = 0.0
     log_keep: int = 0
+    # -- cluster (chatd.cluster, --redis): the PARAMETERS at the end --
+    redis: str | None = field(default=None, repr=False)  # may hold a password
+    redis_password_file: str | None = None
+    node_name: str | None = None
+    node_ttl: float = 10.0
 
 
 def _whole(value: str, least: int, rule: str) -> int:
@@ -118,6 +123,18 @@ def _bytes(value: str) -> int:
     return number
 
 
+def _cluster(name: str) -> Callable[[str], object]:
+    """A parser from chatd.cluster.options, imported only when the option is
+    given: without --redis nothing of the cluster is imported."""
+
+    def parse(value: str) -> object:
+        from chatd.cluster import options
+
+        return getattr(options, name)(value)
+
+    return parse
+
+
 # name -> (parser, default, help).  The option is --name, the variable
 # CHATD_NAME with dashes as underscores.
 PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
@@ -146,6 +163,11 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "auth-backoff-max": (_seconds, 10.0, "Longest AUTH_FAILED delay (--auth-backoff doubles up to it)."),
     "log-summary": (_seconds, 10.0, "Refusals, login failures and protocol errors: a few lines, then one summary per kind per this many seconds (0 = every line)."),
     "log-keep": (_count, 10, "Rotated twistd log files kept (0 = all, as twistd does)."),
+    # -- cluster (chatd.cluster; docs/cluster.md) --
+    "redis": (_cluster("checkRedisURL"), None, "Join the cluster through Redis: redis://host:port/db, rediss:// (TLS) or unix://path (off by default)."),
+    "redis-password-file": (_cluster("passwordFile"), None, "File whose first line is the Redis password (instead of one in the URL)."),
+    "node-name": (_cluster("nodeName"), None, "This node's name in the cluster [default: host name:first listen port]."),
+    "node-ttl": (_cluster("ttl"), 10.0, "Seconds after which a silent node is declared gone and its users leave."),
 }  # fmt: skip
 
 

@@ -203,7 +203,16 @@ class ChatService(service.MultiService):
         self.loader = loader if loader is not None else (lambda: self.config)
         self.handleSignals = handleSignals
         self.lifecycle = Lifecycle()
-        self.factory = ChatFactory(config, clock=reactor)
+        # -- cluster (--redis): chatd.cluster is imported only then ----------
+        self.cluster: Any = None
+        seams: dict = {}
+        if config.redis:
+            from chatd.cluster.node import nodeFor
+
+            self.cluster = nodeFor(config, reactor)
+            seams = self.cluster.seams()
+        # ----------------------------------------------------------------------
+        self.factory = ChatFactory(config, clock=reactor, **seams)
         self.started = 0.0
         self._startedAt = 0.0
         self._bound = False
@@ -327,6 +336,8 @@ class ChatService(service.MultiService):
         self.started = time.time()
         self._startedAt = self.reactor.seconds()
         self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
+        if self.cluster is not None:  # cluster: join in the background
+            self.cluster.start(self.factory)
         self._installSignals()
         self._writePortFile()
         self.reactor.callWhenRunning(self._announce)
@@ -631,6 +642,9 @@ class ChatService(service.MultiService):
         stopped = service.MultiService.stopService(self)
         n = len(factory.connections)
         closed = factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
+        waits = [stopped, closed]
+        if self.cluster is not None:  # cluster: sequence their LEAVEs, resign
+            waits.append(self.cluster.stop())
         begun = self.reactor.seconds()
         grace = self.reactor.callLater(self.config.shutdown_grace, self._abortAll)
 
@@ -650,7 +664,7 @@ class ChatService(service.MultiService):
                 deliveries=stats["deliveries"],
             )
 
-        d = defer.DeferredList([stopped, closed])
+        d = defer.DeferredList(waits)
         d.addCallback(done)
         return d
 
