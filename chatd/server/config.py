@@ -38,6 +38,10 @@ class Config:
     admin_token_file: str | None = None
     admin_token: bytes | None = field(default=None, repr=False)
     env_file: str | None = None
+    # --workers (chatd.cluster)
+    workers: int = 1
+    max_clients_per_worker: int = 1000
+    worker_idle_exit: float = 60.0
 
 
 def _positiveInt(value: str) -> int:
@@ -102,7 +106,18 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
     "env-file": (str, None, "File of CHATD_<OPTION>=value lines, read at start and on every reload (SIGHUP)."),
+    # --workers (chatd.cluster; docs/workers.md)
+    "workers": (lambda v: _workers(v), 1, "Worker processes to spread clients over, at most; 'auto' = one per core (1 = one process)."),
+    "max-clients-per-worker": (_positiveInt, 1000, "Most clients one worker process serves (with --workers above 1)."),
+    "worker-idle-exit": (_seconds, 60.0, "Seconds a worker with no clients lives on before it exits (never the last one)."),
 }  # fmt: skip
+
+
+def _workers(value: str) -> int:
+    """--workers: a count, or ``auto`` for one per core."""
+    if value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _positiveInt(value)
 
 
 def envName(option: str) -> str:

@@ -95,7 +95,14 @@ class ChatService(service.Service):
         self.loader = loader if loader is not None else (lambda: self.config)
         self.handleSignals = handleSignals
         self.lifecycle = Lifecycle()
-        self.factory = ChatFactory(config, clock=reactor)
+        # --workers (chatd.cluster, imported only then): the factory of the
+        # main process hands clients to worker processes and stops them.
+        if config.workers > 1:
+            from chatd.cluster.main import makeClusterFactory
+
+            self.factory = makeClusterFactory(config, reactor)
+        else:
+            self.factory = ChatFactory(config, clock=reactor)
         #: endpoint description -> listening port, in --listen order.
         self.listeners: dict[str, object] = {}
         self.adminPort: object = None

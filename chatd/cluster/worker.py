@@ -1,0 +1,257 @@
+"""A worker process: ``python -m chatd.cluster.worker --index K --fd N``.
+
+Started by the main process (:mod:`chatd.cluster.main`) with its end of the
+link as descriptor N.  It serves the clients whose sockets the main process
+hands it (ADOPT), with the ordinary :class:`~chatd.server.protocol.ChatFactory`
+whose sequencer and roster are the main process's
+(:mod:`chatd.cluster.remote`), so its fan-out writes the one total order to
+its own clients.  Its log lines go to stdout, one event per line, and the
+main process logs them tagged ``worker=K``.  When the link closes (the main
+process is gone, even by kill -9) it sends ERROR SHUTDOWN to its clients and
+exits: no orphans.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import struct
+import sys
+from collections import deque
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, formatEvent, globalLogBeginner
+from zope.interface import implementer
+
+from chatd.cluster import link
+from chatd.cluster.remote import RemoteRoster, RemoteSequencer
+from chatd.server.protocol import ChatFactory, ChatProtocol
+from chatd.wire import ErrorCode, LeaveReason
+
+log = Logger(namespace="chatd")
+
+_FAMILIES = {0: socket.AF_INET, 1: socket.AF_INET6, 2: socket.AF_UNIX}
+_NO_LINGER = struct.pack("ii", 0, 0)
+STATS_INTERVAL = 1.0
+
+
+class WorkerFactory(ChatFactory):
+    """The ChatFactory of a worker: the main process admitted its clients;
+    it is told when each connection ends (DONE), so it can admit more."""
+
+    adopting = 0
+
+    def __init__(self, config: Any, clock: Any, send: link.Link) -> None:
+        self.link = send
+        self.remoteSequencer = RemoteSequencer(send.send)
+        self.remoteRoster = RemoteRoster(send.send)
+        super().__init__(config, clock, self.remoteSequencer, self.remoteRoster)
+
+    def buildProtocol(self, addr: object) -> ChatProtocol:
+        proto = super().buildProtocol(addr)
+        proto.mainConn = self.adopting  # type: ignore[attr-defined]
+        return proto
+
+    def forget(self, proto: ChatProtocol) -> None:
+        known = proto in self.connections
+        super().forget(proto)
+        if known and self.link.connected:
+            self.link.send(link.DONE, link.U32.pack(proto.mainConn))  # type: ignore[attr-defined]
+
+
+@implementer(IFileDescriptorReceiver)
+class WorkerLink(link.Link):
+    """The worker's end of the link."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.fds: deque[int] = deque()
+
+    def fileDescriptorReceived(self, descriptor: int) -> None:
+        self.fds.append(descriptor)
+
+    def messageReceived(self, kind: int, payload: bytes) -> None:
+        worker = self.worker
+        if kind == link.BATCH:
+            own, blob = link.parseBatch(payload)
+            worker.factory.remoteSequencer.batchReceived(own, blob)  # type: ignore[union-attr]
+        elif kind == link.ADOPT:
+            conn, family = link.ADOPT_HEAD.unpack_from(payload)
+            if not self.fds:
+                raise link.LinkError("ADOPT without a descriptor")
+            worker.adopt(self.fds.popleft(), conn, family)
+        elif kind == link.NAMED:
+            worker.factory.remoteRoster.answered(payload)  # type: ignore[union-attr]
+        elif kind == link.CONFIG:
+            worker.configure(link.configFrom(payload))
+        elif kind == link.NOTICE:
+            code, _, text = payload.decode("utf-8", "replace").partition(".")
+            if worker.factory is not None:
+                worker.factory.notice(code, text)
+        elif kind == link.STOP:
+            worker.stop("the main process stops")
+        elif kind == link.ABORT:
+            if worker.factory is not None:
+                worker.factory.abortAll()
+        else:
+            raise link.LinkError(f"unknown link message {kind}")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        self.worker.linkLost()
+
+
+class Worker:
+    """One worker process's state: its factory, once configured."""
+
+    factory: WorkerFactory | None = None
+    stopping = False
+
+    def __init__(self, reactor: Any, index: int) -> None:
+        self.reactor = reactor
+        self.index = index
+        self.link: WorkerLink | None = None
+        self._stats = LoopingCall(self.sendStats)
+        self._stats.clock = reactor
+
+    def configure(self, config: Any) -> None:
+        if self.factory is None:
+            assert self.link is not None
+            self.factory = WorkerFactory(config, self.reactor, self.link)
+            self._stats.start(STATS_INTERVAL, now=False)
+            log.info("ready, pid {pid}", pid=os.getpid())
+        else:
+            self.factory.applyConfig(config)
+
+    def adopt(self, fd: int, conn: int, family: int) -> None:
+        """A client's socket from the main process: ours from now on."""
+        try:
+            if self.factory is None or family not in _FAMILIES:
+                raise link.LinkError(f"cannot adopt conn {conn} (family {family})")
+            sock = socket.socket(fileno=os.dup(fd))
+            try:
+                # The main process aborted its copy (SO_LINGER 0 is set on the
+                # socket itself): a close of ours must stay an orderly FIN.
+                if family != 2:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
+                sock.setblocking(False)
+                self.factory.adopting = conn
+                self.reactor.adoptStreamConnection(
+                    sock.fileno(), _FAMILIES[family], self.factory
+                )
+            finally:
+                sock.close()
+        finally:
+            os.close(fd)
+            if self.link is not None and self.link.connected:
+                self.link.send(link.ADOPTED, link.U32.pack(conn))
+
+    def sendStats(self) -> None:
+        if self.factory is not None and self.link is not None and self.link.connected:
+            snap = self.factory.snapshot()
+            snap["pid"] = os.getpid()
+            self.link.send(link.STATS, link.jsonMessage(0, snap)[1:])
+
+    def stop(
+        self,
+        why: str,
+        reason: LeaveReason = LeaveReason.SHUTDOWN,
+        code: ErrorCode = ErrorCode.SHUTDOWN,
+    ) -> None:
+        """ERROR ``code`` to every client (within --shutdown-grace), then exit."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self._stats.running:
+            self._stats.stop()
+        factory = self.factory
+        if factory is None:
+            self.reactor.stop()
+            return
+        log.info(
+            "stopping ({why}): closing {n} connections",
+            why=why,
+            n=len(factory.connections),
+        )
+        factory.refusal = ErrorCode.SHUTDOWN
+        grace = self.reactor.callLater(factory.config.shutdown_grace, factory.abortAll)
+        d = factory.closeAll(reason, code)
+
+        def done(_: object) -> None:
+            if grace.active():
+                grace.cancel()
+            self.reactor.stop()
+
+        d.addBoth(done)
+
+    def linkLost(self) -> None:
+        why = "the main process is gone"
+        if self.factory is not None:
+            self.factory.remoteSequencer.linkLost(why)
+            self.factory.remoteRoster.linkLost(why)
+        if not self.stopping:
+            log.warn("link to the main process closed: shutting down")
+        self.stop(why)
+
+
+class _LineObserver:
+    """Log events as plain lines on stdout for the main process to tag;
+    a closed pipe (the main process died) is not an error here."""
+
+    def __call__(self, event: dict) -> None:
+        text = formatEvent(event)
+        level = event.get("log_level")
+        name = getattr(level, "name", "info")
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += " | " + failure.getErrorMessage()
+        try:
+            sys.stdout.write(f"{name} {text}\n".replace("\n", " ").rstrip() + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="chatd.cluster.worker")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    from twisted.internet import reactor
+
+    globalLogBeginner.beginLoggingTo([_LineObserver()], redirectStandardIO=False)
+    worker = Worker(reactor, args.index)
+    sock = socket.socket(fileno=args.fd)
+    sock.setblocking(False)
+    worker.link = WorkerLink(worker)
+    factory = protocol.Factory.forProtocol(lambda: worker.link)  # type: ignore[arg-type,return-value]
+    reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)  # type: ignore[attr-defined]
+    sock.close()
+
+    # Ctrl-C in a terminal reaches the whole process group: the main process
+    # decides.  SIGTERM (the main process, or an operator) stops gracefully.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(
+        signal.SIGTERM,
+        lambda *_: reactor.callFromThread(worker.stop, "SIGTERM"),  # type: ignore[attr-defined]
+    )
+    # The main process found this worker too slow to follow the order.
+    signal.signal(
+        signal.SIGUSR1,
+        lambda *_: reactor.callFromThread(  # type: ignore[attr-defined]
+            worker.stop, "too slow", LeaveReason.SLOW, ErrorCode.SLOW_CONSUMER
+        ),
+    )
+    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main()
