@@ -134,8 +134,13 @@ class WorkerProcess(protocol.ProcessProtocol):
         code = getattr(reason.value, "exitCode", None)
         sig = getattr(reason.value, "signal", None)
         why = f"killed by signal {sig}" if sig else f"exited with status {code}"
-        self.handle.gone(why)
-        self.handle.exited.callback(None)
+        handle = self.handle
+        expected = handle.retiring or handle.slow or handle.cluster.stopping
+        (log.info if expected and not sig else log.warn)(
+            "worker={k} pid {pid} {why}", k=handle.index, pid=handle.pid, why=why
+        )
+        handle.gone(why)
+        handle.exited.callback(None)
 
 
 class MainLink(link.Link):

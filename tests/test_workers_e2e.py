@@ -1,0 +1,270 @@
+"""End to end: ``twistd chatd --workers 3 --max-clients-per-worker 2`` (issue 11).
+
+Which worker serves a user is read from the main process's log (workers'
+lines are tagged ``worker=K``); worker pids from its ``started`` lines.
+Every wait is on a frame, a log line or a process exit; the only poll is
+for the pids of orphaned workers, bounded in time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+from twisted.internet import defer, endpoints, protocol, reactor, task
+from twisted.trial import unittest
+
+from chatd.wire import FrameType as T
+from tests.daemon import Daemon, connect
+
+OPTIONS = (
+    "--workers",
+    "3",
+    "--max-clients-per-worker",
+    "2",
+    "--stats-interval",
+    "0",
+    "--shutdown-grace",
+    "3",
+    "--worker-idle-exit",
+    "600",
+)
+STARTED = re.compile(r"worker=(\d+) started: pid (\d+)")
+ADMIN = re.compile(r"admin interface on http://127\.0\.0\.1:(\d+)/")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+@defer.inlineCallbacks
+def allGone(pids: list[int], within: float = 15.0):
+    """Fires with the pids still running after ``within`` seconds (or none)."""
+    waited = 0.0
+    while any(alive(p) for p in pids) and waited < within:
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        waited += 0.05
+    return [p for p in pids if alive(p)]
+
+
+class _HTTP(protocol.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.done.callback(self.data)
+
+
+@defer.inlineCallbacks
+def post(port: int, path: str, body: str):
+    """POST a form to the admin interface; fires with the raw response."""
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    client = yield endpoint.connect(protocol.Factory.forProtocol(_HTTP))
+    data = body.encode()
+    client.transport.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    response = yield client.done
+    return response
+
+
+class WorkersTests(unittest.TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.daemon = Daemon(*OPTIONS, "--admin", "tcp:0:interface=127.0.0.1")
+        self.addCleanup(self.daemon.stop)
+        yield self.daemon.start()
+        self.addCleanup(self.reap)
+
+    @defer.inlineCallbacks
+    def reap(self):
+        """No test leaves a worker behind, whatever happened to main."""
+        yield self.daemon.stop()
+        left = yield allGone(self.workerPids())
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        self.assertEqual(left, [], "workers outlived the main process")
+
+    def workerPids(self) -> list[int]:
+        return [int(m.group(2)) for m in STARTED.finditer(self.daemon.log)]
+
+    def workerPid(self, k: int) -> int:
+        return dict((int(a), int(b)) for a, b in STARTED.findall(self.daemon.log))[k]
+
+    @defer.inlineCallbacks
+    def join(self, name: str):
+        """``name`` handshakes; fires with (client, JOIN entry, worker number)."""
+        client = yield connect(self.daemon.port)
+        self.addCleanup(lambda: client.transport.abortConnection())
+        client.send(T.HELLO, name.encode())
+        ftype, payload = yield client.next()
+        self.assertEqual(ftype, T.WELCOME, payload)
+        _, uid, color = payload.split(b".")
+        client.send(T.READY)
+        entry = b".".join((uid, color, name.encode()))
+        self.assertEqual((yield client.next()), (T.JOIN, entry))
+        line = f"id={uid.decode()} name={name}\n"
+        yield self.daemon.waitForLog(line)
+        match = re.search(
+            r"worker=(\d+) hello conn=\d+ " + re.escape(line), self.daemon.log
+        )
+        self.assertIsNotNone(match)
+        return client, entry, int(match.group(1))
+
+    @defer.inlineCallbacks
+    def frames(self, client, n: int):
+        got = []
+        for _ in range(n):
+            got.append((yield client.next()))
+        return got
+
+    @defer.inlineCallbacks
+    def test_spread_one_order_and_full(self):
+        """Six users land two per worker; every user sees one identical order
+        of MESSAGEs sent at once from every worker; the seventh client gets
+        SERVER_FULL."""
+        users = []
+        for i in range(6):
+            users.append((yield self.join(f"u{i}")))
+        workers = sorted(w for _, _, w in users)
+        self.assertEqual(workers, [1, 1, 2, 2, 3, 3])
+        for i, (client, _, _) in enumerate(users):
+            joins = yield self.frames(client, 5 - i)
+            self.assertEqual(joins, [(T.JOIN, e) for _, e, _ in users[i + 1 :]])
+        for n in range(5):
+            for i, (client, _, _) in enumerate(users):
+                client.send(T.SAY, f"m{n} from u{i}".encode())
+        seen = []
+        for client, _, _ in users:
+            seen.append((yield self.frames(client, 30)))
+        for other in seen[1:]:
+            self.assertEqual(other, seen[0])
+        self.assertEqual(
+            sorted(p.rsplit(b".", 1)[1] for _, p in seen[0]),
+            sorted(f"m{n} from u{i}".encode() for n in range(5) for i in range(6)),
+        )
+        # Every worker's users interleave: not one worker's run after another.
+        senders = [p.split(b".")[2] for _, p in seen[0]]
+        self.assertNotEqual(senders, sorted(senders))
+
+        full = yield connect(self.daemon.port)
+        ftype, payload = yield full.next()
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(payload.startswith(b"SERVER_FULL."), payload)
+        yield full.closed
+
+    @defer.inlineCallbacks
+    def test_who_whisper_name_taken_kick_notice_across_workers(self):
+        a, ea, wa = yield self.join("alice")
+        b, eb, wb = yield self.join("bob")
+        c, ec, wc = yield self.join("carol")
+        self.assertEqual((wa, wb), (1, 1))
+        self.assertEqual(wc, 2)
+        yield self.frames(a, 2)
+        yield self.frames(b, 1)
+
+        c.send(T.WHO)
+        self.assertEqual(
+            (yield self.frames(c, 2)),
+            [(T.USERS, b"\n".join((ea, eb, ec))), (T.USERS, b"")],
+        )
+        c.send(T.WHISPER, b"ALICE.psst")
+        self.assertEqual((yield a.next()), (T.WHISPERED, ec + b".psst"))
+
+        taken = yield connect(self.daemon.port)
+        self.addCleanup(lambda: taken.transport.abortConnection())
+        taken.send(T.HELLO, b"Bob")
+        ftype, payload = yield taken.next()
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(payload.startswith(b"NAME_TAKEN."), payload)
+
+        yield self.daemon.waitForLog("admin interface on")
+        port = int(ADMIN.search(self.daemon.log).group(1))
+        response = yield post(port, "/kick", "name=alice")
+        self.assertIn(b"200 OK", response)
+        ftype, payload = yield a.next()
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(payload.startswith(b"KICKED."), payload)
+        for client in (b, c):
+            self.assertEqual((yield client.next()), (T.LEAVE, ea + b".kicked"))
+
+        response = yield post(port, "/maintenance", "state=on&text=soon")
+        self.assertIn(b"200 OK", response)
+        for client in (b, c):
+            self.assertEqual((yield client.next()), (T.NOTICE, b"MAINTENANCE.soon"))
+
+    @defer.inlineCallbacks
+    def test_kill_worker(self):
+        """kill -9 of a worker: the others see LEAVE error for its users,
+        their names are free again, and new clients are still served."""
+        a, ea, _ = yield self.join("alice")
+        b, eb, _ = yield self.join("bob")
+        c, ec, wc = yield self.join("carol")
+        self.assertEqual(wc, 2)
+        yield self.frames(a, 2)
+        yield self.frames(b, 1)
+        os.kill(self.workerPid(1), signal.SIGKILL)
+        self.assertEqual(
+            (yield self.frames(c, 2)),
+            [(T.LEAVE, ea + b".error"), (T.LEAVE, eb + b".error")],
+        )
+        yield a.closed
+        yield b.closed
+        yield self.daemon.waitForLog(
+            f"worker=1 pid {self.workerPid(1)} killed by signal 9"
+        )
+        again, entry, _ = yield self.join("alice")
+        self.assertEqual((yield c.next()), (T.JOIN, entry))
+
+    @defer.inlineCallbacks
+    def test_kill_main_leaves_no_process(self):
+        """kill -9 of main: every worker sends ERROR SHUTDOWN and exits."""
+        clients = []
+        for name in ("alice", "bob", "carol"):
+            clients.append((yield self.join(name)))
+        self.assertEqual({w for _, _, w in clients}, {1, 2})
+        pids = self.workerPids()
+        self.assertEqual(len(pids), 2)
+        status = yield self.daemon.signal(signal.SIGKILL)
+        self.assertEqual(status, 128 + signal.SIGKILL)
+        for client, _, _ in clients:
+            while True:
+                ftype, payload = yield client.next()
+                if ftype == T.ERROR:
+                    break
+            self.assertTrue(payload.startswith(b"SHUTDOWN."), payload)
+            yield client.closed
+        self.assertEqual((yield allGone(pids)), [])
+
+    @defer.inlineCallbacks
+    def test_sigterm_stops_every_worker(self):
+        clients = []
+        for name in ("alice", "bob", "carol"):
+            clients.append((yield self.join(name)))
+        pids = self.workerPids()
+        status = self.daemon.signal(signal.SIGTERM)
+        for client, _, _ in clients:
+            while True:
+                ftype, payload = yield client.next()
+                if ftype == T.ERROR:
+                    break
+            self.assertTrue(payload.startswith(b"SHUTDOWN."), payload)
+            yield client.closed
+        self.assertEqual((yield status), 128 + signal.SIGTERM)
+        self.assertEqual((yield allGone(pids)), [])
+        self.assertIn("state STOPPING -> STOPPED", self.daemon.log)
