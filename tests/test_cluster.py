@@ -1,0 +1,346 @@
+"""The pieces of --workers without processes: the dispatcher's choice, the
+link's framing, the worker's remote sequencer and roster against main's
+authority, and what main does when a worker dies or falls behind."""
+
+from __future__ import annotations
+
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from chatd.cluster import link
+from chatd.cluster.dispatch import Dispatcher
+from chatd.cluster.main import Authority, ClusterFactory, WorkerHandle
+from chatd.cluster.remote import LinkLost, RemoteRoster, RemoteSequencer
+from chatd.core.events import Join, Kick, Leave, Message
+from chatd.core.roster import User
+from chatd.server.config import Config
+from chatd.wire import LeaveReason
+
+
+class Slot:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.clients = 0
+        self.accepting = True
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class DispatcherTests(unittest.SynchronousTestCase):
+    def setUp(self) -> None:
+        self.spawned: list[Slot] = []
+        self.dispatcher: Dispatcher[Slot] = Dispatcher(3, 2, self.spawn)
+
+    def spawn(self) -> Slot:
+        slot = Slot(f"w{len(self.spawned) + 1}")
+        self.spawned.append(slot)
+        return slot
+
+    def pick(self) -> Slot | None:
+        slot = self.dispatcher.choose()
+        if slot is not None:
+            slot.clients += 1
+        return slot
+
+    def test_least_recently_selected_with_room(self) -> None:
+        """Clients fill the first worker's room only when the others are
+        newer; with two running, they alternate."""
+        first = self.spawn()
+        self.dispatcher.add(first)
+        self.assertIs(self.pick(), first)
+        self.assertIs(self.pick(), first)
+        second = self.pick()  # first is full: a new worker
+        self.assertEqual(self.spawned, [first, second])
+        first.clients = second.clients = 0
+        self.assertEqual(
+            [self.pick() for _ in range(4)], [first, second, first, second]
+        )
+
+    def test_full_when_every_worker_is_full(self) -> None:
+        picks = [self.pick() for _ in range(6)]
+        self.assertEqual(len(self.spawned), 3)
+        self.assertEqual(
+            sorted(p.name for p in picks), ["w1", "w1", "w2", "w2", "w3", "w3"]
+        )
+        self.assertIsNone(self.dispatcher.choose())
+        picks[0].clients -= 1
+        self.assertIs(self.pick(), picks[0])
+
+    def test_not_accepting_is_skipped_but_counted(self) -> None:
+        """A worker on its way out takes no one, and still counts toward N."""
+        w1 = self.pick()
+        assert w1 is not None
+        w1.accepting = False
+        picks = [self.pick() for _ in range(4)]
+        self.assertEqual([p.name for p in picks], ["w2", "w2", "w3", "w3"])  # type: ignore[union-attr]
+        self.assertIsNone(self.dispatcher.choose())
+        self.dispatcher.remove(w1)
+        self.assertEqual(self.pick().name, "w4")  # type: ignore[union-attr]
+
+
+class FakeWorker:
+    """What the authority sends one worker, as its link would carry it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[int], bytes]] = []
+
+    def sendBatch(self, own: list[int], blob: bytes) -> None:
+        message = link.batchMessage(own, blob)
+        self.batches.append(link.parseBatch(message[1:]))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def deliver(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.events.append((type(event).__name__, event.seq, event.frame))
+
+
+class OrderTests(unittest.SynchronousTestCase):
+    """Two workers' remote sequencers and main's authority, wired by hand."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.authority = Authority(self.clock.callLater)
+        self.links = [FakeWorker(), FakeWorker()]
+        self.authority.workers = self.links  # type: ignore[assignment]
+        self.sent: list[list[tuple[int, bytes]]] = [[], []]
+        self.remotes = [
+            RemoteSequencer(lambda k, p, i=i: self.sent[i].append((k, p)))
+            for i in range(2)
+        ]
+        self.sinks = [Sink(), Sink()]
+        for remote, sink in zip(self.remotes, self.sinks, strict=True):
+            remote.subscribe(sink)
+
+    def carry(self) -> None:
+        """Main reads both links, ends its turn, the workers read theirs."""
+        from chatd.core.eventcodec import decodeEvent
+
+        for i, sent in enumerate(self.sent):
+            for kind, payload in sent:
+                self.assertEqual(kind, link.SUBMIT)
+                self.authority.submit(decodeEvent(payload), self.links[i])  # type: ignore[arg-type]
+            sent.clear()
+        self.clock.advance(0)
+        for remote, worker in zip(self.remotes, self.links, strict=True):
+            for own, blob in worker.batches:
+                remote.batchReceived(own, blob)
+            worker.batches.clear()
+
+    def test_own_events_wait_for_the_order(self) -> None:
+        alice, bob = User(1, 33, b"alice"), User(2, 37, b"bob")
+        seqs: list[int] = []
+        self.remotes[0].submit(Message(alice, b"one")).addCallback(seqs.append)
+        self.remotes[1].submit(Message(bob, b"two")).addCallback(seqs.append)
+        self.remotes[0].submit(Message(alice, b"three")).addCallback(seqs.append)
+        self.assertEqual(self.sinks[0].events, [])  # nothing delivered early
+        self.assertEqual(seqs, [])
+        self.carry()
+        self.assertEqual(self.sinks[0].events, self.sinks[1].events)
+        self.assertEqual(
+            [f[-3:] for _, _, f in self.sinks[0].events], [b"one", b"ree", b"two"]
+        )
+        self.assertEqual([s for _, s, _ in self.sinks[0].events], [1, 2, 3])
+        self.assertEqual(seqs, [1, 2, 3])
+
+    def test_one_batch_per_turn(self) -> None:
+        alice = User(1, 33, b"alice")
+        for n in range(5):
+            self.authority.submit(Message(alice, b"%d" % n))
+        self.assertEqual(self.links[0].batches, [])
+        self.clock.advance(0)
+        self.assertEqual(len(self.links[0].batches), 1)
+        self.assertEqual(self.links[0].batches, self.links[1].batches)
+
+    def test_lost_link_fails_what_waits_and_what_comes(self) -> None:
+        remote = self.remotes[0]
+        waiting = remote.submit(Message(User(1, 33, b"a"), b"x"))
+        remote.linkLost("the main process is gone")
+        self.failureResultOf(waiting, LinkLost)
+        self.failureResultOf(remote.submit(Message(User(1, 33, b"a"), b"y")), LinkLost)
+
+    def test_sequence_number_for_nothing_is_a_link_error(self) -> None:
+        with self.assertRaises(link.LinkError):
+            self.remotes[0].batchReceived([7], b"")
+
+
+class RosterTests(unittest.SynchronousTestCase):
+    def setUp(self) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+        self.roster = RemoteRoster(lambda k, p: self.sent.append((k, p)))
+
+    def answer(self, status: int, entry: bytes = b"") -> None:
+        kind, payload = self.sent.pop()
+        self.assertEqual(kind, link.CLAIM)
+        (req,) = link.U32.unpack_from(payload)
+        self.roster.answered(link.NAMED_HEAD.pack(req, status) + entry)
+
+    def test_granted_taken_exhausted(self) -> None:
+        d = self.roster.claim(b"alice")
+        self.assertNoResult(d)
+        self.answer(link.GRANTED, b"7.33.alice")
+        user = self.successResultOf(d)
+        self.assertEqual((user.id, user.color, user.name), (7, 33, b"alice"))
+        d = self.roster.claim(b"alice")
+        self.answer(link.TAKEN)
+        self.assertIsNone(self.successResultOf(d))
+        d = self.roster.claim(b"zed")
+        self.answer(link.EXHAUSTED)
+        self.failureResultOf(d, OverflowError)
+
+    def test_release_and_lost_link(self) -> None:
+        self.roster.release(User(9, 33, b"x"))
+        self.assertEqual(self.sent, [(link.RELEASE, link.U32.pack(9))])
+        d = self.roster.claim(b"bob")
+        self.roster.linkLost("gone")
+        self.failureResultOf(d, LinkLost)
+        self.failureResultOf(self.roster.claim(b"bob"), LinkLost)
+
+    def test_answer_to_nothing_is_a_link_error(self) -> None:
+        with self.assertRaises(link.LinkError):
+            self.roster.answered(link.NAMED_HEAD.pack(5, link.TAKEN))
+
+
+class Recorder(link.Link):
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, bytes]] = []
+
+    def messageReceived(self, kind: int, payload: bytes) -> None:
+        self.messages.append((kind, payload))
+
+
+class LinkFramingTests(unittest.SynchronousTestCase):
+    def test_messages_survive_any_split(self) -> None:
+        sender = Recorder()
+        transport = StringTransport()
+        sender.makeConnection(transport)
+        sender.send(link.SUBMIT, b"abc")
+        sender.send(link.DONE, link.U32.pack(3))
+        data = transport.value()
+        receiver = Recorder()
+        receiver.makeConnection(StringTransport())
+        for i in range(len(data)):
+            receiver.dataReceived(data[i : i + 1])
+        self.assertEqual(
+            receiver.messages, [(link.SUBMIT, b"abc"), (link.DONE, link.U32.pack(3))]
+        )
+
+    def test_oversized_message_is_refused(self) -> None:
+        receiver = Recorder()
+        receiver.makeConnection(StringTransport())
+        with self.assertRaises(link.LinkError):
+            receiver.dataReceived(link.U32.pack(link.Link.MAX_LENGTH + 1))
+
+    def test_config_travels_without_pickle(self) -> None:
+        config = Config(password=b"pw", idle_timeout=7.0, rate_limit=2.5)
+        back = link.configFrom(link.configMessage(config)[1:])
+        self.assertEqual(
+            (back.password, back.idle_timeout, back.rate_limit), (b"pw", 7.0, 2.5)
+        )
+        with self.assertRaises(link.LinkError):
+            link.configFrom(b'{"password": null, "evil": 1}')
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def sendString(self, data: bytes) -> None:
+        self.messages.append(data)
+
+
+class MainTests(unittest.SynchronousTestCase):
+    """The cluster factory with hand-made worker handles (no processes)."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        config = Config(workers=3, max_clients_per_worker=2)
+        self.cluster = ClusterFactory(config, self.clock)
+        self.handles = []
+        for k in (1, 2):
+            handle = WorkerHandle(self.cluster, k)
+            handle.link = FakeLink()  # type: ignore[assignment]
+            self.cluster.authority.workers.append(handle)
+            self.cluster.dispatcher.add(handle)
+            self.handles.append(handle)
+
+    def claim(self, handle: WorkerHandle, name: bytes) -> User:
+        self.cluster.workerMessage(handle, link.CLAIM, link.U32.pack(1) + name)
+        reply = handle.link.messages.pop()  # type: ignore[union-attr]
+        self.assertEqual(reply[0], link.NAMED)
+        self.assertEqual(reply[5], link.GRANTED)
+        user = self.cluster.users[int(reply[6:].split(b".")[0])]
+        self.cluster.authority.submit(Join(user), handle)
+        return user
+
+    def batchesTo(self, handle: WorkerHandle) -> list:
+        from chatd.core.eventcodec import decodeBatch
+
+        events = []
+        for message in handle.link.messages:  # type: ignore[union-attr]
+            if message[0] == link.BATCH:
+                events += decodeBatch(link.parseBatch(message[1:])[1])
+        return events
+
+    def test_names_unique_across_workers(self) -> None:
+        self.claim(self.handles[0], b"alice")
+        self.cluster.workerMessage(
+            self.handles[1], link.CLAIM, link.U32.pack(4) + b"ALICE"
+        )
+        self.assertEqual(
+            self.handles[1].link.messages[-1],  # type: ignore[union-attr]
+            bytes([link.NAMED]) + link.NAMED_HEAD.pack(4, link.TAKEN),
+        )
+
+    def test_dead_worker_users_leave_and_names_free(self) -> None:
+        alice = self.claim(self.handles[0], b"alice")
+        self.claim(self.handles[1], b"bob")
+        self.clock.advance(0)
+        self.handles[1].link.messages.clear()  # type: ignore[union-attr]
+        self.handles[0].gone("killed by signal 9")
+        self.clock.advance(0)
+        leaves = [e for e in self.batchesTo(self.handles[1]) if isinstance(e, Leave)]
+        self.assertEqual(
+            [(e.user.id, e.reason) for e in leaves], [(alice.id, LeaveReason.ERROR)]
+        )
+        self.assertNotIn(self.handles[0], self.cluster.authority.workers)
+        self.assertEqual([u.name for u in self.cluster.room.replica.active], [b"bob"])
+        self.claim(self.handles[1], b"alice")  # free again
+
+    def test_kick_reaches_every_worker(self) -> None:
+        self.claim(self.handles[0], b"alice")
+        self.clock.advance(0)
+        self.assertTrue(self.cluster.kick("ALICE"))
+        self.clock.advance(0)
+        for handle in self.handles:
+            kicks = [e for e in self.batchesTo(handle) if isinstance(e, Kick)]
+            self.assertEqual([k.target.name for k in kicks], [b"alice"])  # type: ignore[union-attr]
+
+    def test_worker_that_falls_behind_is_cut_off(self) -> None:
+        """Past LINK_BACKLOG held for a paused link, the worker's users are
+        LEAVE slow and it gets no more batches."""
+        from chatd.cluster import main
+
+        self.patch(main, "LINK_BACKLOG", 100_000)
+        slow, other = self.handles
+        alice = self.claim(slow, b"alice")
+        self.clock.advance(0)
+        slow.pauseProducing()
+        for _ in range(100):
+            self.cluster.authority.submit(Message(alice, b"x" * 900))
+            self.clock.advance(0)
+        self.assertTrue(slow.slow)
+        self.assertFalse(slow.accepting)
+        leaves = [e for e in self.batchesTo(other) if isinstance(e, Leave)]
+        self.assertEqual(
+            [(e.user.id, e.reason) for e in leaves], [(alice.id, LeaveReason.SLOW)]
+        )
+        before = len(slow.link.messages)  # type: ignore[union-attr]
+        self.cluster.authority.submit(Message(alice, b"late"))
+        self.clock.advance(0)
+        self.assertEqual(len(slow.link.messages), before)  # type: ignore[union-attr]
+        self.clock.advance(100)  # the kill timer: no process, nothing to do
