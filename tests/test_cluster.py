@@ -253,7 +253,7 @@ class FakeLink:
         self.messages.append(data)
 
 
-class MainTests(unittest.SynchronousTestCase):
+class MainBase(unittest.SynchronousTestCase):
     """The cluster factory with hand-made worker handles (no processes)."""
 
     def setUp(self) -> None:
@@ -286,6 +286,8 @@ class MainTests(unittest.SynchronousTestCase):
                 events += decodeBatch(link.parseBatch(message[1:])[1])
         return events
 
+
+class MainTests(MainBase):
     def test_names_unique_across_workers(self) -> None:
         self.claim(self.handles[0], b"alice")
         self.cluster.workerMessage(
@@ -344,3 +346,79 @@ class MainTests(unittest.SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(len(slow.link.messages), before)  # type: ignore[union-attr]
         self.clock.advance(100)  # the kill timer: no process, nothing to do
+
+
+class LifecycleTests(MainBase):
+    """Idle exit, reload, /status, admission counted across workers."""
+
+    def admit(self) -> tuple[int, WorkerHandle]:
+        """A client admitted and handed over: its conn number and worker."""
+        conn = 100 + len(self.cluster.clients)
+        self.assertIsNone(self.cluster._admitRemote(conn, "127.0.0.1"))
+        return conn, self.cluster.clients[conn][0]
+
+    def done(self, conn: int) -> None:
+        handle = self.cluster.clients[conn][0]
+        self.cluster.workerMessage(handle, link.DONE, link.U32.pack(conn))
+
+    def test_idle_worker_exits_but_never_the_last(self) -> None:
+        conn, first = self.admit()
+        self.done(conn)
+        self.assertEqual(first.clients, 0)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertTrue(first.retiring)
+        self.assertEqual(first.link.messages[-1], bytes([link.STOP]))  # type: ignore[union-attr]
+        # The other one is now the last that accepts: it stays.
+        conn, second = self.admit()
+        self.assertIsNot(second, first)
+        self.done(conn)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertFalse(second.retiring)
+
+    def test_a_new_client_cancels_the_idle_exit(self) -> None:
+        conn, first = self.admit()
+        self.done(conn)
+        self.clock.advance(1)
+        self.assertIsNot(self.admit()[1], first)
+        self.assertIs(self.admit()[1], first)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertFalse(first.retiring)
+
+    def test_limits_count_across_workers(self) -> None:
+        from dataclasses import replace
+
+        from chatd.wire import ErrorCode
+
+        self.cluster.applyConfig(
+            replace(self.cluster.config, max_clients=3, max_per_ip=0)
+        )
+        for _ in range(3):
+            self.admit()
+        refusal = self.cluster._admitRemote(300, "10.0.0.2")
+        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, None))
+        self.assertEqual(sorted(h.clients for h in self.handles), [1, 2])
+
+    def test_reload_reaches_every_worker(self) -> None:
+        from dataclasses import replace
+
+        self.cluster.applyConfig(replace(self.cluster.config, rate_limit=3.0))
+        for handle in self.handles:
+            message = handle.link.messages[-1]  # type: ignore[union-attr]
+            self.assertEqual(message[0], link.CONFIG)
+            self.assertEqual(link.configFrom(message[1:]).rate_limit, 3.0)
+
+    def test_status_adds_up_workers(self) -> None:
+        import json
+
+        for handle, n in zip(self.handles, (3, 4), strict=True):
+            handle.pid = 1000 + handle.index
+            stats = {"messages": n, "deliveries": 10 * n, "errors": {"NAME_TAKEN": 1}}
+            self.cluster.workerMessage(handle, link.STATS, json.dumps(stats).encode())
+        conn, handle = self.admit()
+        snap = self.cluster.snapshot()
+        self.assertEqual((snap["messages"], snap["deliveries"]), (7, 70))
+        self.assertEqual(snap["errors"], {"NAME_TAKEN": 2})
+        self.assertEqual(snap["workers"], 2)
+        self.assertEqual(snap["connections"], 1)
+        self.assertIn("1=1001", snap["worker_pids"])
+        self.assertIn(f"{handle.index}=1", snap["worker_clients"])

@@ -9,7 +9,7 @@ full.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 
@@ -38,7 +38,7 @@ class Dispatcher(Generic[W]):
     def __len__(self) -> int:
         return len(self._order)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[W]:
         return iter(list(self._order))
 
     def add(self, worker: W) -> None:

@@ -120,6 +120,8 @@ class Link(Int32StringReceiver):
 
     #: A batch of one busy turn can be large; a bad length is still refused.
     MAX_LENGTH = 64 << 20
+    #: A unix stream transport (IUNIXTransport: it can send descriptors).
+    transport: Any = None
 
     def stringReceived(self, data: bytes) -> None:
         if not data:

@@ -280,6 +280,8 @@ class Handoff(protocol.Protocol):
     can undo the abort's SO_LINGER without a race, is the duplicate sent.
     """
 
+    transport: Any = None
+
     def __init__(self, cluster: ClusterFactory, conn: int) -> None:
         self.cluster = cluster
         self.conn = conn
@@ -355,7 +357,7 @@ class ClusterFactory(ChatFactory):
             self.reactor.adoptStreamConnection(
                 ours.fileno(),
                 socket.AF_UNIX,
-                protocol.Factory.forProtocol(lambda: MainLink(handle)),  # type: ignore[arg-type,return-value]
+                protocol.Factory.forProtocol(lambda: MainLink(handle)),
             )
         finally:
             ours.close()

@@ -25,7 +25,7 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, formatEvent, globalLogBeginner
+from twisted.logger import ILogObserver, Logger, formatEvent, globalLogBeginner
 from zope.interface import implementer
 
 from chatd.cluster import link
@@ -201,6 +201,7 @@ class Worker:
         self.stop(why)
 
 
+@implementer(ILogObserver)
 class _LineObserver:
     """Log events as plain lines on stdout for the main process to tag;
     a closed pipe (the main process died) is not an error here."""
@@ -231,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     worker = Worker(reactor, args.index)
     sock = socket.socket(fileno=args.fd)
     sock.setblocking(False)
-    worker.link = WorkerLink(worker)
-    factory = protocol.Factory.forProtocol(lambda: worker.link)  # type: ignore[arg-type,return-value]
+    workerLink = worker.link = WorkerLink(worker)
+    factory = protocol.Factory.forProtocol(lambda: workerLink)
     reactor.adoptStreamConnection(sock.fileno(), socket.AF_UNIX, factory)  # type: ignore[attr-defined]
     sock.close()
 
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             worker.stop, "too slow", LeaveReason.SLOW, ErrorCode.SLOW_CONSUMER
         ),
     )
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 
 if __name__ == "__main__":
