@@ -486,7 +486,8 @@ class ClusterFactory(ChatFactory):
             why=why,
             n=len(handle.uids),
         )
-        handle.kill()
+        # A link that closed without the process ending: it is stuck.
+        self.reactor.callLater(KILL_AFTER, handle.kill)
         if handle in self.authority.workers:
             self.authority.workers.remove(handle)
         self.dispatcher.remove(handle)
