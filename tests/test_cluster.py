@@ -422,3 +422,44 @@ class LifecycleTests(MainBase):
         self.assertEqual(snap["connections"], 1)
         self.assertIn("1=1001", snap["worker_pids"])
         self.assertIn(f"{handle.index}=1", snap["worker_clients"])
+
+
+class StartTests(unittest.SynchronousTestCase):
+    def test_tls_listener_refused_in_one_line(self) -> None:
+        from chatd.cluster.main import makeClusterFactory
+        from chatd.server.service import StartupError
+
+        config = Config(workers=2, listen=("tcp:0", "ssl:0:privateKey=k.pem"))
+        with self.assertRaises(StartupError) as caught:
+            makeClusterFactory(config, task.Clock())
+        self.assertIn("ssl:0:privateKey=k.pem", str(caught.exception))
+        self.assertNotIn("\n", str(caught.exception))
+
+    def test_one_worker_imports_nothing(self) -> None:
+        """--workers 1 (the default) is today's single process."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; from chatd.server.config import Config; "
+            "from chatd.server.service import ChatService; "
+            "ChatService(Config(), handleSignals=False); "
+            "print(any(m.startswith('chatd.cluster') for m in sys.modules))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True
+        )
+        self.assertEqual(out.stdout.strip(), "False", out.stderr)
+
+    def test_workers_option(self) -> None:
+        import os
+
+        from twisted.python import usage
+
+        from chatd.server.config import build
+
+        self.assertEqual(build({"workers": "auto"}, {}).workers, os.cpu_count() or 1)
+        self.assertEqual(build({}, {"CHATD_WORKERS": "3"}).workers, 3)
+        with self.assertRaises(usage.UsageError) as caught:
+            build({"workers": "0"}, {})
+        self.assertIn("--workers", str(caught.exception))

@@ -268,3 +268,82 @@ class WorkersTests(unittest.TestCase):
         self.assertEqual((yield status), 128 + signal.SIGTERM)
         self.assertEqual((yield allGone(pids)), [])
         self.assertIn("state STOPPING -> STOPPED", self.daemon.log)
+
+
+class WorkersLifecycleTests(unittest.TestCase):
+    """One client per worker: idle exit, reload, a worker cut off."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.envFile = os.path.abspath(self.mktemp())
+        with open(self.envFile, "w") as f:
+            f.write("CHATD_RATE_LIMIT=0\n")
+        self.daemon = Daemon(
+            "--workers",
+            "3",
+            "--max-clients-per-worker",
+            "1",
+            "--stats-interval",
+            "0",
+            "--worker-idle-exit",
+            "0.2",
+            "--env-file",
+            self.envFile,
+        )
+        self.addCleanup(self.daemon.stop)
+        yield self.daemon.start()
+        self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
+
+    workerPids = WorkersTests.workerPids
+    workerPid = WorkersTests.workerPid
+    join = WorkersTests.join
+    frames = WorkersTests.frames
+
+    @defer.inlineCallbacks
+    def test_idle_worker_exits_the_last_stays(self):
+        a, ea, wa = yield self.join("alice")
+        b, eb, wb = yield self.join("bob")
+        self.assertEqual((wa, wb), (1, 2))
+        b.send(T.BYE)
+        yield b.closed
+        yield self.daemon.waitForLog(
+            f"worker=2 pid {self.workerPid(2)} exited with status 0"
+        )
+        self.assertIn("worker=2 idle for 0.2s: exiting", self.daemon.log)
+        self.assertEqual((yield a.next()), (T.JOIN, eb))
+        self.assertEqual((yield a.next()), (T.LEAVE, eb + b".quit"))
+        a.send(T.SAY, b"still here")
+        self.assertEqual((yield a.next()), (T.MESSAGE, ea + b".still here"))
+        self.assertNotIn("worker=1 idle", self.daemon.log)
+
+    @defer.inlineCallbacks
+    def test_sighup_reload_reaches_workers(self):
+        yield self.join("alice")
+        with open(self.envFile, "w") as f:
+            f.write("CHATD_RATE_LIMIT=0.01\nCHATD_RATE_BURST=1\n")
+        self.daemon.signal(signal.SIGHUP)
+        yield self.daemon.waitForLog("reloaded: rate_limit, rate_burst")
+        b, eb, wb = yield self.join("bob")
+        self.assertEqual(wb, 2)
+        b.send(T.SAY, b"one")
+        b.send(T.SAY, b"two")
+        # The ERROR may come first: the MESSAGE takes the trip through main.
+        got = sorted((yield self.frames(b, 2)))
+        self.assertEqual(got[0], (T.MESSAGE, eb + b".one"))
+        self.assertEqual(got[1][0], T.ERROR)
+        self.assertTrue(got[1][1].startswith(b"RATE_LIMITED."), got)
+
+    @defer.inlineCallbacks
+    def test_worker_cut_off_sends_slow_consumer(self):
+        """The signal main sends a worker that falls behind: its clients get
+        SLOW_CONSUMER, the others LEAVE slow."""
+        a, ea, _ = yield self.join("alice")
+        b, eb, _ = yield self.join("bob")
+        yield a.next()
+        os.kill(self.workerPid(2), signal.SIGUSR1)
+        ftype, payload = yield b.next()
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(payload.startswith(b"SLOW_CONSUMER."), payload)
+        self.assertEqual((yield a.next()), (T.LEAVE, eb + b".slow"))
