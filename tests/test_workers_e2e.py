@@ -127,6 +127,17 @@ class WorkersTests(unittest.TestCase):
         return client, entry, int(match.group(1))
 
     @defer.inlineCallbacks
+    def allShutDown(self, clients):
+        """Each client's next ERROR is SHUTDOWN, then its connection closes."""
+        for client, _, _ in clients:
+            while True:
+                ftype, payload = yield client.next()
+                if ftype == T.ERROR:
+                    break
+            self.assertTrue(payload.startswith(b"SHUTDOWN."), payload)
+            yield client.closed
+
+    @defer.inlineCallbacks
     def frames(self, client, n: int):
         got = []
         for _ in range(n):
@@ -242,13 +253,7 @@ class WorkersTests(unittest.TestCase):
         self.assertEqual(len(pids), 2)
         status = yield self.daemon.signal(signal.SIGKILL)
         self.assertEqual(status, 128 + signal.SIGKILL)
-        for client, _, _ in clients:
-            while True:
-                ftype, payload = yield client.next()
-                if ftype == T.ERROR:
-                    break
-            self.assertTrue(payload.startswith(b"SHUTDOWN."), payload)
-            yield client.closed
+        yield self.allShutDown(clients)
         self.assertEqual((yield allGone(pids)), [])
 
     @defer.inlineCallbacks
@@ -258,13 +263,7 @@ class WorkersTests(unittest.TestCase):
             clients.append((yield self.join(name)))
         pids = self.workerPids()
         status = self.daemon.signal(signal.SIGTERM)
-        for client, _, _ in clients:
-            while True:
-                ftype, payload = yield client.next()
-                if ftype == T.ERROR:
-                    break
-            self.assertTrue(payload.startswith(b"SHUTDOWN."), payload)
-            yield client.closed
+        yield self.allShutDown(clients)
         self.assertEqual((yield status), 128 + signal.SIGTERM)
         self.assertEqual((yield allGone(pids)), [])
         self.assertIn("state STOPPING -> STOPPED", self.daemon.log)
