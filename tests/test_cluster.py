@@ -425,14 +425,15 @@ class LifecycleTests(MainBase):
 
 
 class StartTests(unittest.SynchronousTestCase):
-    def test_tls_listener_refused_in_one_line(self) -> None:
+    def test_proxy_listener_refused_in_one_line(self) -> None:
         from chatd.cluster.main import makeClusterFactory
         from chatd.server.service import StartupError
 
-        config = Config(workers=2, listen=("tcp:0", "ssl:0:privateKey=k.pem"))
+        config = Config(workers=2, listen=("tcp:0", "ssl:0", "haproxy:tcp:0"))
         with self.assertRaises(StartupError) as caught:
             makeClusterFactory(config, task.Clock())
-        self.assertIn("ssl:0:privateKey=k.pem", str(caught.exception))
+        self.assertIn("haproxy:tcp:0 yet", str(caught.exception))
+        self.assertNotIn("ssl:0", str(caught.exception))
         self.assertNotIn("\n", str(caught.exception))
 
     def test_one_worker_imports_nothing(self) -> None:

@@ -346,3 +346,66 @@ class WorkersLifecycleTests(unittest.TestCase):
         self.assertEqual(ftype, T.ERROR)
         self.assertTrue(payload.startswith(b"SLOW_CONSUMER."), payload)
         self.assertEqual((yield a.next()), (T.LEAVE, eb + b".slow"))
+
+
+class WorkersTLSTests(unittest.TestCase):
+    """An ssl: listener: main hands over the TCP connection before TLS
+    begins, the worker wraps it."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        from pathlib import Path
+
+        from tests.daemon import freePort
+        from tests.test_client_tls import makeCertificates
+
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir()
+        self.certs = makeCertificates(directory)
+        self.tlsPort = freePort()
+        tls = (
+            f"ssl:{self.tlsPort}:interface=127.0.0.1:"
+            f"privateKey={self.certs['good-key']}:certKey={self.certs['good-cert']}"
+        )
+        self.daemon = Daemon(
+            "--listen", tls, "--workers", "2", "--max-clients-per-worker", "1"
+        )
+        self.addCleanup(self.daemon.stop)
+        yield self.daemon.start()
+        self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
+
+    workerPids = WorkersTests.workerPids
+    frames = WorkersTests.frames
+
+    @defer.inlineCallbacks
+    def test_tls_and_plain_users_on_two_workers(self):
+        from twisted.internet import ssl
+
+        from tests.daemon import FrameClient
+
+        plain = yield connect(self.daemon.port)
+        self.addCleanup(lambda: plain.transport.abortConnection())
+        plain.send(T.HELLO, b"plain")
+        plain.send(T.READY)
+        yield self.frames(plain, 2)
+        ca = ssl.Certificate.loadPEM(self.certs["ca"].read_bytes())
+        endpoint = endpoints.wrapClientTLS(
+            ssl.optionsForClientTLS("localhost", trustRoot=ca),
+            endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.tlsPort),
+        )
+        secure = yield endpoint.connect(protocol.Factory.forProtocol(FrameClient))
+        self.addCleanup(lambda: secure.transport.abortConnection())
+        secure.send(T.HELLO, b"secure")
+        ftype, payload = yield secure.next()
+        self.assertEqual((ftype, payload), (T.WELCOME, b"secure.2.37"))
+        secure.send(T.READY)
+        self.assertEqual((yield secure.next()), (T.JOIN, b"2.37.secure"))
+        secure.send(T.SAY, b"over tls")
+        self.assertEqual((yield secure.next()), (T.MESSAGE, b"2.37.secure.over tls"))
+        self.assertEqual(
+            (yield self.frames(plain, 2)),
+            [(T.JOIN, b"2.37.secure"), (T.MESSAGE, b"2.37.secure.over tls")],
+        )
+        yield self.daemon.waitForLog("worker=2 hello conn=1 id=2 name=secure")

@@ -8,7 +8,8 @@ message that names it.
 
 main -> worker                           worker -> main
   CONFIG  json settings                    SUBMIT  an encoded event
-  ADOPT   conn:u32 family:u8 (+ the fd)    ADOPTED conn:u32 (main closes its copy)
+  ADOPT   conn:u32 family:u8 tls:u8 port:u16 (+ the fd)
+                                           ADOPTED conn:u32 (main closes its copy)
   BATCH   n:u32 seq:u64*n batch            DONE    conn:u32 (the connection ended)
   NAMED   req:u32 status:u8 entry          CLAIM   req:u32 name
   NOTICE  code.text                        RELEASE uid:u32
@@ -39,7 +40,7 @@ SUBMIT, ADOPTED, DONE, CLAIM, RELEASE, STATS = b"EaDQRJ"
 
 U32 = struct.Struct("!I")
 U64 = struct.Struct("!Q")
-ADOPT_HEAD = struct.Struct("!IB")
+ADOPT_HEAD = struct.Struct("!IBBH")
 NAMED_HEAD = struct.Struct("!IB")
 CLAIM_HEAD = U32
 
@@ -69,6 +70,7 @@ def configMessage(config: Config) -> bytes:
     """CONFIG: what a worker needs of ``config`` (the password as hex)."""
     values: dict[str, Any] = {name: getattr(config, name) for name in _WORKER_SETTINGS}
     values["password"] = None if config.password is None else config.password.hex()
+    values["listen"] = list(config.listen)  # a worker wraps TLS connections
     return bytes([CONFIG]) + json.dumps(values).encode()
 
 
@@ -80,6 +82,7 @@ def configFrom(payload: bytes) -> Config:
     try:
         values = json.loads(payload)
         password = values.pop("password")
+        values["listen"] = tuple(values.get("listen", ()))
         fields = {f.name for f in dataclasses.fields(Config)}
         if not set(values) <= fields:
             raise LinkError(f"unknown settings {sorted(set(values) - fields)}")

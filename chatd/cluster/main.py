@@ -30,6 +30,7 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger, LogLevel
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -57,11 +58,11 @@ _FAMILY = {socket.AF_INET: 0, socket.AF_INET6: 1, socket.AF_UNIX: 2}
 
 
 def unsupportedListeners(config: Config) -> list[str]:
-    """Listeners --workers cannot hand over yet (TLS, PROXY protocol)."""
+    """Listeners --workers cannot hand over yet (the PROXY protocol...)."""
     return [
         d
         for d in config.listen
-        if d.split(":", 1)[0].strip().lower() not in ("tcp", "tcp6", "unix")
+        if d.split(":", 1)[0].strip().lower() not in ("tcp", "tcp6", "unix", "ssl")
     ]
 
 
@@ -206,14 +207,15 @@ class WorkerHandle:
             return
         self.send(link.BATCH, link.batchMessage(own, blob)[1:])
 
-    def handOff(self, conn: int, fd: int, family: int) -> bool:
-        """Give the worker a client's socket; main keeps ``fd`` until ADOPTED."""
+    def handOff(self, conn: int, fd: int, family: int, tls: bool, port: int) -> bool:
+        """Give the worker a client's socket; main keeps ``fd`` until ADOPTED.
+        A TLS connection is still at its first byte: the worker wraps it."""
         if self.dead or self.link is None:
             os.close(fd)
             return False
         self.pendingFds[conn] = fd
         self.link.transport.sendFileDescriptor(fd)
-        self.send(link.ADOPT, link.ADOPT_HEAD.pack(conn, family))
+        self.send(link.ADOPT, link.ADOPT_HEAD.pack(conn, family, tls, port))
         return True
 
     # -- IPushProducer: the link's transport says the worker is behind ------
@@ -287,18 +289,27 @@ class Handoff(protocol.Protocol):
         self.conn = conn
         self.fd: int | None = None
         self.family = 0
+        self.tls = False
+        self.port = 0
 
     def connectionMade(self) -> None:
+        transport = self.transport
+        # An ssl: listener: TLS has not begun (nothing is read before
+        # connectionMade), so the TCP connection underneath is handed over.
+        self.tls = isinstance(transport, TLSMemoryBIOProtocol)
+        if self.tls:
+            transport = transport.transport
         try:
-            sock = self.transport.getHandle()
+            sock = transport.getHandle()
             self.family = _FAMILY[sock.family]
+            self.port = int(getattr(transport.getHost(), "port", 0))
             self.fd = os.dup(sock.fileno())
         except (OSError, KeyError) as e:
             log.error("conn={conn}: cannot hand over: {e}", conn=self.conn, e=e)
         self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self.cluster.handOff(self.conn, self.fd, self.family)
+        self.cluster.handOff(self.conn, self.fd, self.family, self.tls, self.port)
 
 
 class RefusedProtocol(ChatProtocol):
@@ -554,10 +565,16 @@ class ClusterFactory(ChatFactory):
         """Only refused connections are served here."""
         return getattr(proto, "refusal", (ErrorCode.SERVER_FULL, None))
 
-    def handOff(self, conn: int, fd: int | None, family: int) -> None:
+    def handOff(
+        self, conn: int, fd: int | None, family: int, tls: bool, port: int
+    ) -> None:
         entry = self.clients.get(conn)
-        if fd is None or entry is None or not entry[0].handOff(conn, fd, family):
-            self._clientDone(conn)
+        if fd is not None:
+            if entry is not None and entry[0].handOff(conn, fd, family, tls, port):
+                return
+            if entry is None:
+                os.close(fd)
+        self._clientDone(conn)
 
     # -- what the service asks of its factory ------------------------------
 
@@ -637,6 +654,6 @@ def makeClusterFactory(config: Config, reactor: Any) -> ClusterFactory:
         raise StartupError(
             "--workers: cannot hand over connections of "
             + ", ".join(unsupported)
-            + " yet (tcp:, tcp6: and unix: listeners only); use --workers 1"
+            + " yet (tcp:, tcp6:, ssl: and unix: listeners only); use --workers 1"
         )
     return ClusterFactory(config, reactor)

@@ -22,10 +22,11 @@ import sys
 from collections import deque
 from typing import Any
 
-from twisted.internet import protocol
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet import endpoints, protocol
+from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorSSL
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, formatEvent, globalLogBeginner
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from chatd.cluster import link
@@ -81,10 +82,10 @@ class WorkerLink(link.Link):
             own, blob = link.parseBatch(payload)
             worker.factory.remoteSequencer.batchReceived(own, blob)  # type: ignore[union-attr]
         elif kind == link.ADOPT:
-            conn, family = link.ADOPT_HEAD.unpack_from(payload)
+            conn, family, tls, port = link.ADOPT_HEAD.unpack_from(payload)
             if not self.fds:
                 raise link.LinkError("ADOPT without a descriptor")
-            worker.adopt(self.fds.popleft(), conn, family)
+            worker.adopt(self.fds.popleft(), conn, family, tls, port)
         elif kind == link.NAMED:
             worker.factory.remoteRoster.answered(payload)  # type: ignore[union-attr]
         elif kind == link.CONFIG:
@@ -113,6 +114,8 @@ class Worker:
 
     factory: WorkerFactory | None = None
     stopping = False
+    #: ssl: listener port -> the factory that wraps its connections in TLS.
+    tls: dict[int, Any] = {}
 
     def __init__(self, reactor: Any, index: int) -> None:
         self.reactor = reactor
@@ -129,12 +132,43 @@ class Worker:
             log.info("ready, pid {pid}", pid=os.getpid())
         else:
             self.factory.applyConfig(config)
+        self._tlsFor(config.listen)
 
-    def adopt(self, fd: int, conn: int, family: int) -> None:
+    def _tlsFor(self, listen: tuple[str, ...]) -> None:
+        """TLS settings of every ssl: listener, by port (read again on each
+        reload, so renewed certificates apply to new connections)."""
+        tls: dict[int, Any] = {}
+        for description in listen:
+            if description.split(":", 1)[0].strip().lower() != "ssl":
+                continue
+            try:
+                port, context = tlsContext(description)
+            except Exception as e:  # a missing or bad key file: say which
+                log.error(
+                    "cannot read the TLS settings of {d}: {e}", d=description, e=e
+                )
+                continue
+            tls[port] = TLSMemoryBIOFactory(context, False, self.factory)  # type: ignore[arg-type]
+        self.tls = tls
+
+    def adopt(self, fd: int, conn: int, family: int, tls: int, port: int) -> None:
         """A client's socket from the main process: ours from now on."""
         try:
             if self.factory is None or family not in _FAMILIES:
                 raise link.LinkError(f"cannot adopt conn {conn} (family {family})")
+            factory: Any = self.factory
+            if tls:
+                # By the listener's port; with one ssl: listener, that one.
+                only = list(self.tls.values()) if len(self.tls) == 1 else []
+                found = self.tls.get(port) or (only[0] if only else None)
+                if found is None:
+                    log.error(
+                        "conn {conn}: no TLS settings for port {port}",
+                        conn=conn,
+                        port=port,
+                    )
+                    return
+                factory = found
             sock = socket.socket(fileno=os.dup(fd))
             try:
                 # The main process aborted its copy (SO_LINGER 0 is set on the
@@ -144,7 +178,7 @@ class Worker:
                 sock.setblocking(False)
                 self.factory.adopting = conn
                 self.reactor.adoptStreamConnection(
-                    sock.fileno(), _FAMILIES[family], self.factory
+                    sock.fileno(), _FAMILIES[family], factory
                 )
             finally:
                 sock.close()
@@ -199,6 +233,39 @@ class Worker:
         if not self.stopping:
             log.warn("link to the main process closed: shutting down")
         self.stop(why)
+
+
+@implementer(IReactorSSL)
+class _CaptureTLS:
+    """A reactor that only records what an ssl: endpoint would listen with:
+    the endpoint string parsed by Twisted itself, through public API."""
+
+    port = 0
+    context: Any = None
+
+    def listenSSL(  # type: ignore[override]
+        self,
+        port: int,
+        factory: Any,
+        contextFactory: Any,
+        backlog: int = 50,
+        interface: str = "",
+    ) -> None:
+        self.port, self.context = port, contextFactory
+
+    def connectSSL(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        raise NotImplementedError("only listening is captured")
+
+
+def tlsContext(description: str) -> tuple[int, Any]:
+    """(port, TLS context factory) of an ``ssl:`` endpoint description."""
+    capture = _CaptureTLS()
+    endpoint = endpoints.serverFromString(capture, description)
+    failures: list[Any] = []
+    endpoint.listen(protocol.Factory()).addErrback(failures.append)
+    if failures:
+        failures[0].raiseException()
+    return capture.port, capture.context
 
 
 @implementer(ILogObserver)
