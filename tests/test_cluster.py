@@ -464,3 +464,35 @@ class StartTests(unittest.SynchronousTestCase):
         with self.assertRaises(usage.UsageError) as caught:
             build({"workers": "0"}, {})
         self.assertIn("--workers", str(caught.exception))
+
+
+class CrashLoopTests(MainBase):
+    def test_workers_dying_at_start_stop_new_starts_for_a_while(self) -> None:
+        """Three workers that die young: no fourth is started (no fork
+        loop); new clients get SERVER_FULL saying why, until the window
+        has passed."""
+        from chatd.cluster import main
+        from chatd.wire import ErrorCode
+
+        started: list[int] = []
+
+        def spawnProcess(*args: object, **kwargs: object) -> object:
+            started.append(1)
+            raise OSError("no fork in a unit test")
+
+        self.clock.spawnProcess = spawnProcess  # type: ignore[attr-defined]
+        young = [WorkerHandle(self.cluster, k) for k in (7, 8, 9)]
+        for handle in young:
+            self.cluster.dispatcher.add(handle)
+            handle.gone("exited with status 1")
+        for handle in self.handles:  # the others are full
+            handle.clients = 2
+        refusal = self.cluster._admitRemote(1, "127.0.0.1")
+        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
+        self.assertEqual(started, [])
+        self.clock.advance(main.FAILED_WINDOW)
+        # Tried again; a worker that cannot even be started is refused too.
+        refusal = self.cluster._admitRemote(2, "127.0.0.1")
+        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
+        self.assertEqual(started, [1])
+        self.assertEqual(self.cluster.perAddress.counts, {})

@@ -54,6 +54,18 @@ LINK_BACKLOG = 32 << 20
 #: after --shutdown-grace is killed.
 KILL_AFTER = 5.0
 
+#: Workers that die within START_TIME seconds of starting, FAILED_STARTS
+#: times within FAILED_WINDOW seconds, stop new ones being started until the
+#: window has passed (new clients get SERVER_FULL meanwhile).
+START_TIME = 2.0
+FAILED_STARTS = 3
+FAILED_WINDOW = 30.0
+
+
+class NoWorker(RuntimeError):
+    """No worker can be started now; says why."""
+
+
 _FAMILY = {socket.AF_INET: 0, socket.AF_INET6: 1, socket.AF_UNIX: 2}
 
 
@@ -167,6 +179,7 @@ class WorkerHandle:
 
     link: MainLink | None = None
     pid: int | None = None
+    startedAt = 0.0
     process: Any = None
     dead = False
     retiring = False
@@ -338,6 +351,8 @@ class ClusterFactory(ChatFactory):
         self.users: dict[int, User] = {}
         self.stopping = False
         self.started = False
+        #: When workers that died young died (see _spawn).
+        self._failedStarts: list[float] = []
 
     # -- workers -----------------------------------------------------------
 
@@ -348,8 +363,22 @@ class ClusterFactory(ChatFactory):
             self.dispatcher.add(self._spawn())
 
     def _spawn(self) -> WorkerHandle:
+        """Start a worker, unless workers keep dying as they start (a broken
+        install must not become a fork loop): then :class:`NoWorker`."""
+        now = self.reactor.seconds()
+        self._failedStarts = [t for t in self._failedStarts if now - t < FAILED_WINDOW]
+        if len(self._failedStarts) >= FAILED_STARTS:
+            raise NoWorker(
+                f"{len(self._failedStarts)} workers died within {START_TIME:g}s "
+                f"of starting in the last {FAILED_WINDOW:g}s"
+            )
         handle = WorkerHandle(self, next(self._indices))
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        handle.startedAt = now
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as e:  # out of descriptors
+            self._failedStarts.append(now)
+            raise NoWorker(f"cannot make a link: {e}") from None
         try:
             argv = [sys.executable, "-m", "chatd.cluster.worker"]
             argv += ["--index", str(handle.index), "--fd", "3"]
@@ -361,6 +390,10 @@ class ClusterFactory(ChatFactory):
                 childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()},
             )
             handle.pid = handle.process.pid
+        except OSError as e:  # out of processes or memory
+            ours.close()
+            self._failedStarts.append(now)
+            raise NoWorker(f"cannot start a worker: {e}") from None
         finally:
             theirs.close()
         ours.setblocking(False)
@@ -513,8 +546,13 @@ class ClusterFactory(ChatFactory):
                 self.perAddress.release(host)
         handle.clients = 0
         self._forgetUsers(handle, LeaveReason.ERROR)
+        if not expected and self.reactor.seconds() - handle.startedAt < START_TIME:
+            self._failedStarts.append(self.reactor.seconds())
         if not self.stopping and not any(w.accepting for w in self.dispatcher):
-            self.dispatcher.add(self._spawn())
+            try:
+                self.dispatcher.add(self._spawn())
+            except NoWorker as e:
+                log.critical("no worker running, none started: {e}", e=e)
 
     def _forgetUsers(self, handle: WorkerHandle, reason: LeaveReason) -> None:
         replica = self.room.replica
@@ -551,7 +589,12 @@ class ClusterFactory(ChatFactory):
                 ErrorCode.SERVER_FULL,
                 f"too many connections from {host} (at most {self.perAddress.limit})",
             )
-        worker = self.dispatcher.choose()
+        try:
+            worker = self.dispatcher.choose()
+        except NoWorker as e:
+            self.perAddress.release(host)
+            log.error("conn={conn}: no worker can start: {e}", conn=conn, e=e)
+            return ErrorCode.SERVER_FULL, "no worker can start"
         if worker is None:
             self.perAddress.release(host)
             return ErrorCode.SERVER_FULL, "every worker is full"
