@@ -422,6 +422,12 @@ class LifecycleTests(MainBase):
         self.assertEqual(snap["connections"], 1)
         self.assertIn("1=1001", snap["worker_pids"])
         self.assertIn(f"{handle.index}=1", snap["worker_clients"])
+        # A worker that is gone still counts: the totals never go down.
+        self.handles[0].gone("exited with status 0")
+        snap = self.cluster.snapshot()
+        self.assertEqual((snap["messages"], snap["deliveries"]), (7, 70))
+        self.assertEqual(snap["errors"], {"NAME_TAKEN": 2})
+        self.assertEqual(snap["workers"], 1)
 
 
 class StartTests(unittest.SynchronousTestCase):

@@ -20,10 +20,12 @@ its clients off (SLOW_CONSUMER) and is replaced.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import socket
 import sys
+from collections import Counter
 from typing import Any
 
 from twisted.internet import protocol
@@ -351,6 +353,9 @@ class ClusterFactory(ChatFactory):
         self.users: dict[int, User] = {}
         self.stopping = False
         self.started = False
+        #: What workers that are gone had counted (their last STATS).
+        self._departed: Counter[str] = Counter()
+        self._departedErrors: Counter[str] = Counter()
         #: When workers that died young died (see _spawn).
         self._failedStarts: list[float] = []
 
@@ -441,9 +446,10 @@ class ClusterFactory(ChatFactory):
             (conn,) = link.U32.unpack_from(payload)
             self._clientDone(conn)
         elif kind == link.STATS:
-            import json
-
-            handle.stats = json.loads(payload)
+            stats = json.loads(payload)
+            if not isinstance(stats, dict):
+                raise link.LinkError("STATS is not an object")
+            handle.stats = stats
         else:
             raise link.LinkError(f"unknown link message {kind}")
 
@@ -545,6 +551,8 @@ class ClusterFactory(ChatFactory):
                 del self.clients[conn]
                 self.perAddress.release(host)
         handle.clients = 0
+        self._departed.update(_counters(handle.stats))
+        self._departedErrors.update(_errors(handle.stats))
         self._forgetUsers(handle, LeaveReason.ERROR)
         if not expected and self.reactor.seconds() - handle.startedAt < START_TIME:
             self._failedStarts.append(self.reactor.seconds())
@@ -659,28 +667,36 @@ class ClusterFactory(ChatFactory):
         return n
 
     def snapshot(self) -> dict:
+        """Main's counters plus every worker's, those gone included (the
+        totals are Prometheus counters: they never go down)."""
         snap = super().snapshot()
         snap["active_users"] = len(self.room.replica)
         snap["connections"] += len(self.clients)
-        errors = dict(snap["errors"])
+        total = self._departed.copy()
+        errors = Counter(snap["errors"]) + self._departedErrors
         workers = [w for w in self.dispatcher if not w.dead]
         for worker in workers:
-            for key in (
-                "frames_in",
-                "bytes_in",
-                "frames_out",
-                "bytes_out",
-                "messages",
-                "deliveries",
-            ):
-                snap[key] += int(worker.stats.get(key, 0))
-            for code, n in worker.stats.get("errors", {}).items():
-                errors[code] = errors.get(code, 0) + int(n)
+            total.update(_counters(worker.stats))
+            errors.update(_errors(worker.stats))
+        for key in _SUMMED:
+            snap[key] += total[key]
         snap["errors"] = dict(sorted(errors.items()))
         snap["workers"] = len(workers)
         snap["worker_pids"] = ",".join(f"{w.index}={w.pid}" for w in workers)
         snap["worker_clients"] = ",".join(f"{w.index}={w.clients}" for w in workers)
         return snap
+
+
+#: Worker counters the main process adds to its own.
+_SUMMED = ("frames_in", "bytes_in", "frames_out", "bytes_out", "messages", "deliveries")
+
+
+def _counters(stats: dict[str, Any]) -> Counter[str]:
+    return Counter({k: int(stats.get(k, 0)) for k in _SUMMED})
+
+
+def _errors(stats: dict[str, Any]) -> Counter[str]:
+    return Counter({str(k): int(v) for k, v in stats.get("errors", {}).items()})
 
 
 def _joined(user: User) -> Event:

@@ -39,6 +39,8 @@ log = Logger(namespace="chatd")
 _FAMILIES = {0: socket.AF_INET, 1: socket.AF_INET6, 2: socket.AF_UNIX}
 _NO_LINGER = struct.pack("ii", 0, 0)
 STATS_INTERVAL = 1.0
+#: How long an exiting worker waits for its last words to reach main.
+LINK_CLOSE_TIMEOUT = 2.0
 
 
 class WorkerFactory(ChatFactory):
@@ -103,6 +105,7 @@ class WorkerLink(link.Link):
             raise link.LinkError(f"unknown link message {kind}")
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.connected = False  # Twisted leaves it set
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
@@ -114,6 +117,7 @@ class Worker:
 
     factory: WorkerFactory | None = None
     stopping = False
+    exiting = False
     #: ssl: listener port -> the factory that wraps its connections in TLS.
     tls: dict[int, Any] = {}
 
@@ -207,7 +211,7 @@ class Worker:
             self._stats.stop()
         factory = self.factory
         if factory is None:
-            self.reactor.stop()
+            self.exit()
             return
         log.info(
             "stopping ({why}): closing {n} connections",
@@ -221,11 +225,27 @@ class Worker:
         def done(_: object) -> None:
             if grace.active():
                 grace.cancel()
-            self.reactor.stop()
+            link = self.link
+            if link is None or not link.connected:
+                self.exit()
+                return
+            # The final counts for main's totals, written out before we go:
+            # the reactor does not flush a connection when it stops.
+            self.sendStats()
+            self.exiting = True
+            link.transport.loseConnection()
+            self.reactor.callLater(LINK_CLOSE_TIMEOUT, self.exit)
 
         d.addBoth(done)
 
+    def exit(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
     def linkLost(self) -> None:
+        if self.exiting:
+            self.exit()
+            return
         why = "the main process is gone"
         if self.factory is not None:
             self.factory.remoteSequencer.linkLost(why)
