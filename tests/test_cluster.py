@@ -467,9 +467,13 @@ class StartTests(unittest.SynchronousTestCase):
 
         self.assertEqual(build({"workers": "auto"}, {}).workers, os.cpu_count() or 1)
         self.assertEqual(build({}, {"CHATD_WORKERS": "3"}).workers, 3)
-        with self.assertRaises(usage.UsageError) as caught:
-            build({"workers": "0"}, {})
-        self.assertIn("--workers", str(caught.exception))
+        for bad in ("0", "two", "-1"):
+            with self.assertRaises(usage.UsageError) as caught:
+                build({"workers": bad}, {})
+            self.assertEqual(
+                str(caught.exception),
+                f"--workers: bad value {bad!r}: must be a whole number of at least 1, or auto",
+            )
 
 
 class CrashLoopTests(MainBase):

@@ -117,7 +117,9 @@ def _workers(value: str) -> int:
     """--workers: a count, or ``auto`` for one per core."""
     if value.strip().lower() == "auto":
         return os.cpu_count() or 1
-    return _positiveInt(value)
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError("must be a whole number of at least 1, or auto")
+    return int(value)
 
 
 def envName(option: str) -> str:
