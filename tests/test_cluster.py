@@ -323,11 +323,12 @@ class MainTests(MainBase):
             self.assertEqual([k.target.name for k in kicks], [b"alice"])  # type: ignore[union-attr]
 
     def test_worker_that_falls_behind_is_cut_off(self) -> None:
-        """Past LINK_BACKLOG held for a paused link, the worker's users are
+        """Past LINK_BACKLOGS x --max-backlog held for a paused link, the worker's users are
         LEAVE slow and it gets no more batches."""
         from chatd.cluster import main
 
-        self.patch(main, "LINK_BACKLOG", 100_000)
+        self.patch(main, "LINK_BACKLOGS", 1)
+        self.cluster.config = Config(max_backlog=65536)
         slow, other = self.handles
         alice = self.claim(slow, b"alice")
         self.clock.advance(0)

@@ -16,7 +16,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, connect
+from tests.daemon import HEADER, Daemon, connect
 
 OPTIONS = (
     "--workers",
@@ -409,3 +409,67 @@ class WorkersTLSTests(unittest.TestCase):
             [(T.JOIN, b"2.37.secure"), (T.MESSAGE, b"2.37.secure.over tls")],
         )
         yield self.daemon.waitForLog("worker=2 hello conn=1 id=2 name=secure")
+
+
+class SlowWorkerTests(unittest.TestCase):
+    """A worker that stops reading its link (SIGSTOP) while one user floods:
+    main holds at most 32 x --max-backlog (2 MiB here) for it, then cuts it
+    off."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.daemon = Daemon(
+            "--workers",
+            "2",
+            "--max-clients-per-worker",
+            "1",
+            "--max-backlog",
+            "64KiB",
+            "--stats-interval",
+            "0",
+        )
+        self.addCleanup(self.daemon.stop)
+        yield self.daemon.start()
+        self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
+
+    workerPids = WorkersTests.workerPids
+    workerPid = WorkersTests.workerPid
+    join = WorkersTests.join
+
+    @defer.inlineCallbacks
+    def test_worker_that_stops_reading_is_cut_off(self):
+        a, ea, _ = yield self.join("alice")
+        b, eb, wb = yield self.join("bob")
+        self.assertEqual(wb, 2)
+        self.assertEqual((yield a.next()), (T.JOIN, eb))
+        os.kill(self.workerPid(2), signal.SIGSTOP)
+        # Closed loop: alice keeps 100 messages in flight (her own copies are
+        # the acknowledgements), so worker 1 never falls far behind.
+        say = HEADER.pack(T.SAY, 1000) + b"x" * 1000
+        a.transport.write(say * 100)
+        for _ in range(10_000):
+            frame = yield a.next()
+            if frame[0] != T.MESSAGE:
+                break
+            a.transport.write(say)
+        self.assertEqual(frame, (T.LEAVE, eb + b".slow"))
+        yield self.daemon.waitForLog("worker=2 pid")
+        self.assertIn(
+            f"worker=2 pid {self.workerPid(2)} cannot keep up", self.daemon.log
+        )
+        self.assertNotIn("worker=1 pid", self.daemon.log)
+        while True:  # bob: what his worker had, then SLOW_CONSUMER
+            ftype, payload = yield b.next()
+            if ftype != T.MESSAGE:
+                break
+        self.assertEqual(ftype, T.ERROR)
+        self.assertTrue(payload.startswith(b"SLOW_CONSUMER."), payload)
+        yield b.closed
+        yield self.daemon.waitForLog(
+            f"worker=2 pid {self.workerPid(2)} exited with status 0"
+        )
+        # New clients are still served (by worker 1's room or a new worker).
+        c, _, wc = yield self.join("carol")
+        self.assertEqual(wc, 3)

@@ -13,7 +13,7 @@ one roster (names, ids, colours unique across workers).
 A worker that dies (kill -9 included) is noticed by its link and its
 process: its users are LEAVE ``error`` for the others and their names are
 free again.  A worker that cannot keep up with the order is bounded: once
-main holds more than :data:`LINK_BACKLOG` bytes for it, it is told to cut
+main holds more than :data:`LINK_BACKLOGS` times --max-backlog for it, it is told to cut
 its clients off (SLOW_CONSUMER) and is replaced.
 """
 
@@ -48,9 +48,11 @@ from chatd.wire import ErrorCode, LeaveReason
 
 log = Logger(namespace="chatd")
 
-#: Bytes main may hold for one worker that does not read its link before
-#: that worker counts as too slow (its clients get SLOW_CONSUMER).
-LINK_BACKLOG = 32 << 20
+#: What main may hold for one worker that does not read its link, in
+#: --max-backlog units (32 MiB by default), before that worker counts as too
+#: slow (its clients get SLOW_CONSUMER).  A link carries one copy of the
+#: order for all of a worker's clients: many clients' allowance.
+LINK_BACKLOGS = 32
 
 #: After STOP or a slow cut-off, a worker that has not exited this long
 #: after --shutdown-grace is killed.
@@ -249,7 +251,8 @@ class WorkerHandle:
 
     def _count(self, size: int) -> None:
         self._held += size
-        if self._held > LINK_BACKLOG and not self.slow:
+        limit = LINK_BACKLOGS * self.cluster.config.max_backlog
+        if self._held > limit and not self.slow:
             self.cluster.tooSlow(self)
 
     # -- from the worker -------------------------------------------------
@@ -515,12 +518,14 @@ class ClusterFactory(ChatFactory):
             pid=handle.pid,
             n=handle._held,
         )
-        if handle.process is not None:
-            try:
-                handle.process.signalProcess("USR1")
-                os.kill(handle.pid, signal.SIGCONT)  # type: ignore[arg-type]
-            except Exception:
-                pass
+        if handle.pid is not None and not handle.exited.called:
+            # SIGUSR1: cut your clients off; SIGCONT in case it was stopped.
+            # (Twisted's signalProcess knows only a few signals by name.)
+            for sig in (signal.SIGUSR1, signal.SIGCONT):
+                try:
+                    os.kill(handle.pid, sig)
+                except ProcessLookupError:
+                    break
         self.reactor.callLater(self.config.shutdown_grace + KILL_AFTER, handle.kill)
         self._forgetUsers(handle, LeaveReason.SLOW)
         if self.authority.workers.count(handle):
