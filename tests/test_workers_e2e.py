@@ -8,6 +8,7 @@ for the pids of orphaned workers, bounded in time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -65,14 +66,19 @@ class _HTTP(protocol.Protocol):
         self.done.callback(self.data)
 
 
-@defer.inlineCallbacks
-def post(port: int, path: str, body: str):
+def post(port: int, path: str, body: str) -> defer.Deferred:
     """POST a form to the admin interface; fires with the raw response."""
+    return request(port, "POST", path, body)
+
+
+@defer.inlineCallbacks
+def request(port: int, method: str, path: str, body: str = ""):
+    """One request to the admin interface; fires with the raw response."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     client = yield endpoint.connect(protocol.Factory.forProtocol(_HTTP))
     data = body.encode()
     client.transport.write(
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         "Content-Type: application/x-www-form-urlencoded\r\n"
         f"Content-Length: {len(data)}\r\n\r\n".encode()
         + data
@@ -210,6 +216,17 @@ class WorkersTests(unittest.TestCase):
         self.assertTrue(payload.startswith(b"KICKED."), payload)
         for client in (b, c):
             self.assertEqual((yield client.next()), (T.LEAVE, ea + b".kicked"))
+
+        response = yield request(port, "GET", "/status")
+        status = json.loads(response.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual(status["limits"]["workers"], 3)
+        self.assertEqual(status["limits"]["max_clients_per_worker"], 2)
+        counters = status["counters"]
+        self.assertEqual((counters["workers"], counters["active_users"]), (2, 2))
+        self.assertEqual(
+            counters["worker_pids"], f"1={self.workerPid(1)},2={self.workerPid(2)}"
+        )
+        self.assertRegex(counters["worker_clients"], r"^1=\d+,2=\d+$")
 
         response = yield post(port, "/maintenance", "state=on&text=soon")
         self.assertIn(b"200 OK", response)
