@@ -229,11 +229,15 @@ class LinkFramingTests(unittest.SynchronousTestCase):
             receiver.messages, [(link.SUBMIT, b"abc"), (link.DONE, link.U32.pack(3))]
         )
 
-    def test_oversized_message_is_refused(self) -> None:
-        receiver = Recorder()
-        receiver.makeConnection(StringTransport())
-        with self.assertRaises(link.LinkError):
-            receiver.dataReceived(link.U32.pack(link.Link.MAX_LENGTH + 1))
+    def test_oversized_or_empty_message_breaks_the_link(self) -> None:
+        for data in (link.U32.pack(link.Link.MAX_LENGTH + 1), link.U32.pack(0)):
+            receiver = Recorder()
+            transport = StringTransport()
+            receiver.makeConnection(transport)
+            receiver.dataReceived(data)
+            self.assertTrue(receiver.broken)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(receiver.messages, [])
 
     def test_config_travels_without_pickle(self) -> None:
         config = Config(password=b"pw", idle_timeout=7.0, rate_limit=2.5)
@@ -507,3 +511,61 @@ class CrashLoopTests(MainBase):
         self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
         self.assertEqual(started, [1])
         self.assertEqual(self.cluster.perAddress.counts, {})
+
+
+class WorkerSideTests(unittest.SynchronousTestCase):
+    """A worker's end of the link over an in-memory transport."""
+
+    def setUp(self) -> None:
+        from chatd.cluster.worker import Worker, WorkerLink
+
+        self.clock = task.Clock()
+        self.worker = Worker(self.clock, 4)
+        self.link = self.worker.link = WorkerLink(self.worker)
+        self.transport = StringTransport()
+        self.link.makeConnection(self.transport)
+        self.main = Recorder()  # main's end, reading what the worker wrote
+        self.main.makeConnection(StringTransport())
+
+    def fromMain(self, kind: int, payload: bytes = b"") -> None:
+        message = bytes([kind]) + payload
+        self.link.dataReceived(link.U32.pack(len(message)) + message)
+
+    def toMain(self) -> list[tuple[int, bytes]]:
+        self.main.dataReceived(self.transport.value())
+        self.transport.clear()
+        messages, self.main.messages = self.main.messages, []
+        return messages
+
+    def test_config_then_batches_then_stats(self) -> None:
+        self.fromMain(link.CONFIG, link.configMessage(Config(idle_timeout=9.0))[1:])
+        factory = self.worker.factory
+        assert factory is not None
+        self.assertEqual(factory.config.idle_timeout, 9.0)
+        sink = Sink()
+        factory.remoteSequencer.subscribe(sink)
+        alice = User(1, 33, b"alice")
+        from chatd.core.eventcodec import encodeBatch
+
+        join = Join(alice)
+        join.seq = 5
+        self.fromMain(link.BATCH, link.batchMessage([], encodeBatch([join]))[1:])
+        self.assertEqual(sink.events, [("Join", 5, join.frame)])
+        self.assertEqual([u.name for u in factory.room.replica.active], [b"alice"])
+        self.clock.advance(1.0)
+        [(kind, payload)] = self.toMain()
+        self.assertEqual(kind, link.STATS)
+        self.assertIn(b'"active_users":0', payload)
+
+    def test_a_bad_message_breaks_the_link_in_one_line(self) -> None:
+        self.fromMain(link.ADOPT, link.ADOPT_HEAD.pack(1, 0, 0, 7777))
+        self.assertTrue(self.link.broken)
+        self.assertTrue(self.transport.disconnecting)
+        self.fromMain(ord("?"))  # nothing more is read
+
+    def test_link_lost_before_config_exits(self) -> None:
+        stopped: list[bool] = []
+        self.clock.stop = lambda: stopped.append(True)  # type: ignore[attr-defined]
+        self.clock.running = True  # type: ignore[attr-defined]
+        self.link.connectionLost(None)
+        self.assertEqual(stopped, [True])

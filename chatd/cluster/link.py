@@ -28,6 +28,7 @@ import json
 import struct
 from typing import TYPE_CHECKING, Any
 
+from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ _WORKER_SETTINGS = (
     "rate_limit",
     "rate_burst",
 )
+
+
+log = Logger(namespace="chatd")
 
 
 class LinkError(ValueError):
@@ -125,6 +129,19 @@ class Link(Int32StringReceiver):
     MAX_LENGTH = 64 << 20
     #: A unix stream transport (IUNIXTransport: it can send descriptors).
     transport: Any = None
+    broken = False
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frames to messages; a malformed one ends the link in one log line
+        (the other side is then a dead process to its peer)."""
+        if self.broken:
+            return
+        try:
+            Int32StringReceiver.dataReceived(self, data)
+        except (ValueError, struct.error) as e:  # LinkError, BadEvent, JSON...
+            self.broken = True
+            log.error("link broken: {e}", e=e)
+            self.transport.abortConnection()
 
     def stringReceived(self, data: bytes) -> None:
         if not data:
