@@ -87,8 +87,7 @@ class FakeWorker:
         self.batches: list[tuple[list[int], bytes]] = []
 
     def sendBatch(self, own: list[int], blob: bytes) -> None:
-        message = link.batchMessage(own, blob)
-        self.batches.append(link.parseBatch(message[1:]))
+        self.batches.append(link.parseBatch(link.batchPayload(own, blob)))
 
 
 class Sink:
@@ -241,7 +240,7 @@ class LinkFramingTests(unittest.SynchronousTestCase):
 
     def test_config_travels_without_pickle(self) -> None:
         config = Config(password=b"pw", idle_timeout=7.0, rate_limit=2.5)
-        back = link.configFrom(link.configMessage(config)[1:])
+        back = link.configFrom(link.configPayload(config))
         self.assertEqual(
             (back.password, back.idle_timeout, back.rate_limit), (b"pw", 7.0, 2.5)
         )
@@ -538,7 +537,7 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         return messages
 
     def test_config_then_batches_then_stats(self) -> None:
-        self.fromMain(link.CONFIG, link.configMessage(Config(idle_timeout=9.0))[1:])
+        self.fromMain(link.CONFIG, link.configPayload(Config(idle_timeout=9.0)))
         factory = self.worker.factory
         assert factory is not None
         self.assertEqual(factory.config.idle_timeout, 9.0)
@@ -549,7 +548,7 @@ class WorkerSideTests(unittest.SynchronousTestCase):
 
         join = Join(alice)
         join.seq = 5
-        self.fromMain(link.BATCH, link.batchMessage([], encodeBatch([join]))[1:])
+        self.fromMain(link.BATCH, link.batchPayload([], encodeBatch([join])))
         self.assertEqual(sink.events, [("Join", 5, join.frame)])
         self.assertEqual([u.name for u in factory.room.replica.active], [b"alice"])
         self.clock.advance(1.0)

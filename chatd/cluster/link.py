@@ -70,12 +70,12 @@ class LinkError(ValueError):
     """A malformed link message: the other side is not a chatd process."""
 
 
-def configMessage(config: Config) -> bytes:
+def configPayload(config: Config) -> bytes:
     """CONFIG: what a worker needs of ``config`` (the password as hex)."""
     values: dict[str, Any] = {name: getattr(config, name) for name in _WORKER_SETTINGS}
     values["password"] = None if config.password is None else config.password.hex()
     values["listen"] = list(config.listen)  # a worker wraps TLS connections
-    return bytes([CONFIG]) + json.dumps(values).encode()
+    return json.dumps(values).encode()
 
 
 def configFrom(payload: bytes) -> Config:
@@ -100,15 +100,13 @@ def configFrom(payload: bytes) -> Config:
         raise LinkError(f"bad CONFIG: {e}") from None
 
 
-def jsonMessage(kind: int, value: object) -> bytes:
-    return bytes([kind]) + json.dumps(value, separators=(",", ":")).encode()
+def jsonPayload(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
-def batchMessage(own: list[int], blob: bytes) -> bytes:
+def batchPayload(own: list[int], blob: bytes) -> bytes:
     """BATCH for one worker: its own sequence numbers, then the shared blob."""
-    return b"".join(
-        [bytes([BATCH]), U32.pack(len(own)), *(U64.pack(s) for s in own), blob]
-    )
+    return b"".join([U32.pack(len(own)), *(U64.pack(s) for s in own), blob])
 
 
 def parseBatch(payload: bytes) -> tuple[list[int], bytes]:

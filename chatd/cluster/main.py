@@ -222,7 +222,7 @@ class WorkerHandle:
     def sendBatch(self, own: list[int], blob: bytes) -> None:
         if self.slow:
             return
-        self.send(link.BATCH, link.batchMessage(own, blob)[1:])
+        self.send(link.BATCH, link.batchPayload(own, blob))
 
     def handOff(self, conn: int, fd: int, family: int, tls: bool, port: int) -> bool:
         """Give the worker a client's socket; main keeps ``fd`` until ADOPTED.
@@ -416,8 +416,8 @@ class ClusterFactory(ChatFactory):
         # Everything ordered so far goes out first, then the newcomer is
         # told its settings and who is here, then it gets every later batch.
         self.authority.flush()
-        handle.send(link.CONFIG, link.configMessage(self.config)[1:])
-        seed = [encodeEvent(_joined(user)) for user in self.room.replica.active]
+        handle.send(link.CONFIG, link.configPayload(self.config))
+        seed = [encodeEvent(Join(user)) for user in self.room.replica.active]
         if seed:
             handle.sendBatch([], b"".join(link.U32.pack(len(e)) + e for e in seed))
         self.authority.workers.append(handle)
@@ -646,7 +646,7 @@ class ClusterFactory(ChatFactory):
         super().applyConfig(config)
         self.dispatcher.maxWorkers = config.workers
         self.dispatcher.perWorker = config.max_clients_per_worker
-        message = link.configMessage(config)[1:]
+        message = link.configPayload(config)
         for worker in self.authority.workers:
             worker.send(link.CONFIG, message)
 
@@ -702,10 +702,6 @@ def _counters(stats: dict[str, Any]) -> Counter[str]:
 
 def _errors(stats: dict[str, Any]) -> Counter[str]:
     return Counter({str(k): int(v) for k, v in stats.get("errors", {}).items()})
-
-
-def _joined(user: User) -> Event:
-    return Join(user)
 
 
 def makeClusterFactory(config: Config, reactor: Any) -> ClusterFactory:

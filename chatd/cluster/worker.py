@@ -195,7 +195,7 @@ class Worker:
         if self.factory is not None and self.link is not None and self.link.connected:
             snap = self.factory.snapshot()
             snap["pid"] = os.getpid()
-            self.link.send(link.STATS, link.jsonMessage(0, snap)[1:])
+            self.link.send(link.STATS, link.jsonPayload(snap))
 
     def stop(
         self,
