@@ -372,15 +372,13 @@ class WorkersTLSTests(unittest.TestCase):
     def setUp(self):
         from pathlib import Path
 
-        from tests.daemon import freePort
         from tests.test_client_tls import makeCertificates
 
         directory = Path(self.mktemp()).resolve()
         directory.mkdir()
         self.certs = makeCertificates(directory)
-        self.tlsPort = freePort()
         tls = (
-            f"ssl:{self.tlsPort}:interface=127.0.0.1:"
+            "ssl:0:interface=127.0.0.1:"
             f"privateKey={self.certs['good-key']}:certKey={self.certs['good-cert']}"
         )
         self.daemon = Daemon(
@@ -389,6 +387,9 @@ class WorkersTLSTests(unittest.TestCase):
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
         self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
+        # Bound to port 0: the ready line lists the ports in --listen order.
+        ready = re.search(r"ready: accepting connections on (.*)", self.daemon.log)
+        self.tlsPort = int(re.findall(r"port=(\d+)", ready.group(1))[-1])
 
     workerPids = WorkersTests.workerPids
     frames = WorkersTests.frames
