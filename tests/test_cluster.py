@@ -568,3 +568,22 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         self.clock.running = True  # type: ignore[attr-defined]
         self.link.connectionLost(None)
         self.assertEqual(stopped, [True])
+
+    def test_a_socket_that_cannot_be_served_is_given_back(self) -> None:
+        """A TLS connection with no TLS settings: closed, ADOPTED and DONE,
+        so main counts its slot free again."""
+        import os
+        import socket
+
+        self.fromMain(link.CONFIG, link.configPayload(Config()))
+        self.toMain()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.link.fileDescriptorReceived(os.dup(theirs.fileno()))
+        theirs.close()
+        self.fromMain(link.ADOPT, link.ADOPT_HEAD.pack(9, 2, 1, 7778))
+        self.assertEqual(
+            self.toMain(),
+            [(link.ADOPTED, link.U32.pack(9)), (link.DONE, link.U32.pack(9))],
+        )
+        self.assertEqual(ours.recv(10), b"")  # the worker kept no copy

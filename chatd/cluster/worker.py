@@ -156,7 +156,9 @@ class Worker:
         self.tls = tls
 
     def adopt(self, fd: int, conn: int, family: int, tls: int, port: int) -> None:
-        """A client's socket from the main process: ours from now on."""
+        """A client's socket from the main process: ours from now on.  One
+        that cannot be served is closed and given back at once (DONE)."""
+        adopted = False
         try:
             if self.factory is None or family not in _FAMILIES:
                 raise link.LinkError(f"cannot adopt conn {conn} (family {family})")
@@ -184,12 +186,17 @@ class Worker:
                 self.reactor.adoptStreamConnection(
                     sock.fileno(), _FAMILIES[family], factory
                 )
+                adopted = True
             finally:
                 sock.close()
+        except OSError as e:  # out of descriptors, a socket already gone
+            log.error("conn {conn}: cannot adopt: {e}", conn=conn, e=e)
         finally:
             os.close(fd)
             if self.link is not None and self.link.connected:
                 self.link.send(link.ADOPTED, link.U32.pack(conn))
+                if not adopted:
+                    self.link.send(link.DONE, link.U32.pack(conn))
 
     def sendStats(self) -> None:
         if self.factory is not None and self.link is not None and self.link.connected:
