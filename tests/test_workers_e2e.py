@@ -234,6 +234,25 @@ class WorkersTests(unittest.TestCase):
             self.assertEqual((yield client.next()), (T.NOTICE, b"MAINTENANCE.soon"))
 
     @defer.inlineCallbacks
+    def test_pipelined_handshake_and_who(self):
+        """HELLO, READY and WHO in one write, as a single process answers
+        them: WELCOME, our own JOIN, then USERS listing us too."""
+        a, ea, _ = yield self.join("alice")
+        b = yield connect(self.daemon.port)
+        self.addCleanup(lambda: b.transport.abortConnection())
+        b.transport.write(
+            HEADER.pack(T.HELLO, 3) + b"bob" + HEADER.pack(T.READY, 0)
+            + HEADER.pack(T.WHO, 0) + HEADER.pack(T.ECHO, 2) + b"hi"
+        )  # fmt: skip
+        frames = yield self.frames(b, 5)
+        self.assertEqual(frames[0][0], T.WELCOME)
+        eb = b"%s.%s.bob" % tuple(frames[0][1].split(b".")[1:])
+        self.assertEqual(
+            frames[1:],
+            [(T.JOIN, eb), (T.USERS, ea + b"\n" + eb), (T.USERS, b""), (T.ECHO, b"hi")],
+        )
+
+    @defer.inlineCallbacks
     def test_kill_worker(self):
         """kill -9 of a worker: the others see LEAVE error for its users,
         their names are free again, and new clients are still served."""

@@ -17,6 +17,7 @@ import enum
 import hmac
 from typing import TYPE_CHECKING
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -307,7 +308,12 @@ class Session(TimeoutMixin):
         # The WELCOME must go out before the JOIN the fan-out will send.
         self._flushBatch()
         self.fanout.expect(self)
-        self._submit(Join(user))  # type: ignore[arg-type]
+        joined = self._submit(Join(user))  # type: ignore[arg-type]
+        if not joined.called:
+            # A remote sequencer: later frames wait for our own JOIN, so WHO
+            # lists us and replies follow the JOIN, as in one process.
+            self.conn.holdInput(True)
+            joined.addBoth(self._answered)
         if self._outputBlocked:  # its transport was already full: not live
             self.fanout.pause(self)
         log.info(
@@ -375,11 +381,12 @@ class Session(TimeoutMixin):
         self.error(ErrorCode.RATE_LIMITED)
         return False
 
-    def _submit(self, event: Event) -> None:
+    def _submit(self, event: Event) -> Deferred[int]:
         """Sequence ``event``; if the sequencer cannot be reached, say so."""
         d = self.room.sequencer.submit(event)
         if not d.called or isinstance(d.result, Failure):
             d.addErrback(self._unavailable)
+        return d
 
     def _unavailable(self, failure: Failure) -> None:
         log.warn(
