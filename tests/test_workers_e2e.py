@@ -87,12 +87,17 @@ def request(port: int, method: str, path: str, body: str = ""):
     return response
 
 
-class WorkersTests(unittest.TestCase):
+class WorkersCase(unittest.TestCase):
+    """A twistd with workers per test (``options()``), and the helpers."""
+
     timeout = 60
+
+    def options(self) -> list[str]:
+        return [*OPTIONS, "--admin", "tcp:0:interface=127.0.0.1"]
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.daemon = Daemon(*OPTIONS, "--admin", "tcp:0:interface=127.0.0.1")
+        self.daemon = Daemon(*self.options())
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
         self.addCleanup(self.reap)
@@ -150,6 +155,8 @@ class WorkersTests(unittest.TestCase):
             got.append((yield client.next()))
         return got
 
+
+class WorkersTests(WorkersCase):
     @defer.inlineCallbacks
     def test_spread_one_order_and_full(self):
         """Six users land two per worker; every user sees one identical order
@@ -302,36 +309,18 @@ class WorkersTests(unittest.TestCase):
         self.assertIn("state STOPPING -> STOPPED", self.daemon.log)
 
 
-class WorkersLifecycleTests(unittest.TestCase):
+class WorkersLifecycleTests(WorkersCase):
     """One client per worker: idle exit, reload, a worker cut off."""
 
-    timeout = 60
-
-    @defer.inlineCallbacks
-    def setUp(self):
+    def options(self) -> list[str]:
         self.envFile = os.path.abspath(self.mktemp())
         with open(self.envFile, "w") as f:
             f.write("CHATD_RATE_LIMIT=0\n")
-        self.daemon = Daemon(
-            "--workers",
-            "3",
-            "--max-clients-per-worker",
-            "1",
-            "--stats-interval",
-            "0",
-            "--worker-idle-exit",
-            "0.2",
-            "--env-file",
-            self.envFile,
-        )
-        self.addCleanup(self.daemon.stop)
-        yield self.daemon.start()
-        self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
-
-    workerPids = WorkersTests.workerPids
-    workerPid = WorkersTests.workerPid
-    join = WorkersTests.join
-    frames = WorkersTests.frames
+        return [
+            *("--workers", "3", "--max-clients-per-worker", "1"),
+            *("--stats-interval", "0", "--worker-idle-exit", "0.2"),
+            *("--env-file", self.envFile),
+        ]
 
     @defer.inlineCallbacks
     def test_idle_worker_exits_the_last_stays(self):
@@ -381,14 +370,11 @@ class WorkersLifecycleTests(unittest.TestCase):
         self.assertEqual((yield a.next()), (T.LEAVE, eb + b".slow"))
 
 
-class WorkersTLSTests(unittest.TestCase):
+class WorkersTLSTests(WorkersCase):
     """An ssl: listener: main hands over the TCP connection before TLS
     begins, the worker wraps it."""
 
-    timeout = 60
-
-    @defer.inlineCallbacks
-    def setUp(self):
+    def options(self) -> list[str]:
         from pathlib import Path
 
         from tests.test_client_tls import makeCertificates
@@ -400,18 +386,14 @@ class WorkersTLSTests(unittest.TestCase):
             "ssl:0:interface=127.0.0.1:"
             f"privateKey={self.certs['good-key']}:certKey={self.certs['good-cert']}"
         )
-        self.daemon = Daemon(
-            "--listen", tls, "--workers", "2", "--max-clients-per-worker", "1"
-        )
-        self.addCleanup(self.daemon.stop)
-        yield self.daemon.start()
-        self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
-        # Bound to port 0: the ready line lists the ports in --listen order.
-        ready = re.search(r"ready: accepting connections on (.*)", self.daemon.log)
-        self.tlsPort = int(re.findall(r"port=(\d+)", ready.group(1))[-1])
+        return ["--listen", tls, "--workers", "2", "--max-clients-per-worker", "1"]
 
-    workerPids = WorkersTests.workerPids
-    frames = WorkersTests.frames
+    @property
+    def tlsPort(self) -> int:
+        """Bound to port 0: the ready line lists the ports in --listen order."""
+        ready = re.search(r"ready: accepting connections on (.*)", self.daemon.log)
+        assert ready is not None
+        return int(re.findall(r"port=(\d+)", ready.group(1))[-1])
 
     @defer.inlineCallbacks
     def test_tls_and_plain_users_on_two_workers(self):
@@ -445,32 +427,16 @@ class WorkersTLSTests(unittest.TestCase):
         yield self.daemon.waitForLog("worker=2 hello conn=1 id=2 name=secure")
 
 
-class SlowWorkerTests(unittest.TestCase):
+class SlowWorkerTests(WorkersCase):
     """A worker that stops reading its link (SIGSTOP) while one user floods:
     main holds at most 32 x --max-backlog (2 MiB here) for it, then cuts it
     off."""
 
-    timeout = 60
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.daemon = Daemon(
-            "--workers",
-            "2",
-            "--max-clients-per-worker",
-            "1",
-            "--max-backlog",
-            "64KiB",
-            "--stats-interval",
-            "0",
-        )
-        self.addCleanup(self.daemon.stop)
-        yield self.daemon.start()
-        self.addCleanup(WorkersTests.reap, self)  # type: ignore[arg-type]
-
-    workerPids = WorkersTests.workerPids
-    workerPid = WorkersTests.workerPid
-    join = WorkersTests.join
+    def options(self) -> list[str]:
+        return [
+            *("--workers", "2", "--max-clients-per-worker", "1"),
+            *("--max-backlog", "64KiB", "--stats-interval", "0"),
+        ]
 
     @defer.inlineCallbacks
     def test_worker_that_stops_reading_is_cut_off(self):
