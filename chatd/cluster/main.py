@@ -394,7 +394,7 @@ class ClusterFactory(ChatFactory):
                 WorkerProcess(handle),
                 sys.executable,
                 argv,
-                env=os.environ.copy(),
+                env=workerEnvironment(),
                 childFDs={0: "w", 1: "r", 2: "r", 3: theirs.fileno()},
             )
             handle.pid = handle.process.pid
@@ -702,6 +702,20 @@ def _counters(stats: dict[str, Any]) -> Counter[str]:
 
 def _errors(stats: dict[str, Any]) -> Counter[str]:
     return Counter({str(k): int(v) for k, v in stats.get("errors", {}).items()})
+
+
+def workerEnvironment() -> dict[str, str]:
+    """Ours, with this chatd first on the path: the worker must run the same
+    code even when twistd changed directory (--rundir, daemonizing) and
+    chatd came from a relative PYTHONPATH."""
+    import chatd
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(chatd.__file__)))
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, env.get("PYTHONPATH", "")) if p
+    )
+    return env
 
 
 def makeClusterFactory(config: Config, reactor: Any) -> ClusterFactory:
