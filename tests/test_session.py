@@ -220,3 +220,52 @@ class EventCodecTests(ChatTestCase):
         for data in (b"", b"\x09" + b"\0" * 14, b"\x07" + b"\0" * 14):
             self.assertRaises(BadEvent, decodeEvent, data)
         self.assertRaises(BadEvent, decodeBatch, b"\0\0\0\x09abc")
+
+
+@implementer(ISequencer)
+class LaterSequencer(LocalSequencer):
+    """A sequencer that numbers events when the test says (a remote one)."""
+
+    def __init__(self) -> None:
+        LocalSequencer.__init__(self)
+        self.waiting: list[tuple[Event, Deferred]] = []
+        self.later = False
+
+    def submit(self, event: Event) -> Deferred:
+        if not self.later:
+            return LocalSequencer.submit(self, event)
+        d: Deferred = Deferred()
+        self.waiting.append((event, d))
+        return d
+
+    def answer(self) -> None:
+        event, d = self.waiting.pop(0)
+        LocalSequencer.submit(self, event).chainDeferred(d)
+
+
+class RemoteSequencerOrderTests(ChatTestCase):
+    def test_replies_wait_for_the_senders_own_message(self) -> None:
+        """SAY then ECHO in one read: the ECHO comes after the MESSAGE, as
+        with a local sequencer, however late the sequencer answers."""
+        sequencer = LaterSequencer()
+        server = Server(sequencer=sequencer)
+        alice, bob = server.users(b"alice", b"bob")
+        sequencer.later = True
+        alice.sendRaw(encode(T.SAY, b"first") + encode(T.ECHO, b"then"))
+        self.assertEqual(alice.received(), [])
+        sequencer.answer()
+        server.clock.advance(0)
+        self.assertEqual(alice.types(), [T.MESSAGE, T.ECHO])
+        self.assertEqual(bob.types(), [T.MESSAGE])
+
+    def test_failed_submit_then_later_replies_in_order(self) -> None:
+        sequencer = LaterSequencer()
+        server = Server(sequencer=sequencer)
+        (alice,) = server.users(b"alice")
+        sequencer.later = True
+        alice.sendRaw(encode(T.SAY, b"lost") + encode(T.PING, b"p"))
+        sequencer.waiting.pop(0)[1].errback(ConnectionError("down"))
+        server.clock.advance(0)
+        frames = alice.received()
+        self.assertEqual([t for t, _ in frames], [T.ERROR, T.PONG])
+        self.assertTrue(frames[0][1].startswith(b"UNAVAILABLE."))

@@ -97,6 +97,10 @@ class ClusterNode:
         self._cmd: Any = None
         self._reader: Any = None
         self._pending: list[tuple[Event, Deferred[int]]] = []
+        # Submissions Redis numbered that the stream reader has not yet
+        # delivered here: (seq, Deferred), in order.  ISequencer promises
+        # the Deferred fires after local delivery (replies stay in order).
+        self._numbered: list[tuple[int, Deferred[int]]] = []
         self._flushCall: Any = None
         self._inFlight = 0
         self._drained: list[Deferred[None]] = []
@@ -268,7 +272,9 @@ class ClusterNode:
             self._answered()
             first = int(result[0])
             for i, (_, waiting) in enumerate(batch):
-                waiting.callback(first + i)
+                self._numbered.append((first + i, waiting))
+            self._numbered.sort(key=lambda pair: pair[0])
+            self._fireDelivered()
 
         def failed(failure: Failure) -> None:
             self._answered()
@@ -360,6 +366,14 @@ class ClusterNode:
             for sink in self._sinks:
                 sink.deliver(event)
         self.lastSeq = first + len(events) - 1
+        self._fireDelivered()
+
+    def _fireDelivered(self) -> None:
+        """Fire the submissions whose events the reader has delivered."""
+        numbered = self._numbered
+        while numbered and numbered[0][0] <= self.lastSeq:
+            seq, waiting = numbered.pop(0)
+            waiting.callback(seq)
 
     # -- IRoster -----------------------------------------------------------------
 
@@ -567,6 +581,9 @@ class ClusterNode:
         self._owedReleases.clear()
         pending, self._pending = self._pending, []
         for _, waiting in pending:
+            waiting.errback(ClusterUnavailable(LOST))
+        numbered, self._numbered = self._numbered, []
+        for _, waiting in numbered:
             waiting.errback(ClusterUnavailable(LOST))
         self.cutAll(LOST)
 

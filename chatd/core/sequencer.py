@@ -29,7 +29,9 @@ class ISequencer(Interface):
 
     def submit(event: Event) -> Deferred[int]:
         """Give ``event`` its place in the order; fires with its sequence
-        number once it has one, or fails if the order cannot be reached."""
+        number once it has one and this process's sinks have been handed it
+        (so what the submitter says next comes after it), or fails if the
+        order cannot be reached."""
 
     def subscribe(sink: IEventSink, after: int | None = None) -> None:
         """Hand ``sink`` every event sequenced after number ``after``

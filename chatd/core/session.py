@@ -218,7 +218,7 @@ class Session(TimeoutMixin):
             self.room.roster.release(user)
         if wasActive:
             self.fanout.remove(self, drain=drain and not self._disconnected)
-            self._submit(Leave(user, reason))  # type: ignore[arg-type]
+            self._submit(Leave(user, reason), hold=False)  # type: ignore[arg-type]
         if self._disconnected:
             self._batch = None
         else:
@@ -410,11 +410,21 @@ class Session(TimeoutMixin):
         self.error(ErrorCode.RATE_LIMITED)
         return False
 
-    def _submit(self, event: Event) -> None:
-        """Sequence ``event``; if the sequencer cannot be reached, say so."""
+    def _submit(self, event: Event, hold: bool = True) -> None:
+        """Sequence ``event``; if the sequencer cannot be reached, say so.
+
+        A remote sequencer answers later: until it has (and this process
+        has the event), the connection's later frames wait, so replies keep
+        request order, the sender's own MESSAGE or JOIN first, and WHO
+        lists a user who has just joined, as in one process.
+        """
         d = self.room.sequencer.submit(event)
-        if not d.called or isinstance(d.result, Failure):
-            d.addErrback(self._unavailable)
+        if d.called and not isinstance(d.result, Failure):
+            return  # sequenced already: the usual, local case
+        d.addErrback(self._unavailable)
+        if not d.called and hold:
+            self.conn.holdInput(True)
+            d.addBoth(self._answered)
 
     def _unavailable(self, failure: Failure) -> None:
         log.warn(

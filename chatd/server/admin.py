@@ -252,6 +252,10 @@ def status(service: ChatService) -> dict:
             "rate_burst": config.rate_burst,
             "shutdown_grace": config.shutdown_grace,
             "password": config.password is not None,
+            # --workers (chatd.cluster): counters add workers, worker_pids...
+            "workers": config.workers,
+            "max_clients_per_worker": config.max_clients_per_worker,
+            "worker_idle_exit": config.worker_idle_exit,
         },
         "counters": factory.snapshot(),
         "users": users,

@@ -65,6 +65,10 @@ class Config:
     redis_password_file: str | None = None
     node_name: str | None = None
     node_ttl: float = 10.0
+    # --workers (chatd.cluster)
+    workers: int = 1
+    max_clients_per_worker: int = 1000
+    worker_idle_exit: float = 60.0
 
 
 def _whole(value: str, least: int, rule: str) -> int:
@@ -168,7 +172,20 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "redis-password-file": (_cluster("passwordFile"), None, "File whose first line is the Redis password (instead of one in the URL)."),
     "node-name": (_cluster("nodeName"), None, "This node's name in the cluster [default: host name:first listen port]."),
     "node-ttl": (_cluster("ttl"), 10.0, "Seconds after which a silent node is declared gone and its users leave."),
+    # --workers (chatd.cluster; docs/workers.md)
+    "workers": (lambda v: _workers(v), 1, "Worker processes to spread clients over, at most; 'auto' = one per core (1 = one process)."),
+    "max-clients-per-worker": (_positiveInt, 1000, "Most clients one worker process serves (with --workers above 1)."),
+    "worker-idle-exit": (_seconds, 60.0, "Seconds a worker with no clients lives on before it exits (never the last one)."),
 }  # fmt: skip
+
+
+def _workers(value: str) -> int:
+    """--workers: a count, or ``auto`` for one per core."""
+    if value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError("must be a whole number of at least 1, or auto")
+    return int(value)
 
 
 def envName(option: str) -> str:
@@ -347,6 +364,10 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
                 f"--admin: {values['admin']} is reachable from other hosts: "
                 "give it --admin-token-file, or interface=127.0.0.1"
             )
+    if values["workers"] > 1 and values["redis"]:
+        raise usage.UsageError(
+            "--workers: not together with --redis yet; run one node per core instead"
+        )
     return Config(listen=tuple(listen), password=password, admin_token=token, **values)
 
 

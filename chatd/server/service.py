@@ -203,16 +203,22 @@ class ChatService(service.MultiService):
         self.loader = loader if loader is not None else (lambda: self.config)
         self.handleSignals = handleSignals
         self.lifecycle = Lifecycle()
-        # -- cluster (--redis): chatd.cluster is imported only then ----------
+        # Beyond one process (chatd.cluster, imported only when asked for):
+        # --workers makes the main process's factory, which hands clients to
+        # worker processes; --redis plugs a cluster node in as the room's
+        # sequencer and roster.
         self.cluster: Any = None
-        seams: dict = {}
-        if config.redis:
+        if config.workers > 1:
+            from chatd.cluster.main import makeClusterFactory
+
+            self.factory = makeClusterFactory(config, reactor)
+        elif config.redis:
             from chatd.cluster.node import nodeFor
 
             self.cluster = nodeFor(config, reactor)
-            seams = self.cluster.seams()
-        # ----------------------------------------------------------------------
-        self.factory = ChatFactory(config, clock=reactor, **seams)
+            self.factory = ChatFactory(config, clock=reactor, **self.cluster.seams())
+        else:
+            self.factory = ChatFactory(config, clock=reactor)
         self.started = 0.0
         self._startedAt = 0.0
         self._bound = False

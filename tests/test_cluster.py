@@ -1,0 +1,589 @@
+"""The pieces of --workers without processes: the dispatcher's choice, the
+link's framing, the worker's remote sequencer and roster against main's
+authority, and what main does when a worker dies or falls behind."""
+
+from __future__ import annotations
+
+from twisted.internet import task
+from twisted.internet.testing import StringTransport
+from twisted.trial import unittest
+
+from chatd.cluster import link
+from chatd.cluster.dispatch import Dispatcher
+from chatd.cluster.main import Authority, ClusterFactory, WorkerHandle
+from chatd.cluster.remote import LinkLost, RemoteRoster, RemoteSequencer
+from chatd.core.events import Join, Kick, Leave, Message
+from chatd.core.roster import User
+from chatd.server.config import Config
+from chatd.wire import LeaveReason
+
+
+class Slot:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.clients = 0
+        self.accepting = True
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class DispatcherTests(unittest.SynchronousTestCase):
+    def setUp(self) -> None:
+        self.spawned: list[Slot] = []
+        self.dispatcher: Dispatcher[Slot] = Dispatcher(3, 2, self.spawn)
+
+    def spawn(self) -> Slot:
+        slot = Slot(f"w{len(self.spawned) + 1}")
+        self.spawned.append(slot)
+        return slot
+
+    def pick(self) -> Slot | None:
+        slot = self.dispatcher.choose()
+        if slot is not None:
+            slot.clients += 1
+        return slot
+
+    def test_least_recently_selected_with_room(self) -> None:
+        """Clients fill the first worker's room only when the others are
+        newer; with two running, they alternate."""
+        first = self.spawn()
+        self.dispatcher.add(first)
+        self.assertIs(self.pick(), first)
+        self.assertIs(self.pick(), first)
+        second = self.pick()  # first is full: a new worker
+        self.assertEqual(self.spawned, [first, second])
+        first.clients = second.clients = 0
+        self.assertEqual(
+            [self.pick() for _ in range(4)], [first, second, first, second]
+        )
+
+    def test_full_when_every_worker_is_full(self) -> None:
+        picks = [self.pick() for _ in range(6)]
+        self.assertEqual(len(self.spawned), 3)
+        self.assertEqual(
+            sorted(p.name for p in picks), ["w1", "w1", "w2", "w2", "w3", "w3"]
+        )
+        self.assertIsNone(self.dispatcher.choose())
+        picks[0].clients -= 1
+        self.assertIs(self.pick(), picks[0])
+
+    def test_not_accepting_is_skipped_but_counted(self) -> None:
+        """A worker on its way out takes no one, and still counts toward N."""
+        w1 = self.pick()
+        assert w1 is not None
+        w1.accepting = False
+        picks = [self.pick() for _ in range(4)]
+        self.assertEqual([p.name for p in picks], ["w2", "w2", "w3", "w3"])  # type: ignore[union-attr]
+        self.assertIsNone(self.dispatcher.choose())
+        self.dispatcher.remove(w1)
+        self.assertEqual(self.pick().name, "w4")  # type: ignore[union-attr]
+
+
+class FakeWorker:
+    """What the authority sends one worker, as its link would carry it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[int], bytes]] = []
+
+    def sendBatch(self, own: list[int], blob: bytes) -> None:
+        self.batches.append(link.parseBatch(link.batchPayload(own, blob)))
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def deliver(self, event) -> None:  # type: ignore[no-untyped-def]
+        self.events.append((type(event).__name__, event.seq, event.frame))
+
+
+class OrderTests(unittest.SynchronousTestCase):
+    """Two workers' remote sequencers and main's authority, wired by hand."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.authority = Authority(self.clock.callLater)
+        self.links = [FakeWorker(), FakeWorker()]
+        self.authority.workers = self.links  # type: ignore[assignment]
+        self.sent: list[list[tuple[int, bytes]]] = [[], []]
+        self.remotes = [
+            RemoteSequencer(lambda k, p, i=i: self.sent[i].append((k, p)))
+            for i in range(2)
+        ]
+        self.sinks = [Sink(), Sink()]
+        for remote, sink in zip(self.remotes, self.sinks, strict=True):
+            remote.subscribe(sink)
+
+    def carry(self) -> None:
+        """Main reads both links, ends its turn, the workers read theirs."""
+        from chatd.core.eventcodec import decodeEvent
+
+        for i, sent in enumerate(self.sent):
+            for kind, payload in sent:
+                self.assertEqual(kind, link.SUBMIT)
+                self.authority.submit(decodeEvent(payload), self.links[i])  # type: ignore[arg-type]
+            sent.clear()
+        self.clock.advance(0)
+        for remote, worker in zip(self.remotes, self.links, strict=True):
+            for own, blob in worker.batches:
+                remote.batchReceived(own, blob)
+            worker.batches.clear()
+
+    def test_own_events_wait_for_the_order(self) -> None:
+        alice, bob = User(1, 33, b"alice"), User(2, 37, b"bob")
+        seqs: list[int] = []
+        self.remotes[0].submit(Message(alice, b"one")).addCallback(seqs.append)
+        self.remotes[1].submit(Message(bob, b"two")).addCallback(seqs.append)
+        self.remotes[0].submit(Message(alice, b"three")).addCallback(seqs.append)
+        self.assertEqual(self.sinks[0].events, [])  # nothing delivered early
+        self.assertEqual(seqs, [])
+        self.carry()
+        self.assertEqual(self.sinks[0].events, self.sinks[1].events)
+        self.assertEqual(
+            [f[-3:] for _, _, f in self.sinks[0].events], [b"one", b"ree", b"two"]
+        )
+        self.assertEqual([s for _, s, _ in self.sinks[0].events], [1, 2, 3])
+        self.assertEqual(seqs, [1, 2, 3])
+
+    def test_one_batch_per_turn(self) -> None:
+        alice = User(1, 33, b"alice")
+        for n in range(5):
+            self.authority.submit(Message(alice, b"%d" % n))
+        self.assertEqual(self.links[0].batches, [])
+        self.clock.advance(0)
+        self.assertEqual(len(self.links[0].batches), 1)
+        self.assertEqual(self.links[0].batches, self.links[1].batches)
+
+    def test_lost_link_fails_what_waits_and_what_comes(self) -> None:
+        remote = self.remotes[0]
+        waiting = remote.submit(Message(User(1, 33, b"a"), b"x"))
+        remote.linkLost("the main process is gone")
+        self.failureResultOf(waiting, LinkLost)
+        self.failureResultOf(remote.submit(Message(User(1, 33, b"a"), b"y")), LinkLost)
+
+    def test_sequence_number_for_nothing_is_a_link_error(self) -> None:
+        with self.assertRaises(link.LinkError):
+            self.remotes[0].batchReceived([7], b"")
+
+
+class RosterTests(unittest.SynchronousTestCase):
+    def setUp(self) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+        self.roster = RemoteRoster(lambda k, p: self.sent.append((k, p)))
+
+    def answer(self, status: int, entry: bytes = b"") -> None:
+        kind, payload = self.sent.pop()
+        self.assertEqual(kind, link.CLAIM)
+        (req,) = link.U32.unpack_from(payload)
+        self.roster.answered(link.NAMED_HEAD.pack(req, status) + entry)
+
+    def test_granted_taken_exhausted(self) -> None:
+        d = self.roster.claim(b"alice")
+        self.assertNoResult(d)
+        self.answer(link.GRANTED, b"7.33.alice")
+        user = self.successResultOf(d)
+        self.assertEqual((user.id, user.color, user.name), (7, 33, b"alice"))
+        d = self.roster.claim(b"alice")
+        self.answer(link.TAKEN)
+        self.assertIsNone(self.successResultOf(d))
+        d = self.roster.claim(b"zed")
+        self.answer(link.EXHAUSTED)
+        self.failureResultOf(d, OverflowError)
+
+    def test_release_and_lost_link(self) -> None:
+        self.roster.release(User(9, 33, b"x"))
+        self.assertEqual(self.sent, [(link.RELEASE, link.U32.pack(9))])
+        d = self.roster.claim(b"bob")
+        self.roster.linkLost("gone")
+        self.failureResultOf(d, LinkLost)
+        self.failureResultOf(self.roster.claim(b"bob"), LinkLost)
+
+    def test_answer_to_nothing_is_a_link_error(self) -> None:
+        with self.assertRaises(link.LinkError):
+            self.roster.answered(link.NAMED_HEAD.pack(5, link.TAKEN))
+
+
+class Recorder(link.Link):
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, bytes]] = []
+
+    def messageReceived(self, kind: int, payload: bytes) -> None:
+        self.messages.append((kind, payload))
+
+
+class LinkFramingTests(unittest.SynchronousTestCase):
+    def test_messages_survive_any_split(self) -> None:
+        sender = Recorder()
+        transport = StringTransport()
+        sender.makeConnection(transport)
+        sender.send(link.SUBMIT, b"abc")
+        sender.send(link.DONE, link.U32.pack(3))
+        data = transport.value()
+        receiver = Recorder()
+        receiver.makeConnection(StringTransport())
+        for i in range(len(data)):
+            receiver.dataReceived(data[i : i + 1])
+        self.assertEqual(
+            receiver.messages, [(link.SUBMIT, b"abc"), (link.DONE, link.U32.pack(3))]
+        )
+
+    def test_oversized_or_empty_message_breaks_the_link(self) -> None:
+        for data in (link.U32.pack(link.Link.MAX_LENGTH + 1), link.U32.pack(0)):
+            receiver = Recorder()
+            transport = StringTransport()
+            receiver.makeConnection(transport)
+            receiver.dataReceived(data)
+            self.assertTrue(receiver.broken)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(receiver.messages, [])
+
+    def test_config_travels_without_pickle(self) -> None:
+        config = Config(password=b"pw", idle_timeout=7.0, rate_limit=2.5)
+        back = link.configFrom(link.configPayload(config))
+        self.assertEqual(
+            (back.password, back.idle_timeout, back.rate_limit), (b"pw", 7.0, 2.5)
+        )
+        with self.assertRaises(link.LinkError):
+            link.configFrom(b'{"password": null, "evil": 1}')
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def sendString(self, data: bytes) -> None:
+        self.messages.append(data)
+
+
+class MainBase(unittest.SynchronousTestCase):
+    """The cluster factory with hand-made worker handles (no processes)."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        config = Config(workers=3, max_clients_per_worker=2)
+        self.cluster = ClusterFactory(config, self.clock)
+        self.handles = []
+        for k in (1, 2):
+            handle = WorkerHandle(self.cluster, k)
+            handle.link = FakeLink()  # type: ignore[assignment]
+            self.cluster.authority.workers.append(handle)
+            self.cluster.dispatcher.add(handle)
+            self.handles.append(handle)
+
+    def claim(self, handle: WorkerHandle, name: bytes) -> User:
+        self.cluster.workerMessage(handle, link.CLAIM, link.U32.pack(1) + name)
+        reply = handle.link.messages.pop()  # type: ignore[union-attr]
+        self.assertEqual(reply[0], link.NAMED)
+        self.assertEqual(reply[5], link.GRANTED)
+        user = self.cluster.users[int(reply[6:].split(b".")[0])]
+        self.cluster.authority.submit(Join(user), handle)
+        return user
+
+    def batchesTo(self, handle: WorkerHandle) -> list:
+        from chatd.core.eventcodec import decodeBatch
+
+        events = []
+        for message in handle.link.messages:  # type: ignore[union-attr]
+            if message[0] == link.BATCH:
+                events += decodeBatch(link.parseBatch(message[1:])[1])
+        return events
+
+
+class MainTests(MainBase):
+    def test_names_unique_across_workers(self) -> None:
+        self.claim(self.handles[0], b"alice")
+        self.cluster.workerMessage(
+            self.handles[1], link.CLAIM, link.U32.pack(4) + b"ALICE"
+        )
+        self.assertEqual(
+            self.handles[1].link.messages[-1],  # type: ignore[union-attr]
+            bytes([link.NAMED]) + link.NAMED_HEAD.pack(4, link.TAKEN),
+        )
+
+    def test_dead_worker_users_leave_and_names_free(self) -> None:
+        alice = self.claim(self.handles[0], b"alice")
+        self.claim(self.handles[1], b"bob")
+        self.clock.advance(0)
+        self.handles[1].link.messages.clear()  # type: ignore[union-attr]
+        self.handles[0].gone("killed by signal 9")
+        self.clock.advance(0)
+        leaves = [e for e in self.batchesTo(self.handles[1]) if isinstance(e, Leave)]
+        self.assertEqual(
+            [(e.user.id, e.reason) for e in leaves], [(alice.id, LeaveReason.ERROR)]
+        )
+        self.assertNotIn(self.handles[0], self.cluster.authority.workers)
+        self.assertEqual([u.name for u in self.cluster.room.replica.active], [b"bob"])
+        self.claim(self.handles[1], b"alice")  # free again
+
+    def test_kick_reaches_every_worker(self) -> None:
+        self.claim(self.handles[0], b"alice")
+        self.clock.advance(0)
+        self.assertTrue(self.cluster.kick("ALICE"))
+        self.clock.advance(0)
+        for handle in self.handles:
+            kicks = [e for e in self.batchesTo(handle) if isinstance(e, Kick)]
+            self.assertEqual([k.target.name for k in kicks], [b"alice"])  # type: ignore[union-attr]
+
+    def test_worker_that_falls_behind_is_cut_off(self) -> None:
+        """Past LINK_BACKLOGS x --max-backlog held for a paused link, the worker's users are
+        LEAVE slow and it gets no more batches."""
+        from chatd.cluster import main
+
+        self.patch(main, "LINK_BACKLOGS", 1)
+        self.cluster.config = Config(max_backlog=65536)
+        slow, other = self.handles
+        alice = self.claim(slow, b"alice")
+        self.clock.advance(0)
+        slow.pauseProducing()
+        for _ in range(100):
+            self.cluster.authority.submit(Message(alice, b"x" * 900))
+            self.clock.advance(0)
+        self.assertTrue(slow.slow)
+        self.assertFalse(slow.accepting)
+        leaves = [e for e in self.batchesTo(other) if isinstance(e, Leave)]
+        self.assertEqual(
+            [(e.user.id, e.reason) for e in leaves], [(alice.id, LeaveReason.SLOW)]
+        )
+        before = len(slow.link.messages)  # type: ignore[union-attr]
+        self.cluster.authority.submit(Message(alice, b"late"))
+        self.clock.advance(0)
+        self.assertEqual(len(slow.link.messages), before)  # type: ignore[union-attr]
+        self.clock.advance(100)  # the kill timer: no process, nothing to do
+
+
+class LifecycleTests(MainBase):
+    """Idle exit, reload, /status, admission counted across workers."""
+
+    def admit(self) -> tuple[int, WorkerHandle]:
+        """A client admitted and handed over: its conn number and worker."""
+        conn = 100 + len(self.cluster.clients)
+        self.assertIsNone(self.cluster._admitRemote(conn, "127.0.0.1"))
+        return conn, self.cluster.clients[conn][0]
+
+    def done(self, conn: int) -> None:
+        handle = self.cluster.clients[conn][0]
+        self.cluster.workerMessage(handle, link.DONE, link.U32.pack(conn))
+
+    def test_idle_worker_exits_but_never_the_last(self) -> None:
+        conn, first = self.admit()
+        self.done(conn)
+        self.assertEqual(first.clients, 0)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertTrue(first.retiring)
+        self.assertEqual(first.link.messages[-1], bytes([link.STOP]))  # type: ignore[union-attr]
+        # The other one is now the last that accepts: it stays.
+        conn, second = self.admit()
+        self.assertIsNot(second, first)
+        self.done(conn)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertFalse(second.retiring)
+
+    def test_a_new_client_cancels_the_idle_exit(self) -> None:
+        conn, first = self.admit()
+        self.done(conn)
+        self.clock.advance(1)
+        self.assertIsNot(self.admit()[1], first)
+        self.assertIs(self.admit()[1], first)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertFalse(first.retiring)
+
+    def test_limits_count_across_workers(self) -> None:
+        from dataclasses import replace
+
+        from chatd.wire import ErrorCode
+
+        self.cluster.applyConfig(
+            replace(self.cluster.config, max_clients=3, max_per_ip=0)
+        )
+        for _ in range(3):
+            self.admit()
+        refusal = self.cluster._admitRemote(300, "10.0.0.2")
+        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, None))
+        self.assertEqual(sorted(h.clients for h in self.handles), [1, 2])
+
+    def test_reload_reaches_every_worker(self) -> None:
+        from dataclasses import replace
+
+        self.cluster.applyConfig(replace(self.cluster.config, rate_limit=3.0))
+        for handle in self.handles:
+            message = handle.link.messages[-1]  # type: ignore[union-attr]
+            self.assertEqual(message[0], link.CONFIG)
+            self.assertEqual(link.configFrom(message[1:]).rate_limit, 3.0)
+
+    def test_status_adds_up_workers(self) -> None:
+        import json
+
+        for handle, n in zip(self.handles, (3, 4), strict=True):
+            handle.pid = 1000 + handle.index
+            stats = {"messages": n, "deliveries": 10 * n, "errors": {"NAME_TAKEN": 1}}
+            self.cluster.workerMessage(handle, link.STATS, json.dumps(stats).encode())
+        conn, handle = self.admit()
+        snap = self.cluster.snapshot()
+        self.assertEqual((snap["messages"], snap["deliveries"]), (7, 70))
+        self.assertEqual(snap["errors"], {"NAME_TAKEN": 2})
+        self.assertEqual(snap["workers"], 2)
+        self.assertEqual(snap["connections"], 1)
+        self.assertIn("1=1001", snap["worker_pids"])
+        self.assertIn(f"{handle.index}=1", snap["worker_clients"])
+        # A worker that is gone still counts: the totals never go down.
+        self.handles[0].gone("exited with status 0")
+        snap = self.cluster.snapshot()
+        self.assertEqual((snap["messages"], snap["deliveries"]), (7, 70))
+        self.assertEqual(snap["errors"], {"NAME_TAKEN": 2})
+        self.assertEqual(snap["workers"], 1)
+
+
+class StartTests(unittest.SynchronousTestCase):
+    def test_proxy_listener_refused_in_one_line(self) -> None:
+        from chatd.cluster.main import makeClusterFactory
+        from chatd.server.service import StartupError
+
+        config = Config(workers=2, listen=("tcp:0", "ssl:0", "haproxy:tcp:0"))
+        with self.assertRaises(StartupError) as caught:
+            makeClusterFactory(config, task.Clock())
+        self.assertIn("haproxy:tcp:0 yet", str(caught.exception))
+        self.assertNotIn("ssl:0", str(caught.exception))
+        self.assertNotIn("\n", str(caught.exception))
+
+    def test_one_worker_imports_nothing(self) -> None:
+        """--workers 1 (the default) is today's single process."""
+        import subprocess
+        import sys
+
+        code = (
+            "import sys; from chatd.server.config import Config; "
+            "from chatd.server.service import ChatService; "
+            "ChatService(Config(), handleSignals=False); "
+            "print(any(m.startswith('chatd.cluster') for m in sys.modules))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True
+        )
+        self.assertEqual(out.stdout.strip(), "False", out.stderr)
+
+    def test_workers_option(self) -> None:
+        import os
+
+        from twisted.python import usage
+
+        from chatd.server.config import build
+
+        self.assertEqual(build({"workers": "auto"}, {}).workers, os.cpu_count() or 1)
+        self.assertEqual(build({}, {"CHATD_WORKERS": "3"}).workers, 3)
+        for bad in ("0", "two", "-1"):
+            with self.assertRaises(usage.UsageError) as caught:
+                build({"workers": bad}, {})
+            self.assertEqual(
+                str(caught.exception),
+                f"--workers: must be a whole number of at least 1, or auto, not {bad!r}",
+            )
+
+
+class CrashLoopTests(MainBase):
+    def test_workers_dying_at_start_stop_new_starts_for_a_while(self) -> None:
+        """Three workers that die young: no fourth is started (no fork
+        loop); new clients get SERVER_FULL saying why, until the window
+        has passed."""
+        from chatd.cluster import main
+        from chatd.wire import ErrorCode
+
+        started: list[int] = []
+
+        def spawnProcess(*args: object, **kwargs: object) -> object:
+            started.append(1)
+            raise OSError("no fork in a unit test")
+
+        self.clock.spawnProcess = spawnProcess  # type: ignore[attr-defined]
+        young = [WorkerHandle(self.cluster, k) for k in (7, 8, 9)]
+        for handle in young:
+            self.cluster.dispatcher.add(handle)
+            handle.gone("exited with status 1")
+        for handle in self.handles:  # the others are full
+            handle.clients = 2
+        refusal = self.cluster._admitRemote(1, "127.0.0.1")
+        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
+        self.assertEqual(started, [])
+        self.clock.advance(main.FAILED_WINDOW)
+        # Tried again; a worker that cannot even be started is refused too.
+        refusal = self.cluster._admitRemote(2, "127.0.0.1")
+        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
+        self.assertEqual(started, [1])
+        self.assertEqual(self.cluster.perAddress.counts, {})
+
+
+class WorkerSideTests(unittest.SynchronousTestCase):
+    """A worker's end of the link over an in-memory transport."""
+
+    def setUp(self) -> None:
+        from chatd.cluster.worker import Worker, WorkerLink
+
+        self.clock = task.Clock()
+        self.worker = Worker(self.clock, 4)
+        self.link = self.worker.link = WorkerLink(self.worker)
+        self.transport = StringTransport()
+        self.link.makeConnection(self.transport)
+        self.main = Recorder()  # main's end, reading what the worker wrote
+        self.main.makeConnection(StringTransport())
+
+    def fromMain(self, kind: int, payload: bytes = b"") -> None:
+        message = bytes([kind]) + payload
+        self.link.dataReceived(link.U32.pack(len(message)) + message)
+
+    def toMain(self) -> list[tuple[int, bytes]]:
+        self.main.dataReceived(self.transport.value())
+        self.transport.clear()
+        messages, self.main.messages = self.main.messages, []
+        return messages
+
+    def test_config_then_batches_then_stats(self) -> None:
+        self.fromMain(link.CONFIG, link.configPayload(Config(idle_timeout=9.0)))
+        factory = self.worker.factory
+        assert factory is not None
+        self.assertEqual(factory.config.idle_timeout, 9.0)
+        sink = Sink()
+        factory.remoteSequencer.subscribe(sink)
+        alice = User(1, 33, b"alice")
+        from chatd.core.eventcodec import encodeBatch
+
+        join = Join(alice)
+        join.seq = 5
+        self.fromMain(link.BATCH, link.batchPayload([], encodeBatch([join])))
+        self.assertEqual(sink.events, [("Join", 5, join.frame)])
+        self.assertEqual([u.name for u in factory.room.replica.active], [b"alice"])
+        self.clock.advance(1.0)
+        [(kind, payload)] = self.toMain()
+        self.assertEqual(kind, link.STATS)
+        self.assertIn(b'"active_users":0', payload)
+
+    def test_a_bad_message_breaks_the_link_in_one_line(self) -> None:
+        self.fromMain(link.ADOPT, link.ADOPT_HEAD.pack(1, 0, 0, 7777))
+        self.assertTrue(self.link.broken)
+        self.assertTrue(self.transport.disconnecting)
+        self.fromMain(ord("?"))  # nothing more is read
+
+    def test_link_lost_before_config_exits(self) -> None:
+        stopped: list[bool] = []
+        self.clock.stop = lambda: stopped.append(True)  # type: ignore[attr-defined]
+        self.clock.running = True  # type: ignore[attr-defined]
+        self.link.connectionLost(None)
+        self.assertEqual(stopped, [True])
+
+    def test_a_socket_that_cannot_be_served_is_given_back(self) -> None:
+        """A TLS connection with no TLS settings: closed, ADOPTED and DONE,
+        so main counts its slot free again."""
+        import os
+        import socket
+
+        self.fromMain(link.CONFIG, link.configPayload(Config()))
+        self.toMain()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.link.fileDescriptorReceived(os.dup(theirs.fileno()))
+        theirs.close()
+        self.fromMain(link.ADOPT, link.ADOPT_HEAD.pack(9, 2, 1, 7778))
+        self.assertEqual(
+            self.toMain(),
+            [(link.ADOPTED, link.U32.pack(9)), (link.DONE, link.U32.pack(9))],
+        )
+        self.assertEqual(ours.recv(10), b"")  # the worker kept no copy
