@@ -208,6 +208,9 @@ class ChatService(service.MultiService):
         # worker processes; --redis plugs a cluster node in as the room's
         # sequencer and roster.
         self.cluster: Any = None
+        #: A ChatFactory, or with --workers the main process's ClusterFactory
+        #: (the same operations: admit, notice, kick, closeAll, snapshot...).
+        self.factory: Any
         if config.workers > 1:
             from chatd.cluster.main import makeClusterFactory
 
