@@ -236,3 +236,35 @@ class WebLimitTests(WebCase):
         ftype, payload = yield third.next()
         self.assertEqual((ftype, payload.split(b".")[0]), (T.ERROR, b"SERVER_FULL"))
         yield third.closed
+
+
+class FrontEndCountTests(WebCase):
+    options = ("--admin", "tcp:0:interface=127.0.0.1")
+
+    @defer.inlineCallbacks
+    def get(self, path: bytes) -> defer.Deferred:
+        url = b"http://127.0.0.1:%d%s" % (self.daemon.adminPort, path)
+        response = yield Agent(reactor).request(b"GET", url)
+        body = yield readBody(response)
+        return body
+
+    @defer.inlineCallbacks
+    def test_status_and_metrics_count_users_per_front_end(self):
+        import json
+
+        yield self.wsUser(b"webby")
+        yield self.tcpUser(b"term")
+        yield self.tcpUser(b"term2")
+        status = json.loads((yield self.get(b"/status")))
+        self.assertEqual(
+            status["front_ends"],
+            {
+                "tcp": {"connections": 2, "active_users": 2},
+                "websocket": {"connections": 1, "active_users": 1},
+            },
+        )
+        metrics = (yield self.get(b"/metrics")).decode()
+        self.assertIn(
+            'chatd_front_end_active_users{front_end="websocket"} 1.0', metrics
+        )
+        self.assertIn('chatd_front_end_active_users{front_end="tcp"} 2.0', metrics)

@@ -258,6 +258,8 @@ def status(service: ChatService) -> dict:
             "worker_idle_exit": config.worker_idle_exit,
         },
         "counters": factory.snapshot(),
+        # Per front end (tcp, tls, unix, websocket); not with --workers.
+        "front_ends": getattr(factory, "frontEnds", dict)(),
         "users": users,
         # cluster (--redis): node, Redis link, stream lag, users cluster-wide
         "cluster": cluster.status() if cluster is not None else None,

@@ -79,6 +79,17 @@ class ChatCollector:
             "Bytes of broadcast kept for readers that are behind.",
             factory.fanout.heldBytes,
         )
+        frontEnds: dict[str, dict[str, int]] = getattr(factory, "frontEnds", dict)()
+        for what, text in (
+            ("connections", "Connections open now, per front end."),
+            ("active_users", "Users past READY now, per front end."),
+        ):
+            family = GaugeMetricFamily(
+                f"chatd_front_end_{what}", text, labels=["front_end"]
+            )
+            for name, counts in sorted(frontEnds.items()):
+                family.add_metric([name], counts[what])
+            yield family
         for key, (name, text) in COUNTERS.items():
             yield CounterMetricFamily(name, text, snap[key])
         errors = CounterMetricFamily(

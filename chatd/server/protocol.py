@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error, protocol
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IPushProducer,
+    ISSLTransport,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -27,7 +31,7 @@ from zope.interface import implementer
 from chatd.core.room import Room
 from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer
-from chatd.core.session import CLOSED, IConnection, Session
+from chatd.core.session import ACTIVE, CLOSED, IConnection, Session
 from chatd.server.admission import Admission, addressKey
 from chatd.server.internals import (
     canHalfClose,
@@ -103,6 +107,16 @@ class ChatProtocol(FrameReceiver):
             self.peer = f"{self.host}:{peer.port}"
         else:  # a unix socket: every peer is local
             self.host = self.peer = "unix"
+        transport = self.transport
+        #: Which front end: "websocket" (its adapter says so), "tls", "tcp"
+        #: or "unix", counted per front end in /status and /metrics.
+        self.frontEnd = getattr(transport, "frontEnd", None) or (
+            "unix"
+            if self.host == "unix"
+            else "tls"
+            if ISSLTransport.providedBy(transport)
+            else "tcp"
+        )
         self._send = self.write = writerFor(self.transport)  # type: ignore[method-assign,assignment]
         refusal = self.factory.admit(self)
         if refusal is not None:
@@ -469,6 +483,18 @@ class ChatFactory(protocol.Factory):
             for p in self.connections
             if p.session.user is not None and p.session.state is not CLOSED
         ]
+
+    def frontEnds(self) -> dict[str, dict[str, int]]:
+        """Connections and active users per front end (tcp, tls, unix,
+        websocket), for /status and /metrics."""
+        counts: dict[str, dict[str, int]] = {}
+        for proto in self.connections:
+            entry = counts.setdefault(
+                proto.frontEnd, {"connections": 0, "active_users": 0}
+            )
+            entry["connections"] += 1
+            entry["active_users"] += proto.session.state is ACTIVE
+        return counts
 
     def snapshot(self) -> dict:
         return self.stats.snapshot(

@@ -142,6 +142,8 @@ class WebSocketChat:
     """
 
     disconnecting = False
+    #: What ChatProtocol counts this connection's users under.
+    frontEnd = "websocket"
     chat: ChatProtocol | None = None
     ws: WebSocketTransport | None = None
 
