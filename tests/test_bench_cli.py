@@ -88,13 +88,18 @@ class CommandLineTests(unittest.SynchronousTestCase):
 
     def test_bad_numbers(self):
         for argv in (
-            ("fanout", "h", "--senders", "0"),
+            ("fanout", "h", "--senders", "-1"),
             ("fanout", "h", "--window", "x"),
             ("echo", "h", "--duration", "0"),
             ("echo", "h", "--setup-timeout", "-1"),
             ("echo", "h:99999"),
         ):
             self.assertEqual(parse(*argv)[0], EXIT_USAGE, argv)
+
+    def test_zero_senders_is_allowed(self):
+        """Idle receivers only: what the suite's memory figure uses."""
+        args = parser().parse_args(["fanout", "h", "--senders", "0"])
+        self.assertEqual(args.senders, 0)
 
     def test_help_shows_defaults_and_exit_statuses(self):
         out = io.StringIO()

@@ -166,7 +166,12 @@ def parser() -> argparse.ArgumentParser:
     )
     f = mode("fanout", "SAY -> MESSAGE broadcast")
     f.add_argument("--receivers", type=natural, default=10, help="users that only read")
-    f.add_argument("--senders", type=positive, default=1, help="users that SAY")
+    f.add_argument(
+        "--senders",
+        type=natural,
+        default=1,
+        help="users that SAY (0: idle receivers only, for memory figures)",
+    )
     f.add_argument("--size", type=positive, default=64, help="SAY text bytes")
     f.add_argument(
         "--window", type=positive, default=16, help="unacknowledged per sender"
