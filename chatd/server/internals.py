@@ -54,6 +54,21 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
     # A list, not a deque: an empty deque costs ~600 bytes per connection.
     buffered: list[tuple[bytes, int]] = []
 
+    def remember(data: bytes, sent: int) -> None:
+        """Note a write Twisted buffers; forget those it has sent in full,
+        so a reader that never quite catches up holds no more than what
+        Twisted itself holds."""
+        buffered.append((data, sent))
+        if len(buffered) > 8:
+            t = transport
+            left = len(t.dataBuffer) - t.offset + t._tempDataLen
+            for i in range(len(buffered) - 1, -1, -1):
+                d, s = buffered[i]
+                left -= len(d) - s
+                if left <= 0:
+                    del buffered[:i]
+                    break
+
     def sendNow(data: bytes) -> None:
         t = transport
         if (
@@ -62,8 +77,8 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
             or not t.connected
             or t.disconnecting
         ):
-            buffered.append((data, 0))
             write(data)
+            remember(data, 0)
             return
         if buffered:
             buffered.clear()  # Twisted holds nothing: all of it went out
@@ -76,8 +91,8 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
             write(data)
             return
         if sent < len(data):
-            buffered.append((data, sent))
             write(data[sent:])
+            remember(data, sent)
 
     def dropUnstarted() -> int:
         t = transport
