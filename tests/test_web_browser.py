@@ -20,7 +20,7 @@ from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import connect
+from tests.daemon import Daemon, connect
 from tests.webclient import webDaemon, webPort
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -218,3 +218,13 @@ class BrowserTests(unittest.TestCase):
         yield self.run_(alice.waitText, "#log", "SHUTDOWN: ")
         status = yield self.run_(alice.waitText, "#status", "reconnecting in")
         self.assertIn("connection lost", status)
+
+        # The daemon comes back on the same port: the page reconnects on its
+        # own, as the same name, and chats on.
+        again = Daemon(
+            "--web", f"tcp:{self.web}:interface=127.0.0.1", "--stats-interval", "0"
+        )
+        self.addCleanup(again.stop)
+        yield again.start()
+        status = yield self.run_(alice.waitText, "#status", "reconnected as")
+        self.assertIn("alice", status)
