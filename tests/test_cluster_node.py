@@ -101,9 +101,9 @@ class RedisCase(unittest.TestCase):
     def node(self, name: str, ttl: float = 10.0, factory: FakeFactory | None = None):
         node = ClusterNode(self.target, name, ttl, reactor)
         sink = Collect()
-        node.subscribe(sink)
-        if factory is not None:
+        if factory is not None:  # first: it has the event when sink fires
             node.subscribe(factory.room.replica)
+        node.subscribe(sink)
         node.start(factory)
         self.addCleanup(node.stop)
         yield node.whenJoined()
