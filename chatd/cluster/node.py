@@ -35,7 +35,7 @@ from typing import Any
 
 from twisted.internet import defer, endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -557,7 +557,9 @@ class ClusterNode:
                 node=self.name,
                 wait=wait,
             )
-            await deferLater(self.clock, wait, lambda: None)
+            lapsed: Deferred[None] = Deferred()
+            self._later(wait, lambda: lapsed.callback(None))  # stop() cancels
+            await lapsed
             if self._stopping:
                 return
             self.commands += 1
