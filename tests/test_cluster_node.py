@@ -338,6 +338,34 @@ class RedisLostItsStateTests(RedisCase):
         self.assertEqual(fa.room.replica.find(b"alice").id, alice.id)
 
     @defer.inlineCallbacks
+    def test_the_sequence_going_back_is_noticed_at_once(self):
+        """A node reading the new stream's first entry before its heartbeat
+        noticed: it delivers nothing stale, registers again at once, and
+        delivers the new stream from its start, once."""
+        f = FakeFactory()
+        a, sinkA = yield self.node("a", factory=f)
+        alice = yield self.joined(a, f, sinkA, b"alice")
+        yield a.submit(Message(alice, b"before"))
+        yield self.redisCommand("FLUSHALL")
+        mark = len(sinkA.events)
+        b, _ = yield self.node("b")  # registers first: a new epoch
+        yield b.submit(Message(User(99, 33, b"zed"), b"new"))
+        events = yield sinkA.until(mark + 1)
+        self.assertEqual(
+            [(e.seq, e.frame) for e in events[mark:]],
+            [(1, Message(User(99, 33, b"zed"), b"new").frame)],
+        )
+        self.assertEqual(a.resets, 1)
+        self.assertTrue(a.registered)
+        self.assertEqual(
+            (yield self.redisCommand("HGET", "chatd:users", alice.id)), alice.entry
+        )
+        self.assertEqual((yield self.redisCommand("GET", "chatd:name:alice")), b"a")
+        yield a.submit(Message(alice, b"after"))
+        self.assertEqual(sinkA.events[-1].seq, 2)
+        self.assertEqual(len(sinkA.events), mark + 2)
+
+    @defer.inlineCallbacks
     def test_a_live_node_name_is_never_taken_over(self):
         """A second node under a live node's name waits out the lease, finds
         it renewed, and refuses; the first keeps its lease."""

@@ -670,12 +670,9 @@ class ClusterNode:
         return d
 
     async def _recoverAsync(self) -> None:
-        if not self._needRecover:
+        if not self._needRecover:  # the first attempt (not a retry)
             self.resets += 1
             self._newToken = os.urandom(8).hex()
-        self._needRecover = True
-        self.token = ""
-        try:
             log.warn(
                 "cluster: Redis lost its state (epoch changed); node {node} "
                 "registers again with its users",
@@ -685,6 +682,9 @@ class ClusterNode:
             for _, waiting in numbered:  # numbered in an order now lost
                 waiting.errback(ClusterUnavailable("Redis lost its state"))
             await self._restartReading(fromStart=True)
+        self._needRecover = True
+        self.token = ""
+        try:
             if not await self._register(self._newToken):
                 self._refuse()
                 return
