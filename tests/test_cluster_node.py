@@ -369,9 +369,10 @@ class RedisLostItsStateTests(RedisCase):
     def test_a_live_node_name_is_never_taken_over(self):
         """A second node under a live node's name waits out the lease, finds
         it renewed, and refuses; the first keeps its lease."""
-        a, _ = yield self.node("a", ttl=1.0)
+        # A TTL that a's renewals (every TTL/5) cannot miss on a busy machine.
+        a, _ = yield self.node("a", ttl=3.0)
         token = yield self.redisCommand("GET", "chatd:node:a")
-        twin = ClusterNode(self.target, "a", 1.0, reactor)
+        twin = ClusterNode(self.target, "a", 3.0, reactor)
         refused: defer.Deferred = defer.Deferred()
         twin.fatal = refused.callback
         twin.start(None)
