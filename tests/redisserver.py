@@ -4,7 +4,8 @@ Redis cannot bind port 0, so it listens on no TCP port at all
 (``--port 0``) and on a unix socket in a temporary directory: no clash
 with another server, never 6379.  Readiness is its own log line; it is
 stopped by its PID.  It keeps an append-only file, so a restart (the
-"Redis away for a while" tests) finds its data again.
+"Redis away for a while" tests) finds its data again, unless :meth:`wipe`
+gave it a new, empty data directory (Redis restarted empty).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class RedisServer:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
         self.socket = str(self.dir / "redis.sock")
+        self.data = self.dir
         self.url = f"unix://{self.socket}"
         self.process = None
         self.watch: _Watch | None = None
@@ -90,7 +92,7 @@ class RedisServer:
             *self.tlsArgs,
             "--unixsocket", self.socket,
             "--unixsocketperm", "700",
-            "--dir", str(self.dir),
+            "--dir", str(self.data),
             "--save", "",
             "--appendonly", "yes",
             "--appendfsync", "always",
@@ -99,6 +101,11 @@ class RedisServer:
         ]  # fmt: skip
         self.process = reactor.spawnProcess(self.watch, REDIS, args, env=None)
         return self.watch.ready
+
+    def wipe(self) -> None:
+        """The next start begins empty (a new data directory), on the same
+        socket."""
+        self.data = Path(tempfile.mkdtemp(prefix="data-", dir=self.dir))
 
     def stop(self) -> defer.Deferred:
         """SIGTERM (it writes its data out); fires once it has exited."""

@@ -246,6 +246,75 @@ class ClusterFaultTests(ClusterCase):
         self.assertEqual(ftype, T.WELCOME)
 
     @defer.inlineCallbacks
+    def test_redis_restarted_empty(self):
+        """Redis back with none of its state: both nodes register again with
+        their users, who keep chatting in one order; WHO still lists them
+        and their names stay taken."""
+        n1 = yield self.node("n1", ttl="20")
+        n2 = yield self.node("n2", ttl="20")
+        a, ea = yield self.handshake(n1, "alice")
+        b, eb = yield self.handshake(n2, "bob")
+        self.assertEqual((yield a.next()), (T.JOIN, eb))
+        yield self.redis.stop()
+        self.redis.wipe()
+        yield self.redis.start()
+        yield defer.gatherResults(
+            [
+                n.waitForLog(f"cluster: node {name} registered again")
+                for n, name in ((n1, "n1"), (n2, "n2"))
+            ]
+        )
+        for i in range(5):
+            a.send(T.SAY, b"a%d" % i)
+            b.send(T.SAY, b"b%d" % i)
+        seenA = yield self.frames(a, 10)
+        seenB = yield self.frames(b, 10)
+        self.assertEqual(seenA, seenB)
+        self.assertEqual(
+            sorted(p for _, p in seenA),
+            sorted(
+                [ea + b".a%d" % i for i in range(5)]
+                + [eb + b".b%d" % i for i in range(5)]
+            ),
+        )
+        b.send(T.WHO)
+        self.assertEqual(
+            (yield self.frames(b, 2)), [(T.USERS, ea + b"\n" + eb), (T.USERS, b"")]
+        )
+        taker = yield connect(n2.port)
+        self.addCleanup(lambda: taker.transport.abortConnection())
+        taker.send(T.HELLO, b"Alice")
+        ftype, payload = yield taker.next()
+        self.assertEqual((ftype, parse_error(payload)[0]), (T.ERROR, "NAME_TAKEN"))
+        c, ec = yield self.handshake(n2, "carol")
+        self.assertEqual((yield a.next()), (T.JOIN, ec))
+        self.assertEqual(
+            len({ea.split(b".")[0], eb.split(b".")[0], ec.split(b".")[0]}), 3
+        )
+
+    @defer.inlineCallbacks
+    def test_a_second_node_under_a_live_name_refuses(self):
+        """--node-name of a live node: the newcomer logs one line and ends;
+        the live node keeps its lease and its users."""
+        n1 = yield self.node("n1")
+        u, eu = yield self.handshake(n1, "user")
+        twin = Daemon(
+            "--stats-interval", "0",
+            "--redis", self.redis.url,
+            "--node-name", "n1",
+            "--node-ttl", TTL,
+        )  # fmt: skip
+        self.addCleanup(twin.stop)
+        yield twin.start()
+        yield twin.waitForLog("node name n1 is held by a live node")
+        yield twin.watch.ended
+        self.assertNotIn("cluster: node n1 joined", twin.log)
+        self.assertNotIn("Traceback", twin.log)
+        u.send(T.SAY, b"still here")
+        self.assertEqual((yield u.next()), (T.MESSAGE, eu + b".still here"))
+        self.assertNotIn("lost contact", n1.log)
+
+    @defer.inlineCallbacks
     def test_node_that_lost_its_lease_cuts_its_users(self):
         """A node frozen past its TTL is reaped by the other; when it wakes it
         finds its lease gone and cuts its users with ERROR SHUTDOWN."""

@@ -11,15 +11,16 @@ from zope.interface import implementer
 
 from chatd.cluster.node import (
     MAX_IN_FLIGHT,
+    NAME_LOST,
     ClusterNode,
     ClusterUnavailable,
     connectRedis,
 )
 from chatd.cluster.options import parseRedisURL
 from chatd.core.events import Event, Join, Leave, Message
-from chatd.core.roster import User
+from chatd.core.roster import Replica, User
 from chatd.core.sequencer import IEventSink
-from chatd.wire import LeaveReason
+from chatd.wire import ErrorCode, LeaveReason
 from tests.redisserver import skipUnlessRedis, startRedis
 
 
@@ -51,8 +52,44 @@ def seen(sink: Collect) -> list[tuple[int, bytes]]:
     return [(e.seq, e.frame) for e in sink.events]
 
 
+class FakeSession:
+    def __init__(self) -> None:
+        self.closed: list[tuple[object, ...]] = []
+
+    def close(self, *args: object) -> None:
+        self.closed.append(args)
+
+
+class FakeProto:
+    def __init__(self) -> None:
+        self.session = FakeSession()
+
+
+class FakeFactory:
+    """What a node asks of the ChatFactory: its named connections, the
+    room's replica."""
+
+    def __init__(self) -> None:
+        self.users: list[tuple[User, FakeProto]] = []
+        self.room = type("Room", (), {"replica": Replica()})()
+
+    @property
+    def connections(self) -> list[FakeProto]:
+        return [proto for _, proto in self.users]
+
+    def named(self) -> list[tuple[User, FakeProto]]:
+        return list(self.users)
+
+    def add(self, user: User) -> FakeProto:
+        proto = FakeProto()
+        self.users.append((user, proto))
+        return proto
+
+
 @skipUnlessRedis
-class ClusterNodeTests(unittest.TestCase):
+class RedisCase(unittest.TestCase):
+    """A redis-server of the test's own, and nodes on it."""
+
     timeout = 30
 
     @defer.inlineCallbacks
@@ -61,11 +98,13 @@ class ClusterNodeTests(unittest.TestCase):
         self.target = parseRedisURL(self.redis.url)
 
     @defer.inlineCallbacks
-    def node(self, name: str, ttl: float = 10.0):
+    def node(self, name: str, ttl: float = 10.0, factory: FakeFactory | None = None):
         node = ClusterNode(self.target, name, ttl, reactor)
         sink = Collect()
+        if factory is not None:  # first: it has the event when sink fires
+            node.subscribe(factory.room.replica)
         node.subscribe(sink)
-        node.start(None)
+        node.start(factory)
         self.addCleanup(node.stop)
         yield node.whenJoined()
         return node, sink
@@ -78,6 +117,8 @@ class ClusterNodeTests(unittest.TestCase):
         result = yield conn.execute_command(*args)
         return result
 
+
+class ClusterNodeTests(RedisCase):
     @defer.inlineCallbacks
     def test_one_turn_is_one_entry_and_one_order_everywhere(self):
         """50 SAYs of one turn are one EVALSHA and one stream entry; both
@@ -239,3 +280,136 @@ class ClusterNodeTests(unittest.TestCase):
         events = yield sink.until(1)
         self.assertEqual(events[0].seq, 6)
         self.assertEqual(a.gaps, 1)
+
+
+class RedisLostItsStateTests(RedisCase):
+    """Redis back empty (FLUSHALL here): nodes register again with their
+    users, and a name held twice goes to the earlier activation."""
+
+    @defer.inlineCallbacks
+    def joined(self, node: ClusterNode, factory: FakeFactory, sink: Collect, name):
+        user = yield node.claim(name)
+        factory.add(user)
+        n = len(sink.events)
+        yield node.submit(Join(user))
+        yield sink.until(n + 1)
+        return user
+
+    @defer.inlineCallbacks
+    def test_earlier_activation_keeps_a_name_held_twice(self):
+        fa, fb = FakeFactory(), FakeFactory()
+        a, sinkA = yield self.node("a", factory=fa)
+        b, sinkB = yield self.node("b", factory=fb)
+        for n in (a, b):
+            n._heartbeat.stop()
+        alice = yield self.joined(a, fa, sinkA, b"alice")
+        bob = yield self.joined(b, fb, sinkB, b"bob")
+        yield self.redisCommand("FLUSHALL")
+        markA, markB = len(sinkA.events), len(sinkB.events)
+        # b notices first and registers again, with bob.
+        yield defer.ensureDeferred(b._renewAsync())
+        self.assertEqual((b.registered, b.resets), (True, 1))
+        self.assertEqual((yield self.redisCommand("GET", "chatd:name:bob")), b"b")
+        self.assertEqual(
+            (yield self.redisCommand("HGET", "chatd:users", bob.id)), bob.entry
+        )
+        # Before a notices, a newcomer on b takes the free name "alice".
+        other = yield self.joined(b, fb, sinkB, b"ALICE")
+        self.assertGreater(other.id, max(alice.id, bob.id))  # ids not reused
+        # a registers again: its alice was active first and keeps the name.
+        yield defer.ensureDeferred(a._renewAsync())
+        self.assertEqual((a.registered, a.resets), (True, 1))
+        self.assertEqual((yield self.redisCommand("GET", "chatd:name:alice")), b"a")
+        self.assertEqual(fa.users[0][1].session.closed, [])
+        # b's heartbeat finds the name gone and cuts its own ALICE.
+        yield defer.ensureDeferred(b._renewAsync())
+        self.assertEqual(
+            fb.users[1][1].session.closed,
+            [(LeaveReason.ERROR, ErrorCode.SHUTDOWN, NAME_LOST)],
+        )
+        self.assertEqual(fb.users[0][1].session.closed, [])
+        # One order in the new stream, read from its start by both: the
+        # newcomer's JOIN, then alice's JOIN again (she displaced it).
+        yield sinkB.until(markB + 2)
+        yield sinkA.until(markA + 2)
+        newB = seen(sinkB)[markB:]
+        self.assertEqual(newB, [(1, Join(other).frame), (2, Join(alice).frame)])
+        self.assertEqual(seen(sinkA)[markA:], newB)
+        self.assertEqual(fa.room.replica.find(b"alice").id, alice.id)
+
+    @defer.inlineCallbacks
+    def test_the_sequence_going_back_is_noticed_at_once(self):
+        """A node reading the new stream's first entry before its heartbeat
+        noticed: it delivers nothing stale, registers again at once, and
+        delivers the new stream from its start, once."""
+        f = FakeFactory()
+        a, sinkA = yield self.node("a", factory=f)
+        alice = yield self.joined(a, f, sinkA, b"alice")
+        yield a.submit(Message(alice, b"before"))
+        yield self.redisCommand("FLUSHALL")
+        mark = len(sinkA.events)
+        b, _ = yield self.node("b")  # registers first: a new epoch
+        yield b.submit(Message(User(99, 33, b"zed"), b"new"))
+        events = yield sinkA.until(mark + 1)
+        self.assertEqual(
+            [(e.seq, e.frame) for e in events[mark:]],
+            [(1, Message(User(99, 33, b"zed"), b"new").frame)],
+        )
+        self.assertEqual(a.resets, 1)
+        self.assertTrue(a.registered)
+        self.assertEqual(
+            (yield self.redisCommand("HGET", "chatd:users", alice.id)), alice.entry
+        )
+        self.assertEqual((yield self.redisCommand("GET", "chatd:name:alice")), b"a")
+        yield a.submit(Message(alice, b"after"))
+        self.assertEqual(sinkA.events[-1].seq, 2)
+        self.assertEqual(len(sinkA.events), mark + 2)
+
+    @defer.inlineCallbacks
+    def test_a_live_node_name_is_never_taken_over(self):
+        """A second node under a live node's name waits out the lease, finds
+        it renewed, and refuses; the first keeps its lease."""
+        # A TTL that a's renewals (every TTL/5) cannot miss on a busy machine.
+        a, _ = yield self.node("a", ttl=3.0)
+        token = yield self.redisCommand("GET", "chatd:node:a")
+        twin = ClusterNode(self.target, "a", 3.0, reactor)
+        refused: defer.Deferred = defer.Deferred()
+        twin.fatal = refused.callback
+        twin.start(None)
+        self.addCleanup(twin.stop)
+        why = yield refused
+        self.assertIn("node name a is held by a live node", why)
+        self.assertFalse(twin.registered)
+        self.assertEqual((yield self.redisCommand("GET", "chatd:node:a")), token)
+        self.assertTrue(a.registered)
+
+    @defer.inlineCallbacks
+    def test_a_dead_node_name_is_taken_over(self):
+        """A node killed (its lease left to lapse): one started under its
+        name joins once the lease is gone, after reaping its users."""
+        dead, _ = yield self.node("c", ttl=1.0)
+        user = yield dead.claim(b"x")
+        yield dead.submit(Join(user))
+        dead._heartbeat.stop()
+        dead._stopping = True  # dies: no clean stop
+        heir, sink = yield self.node("c", ttl=1.0)
+        self.assertNotEqual(heir.token, dead.token)
+        self.assertEqual((yield self.redisCommand("HLEN", "chatd:users")), 0)
+        self.assertIsNotNone((yield heir.claim(b"X")))
+
+    @defer.inlineCallbacks
+    def test_a_gap_rebuilds_who_from_the_snapshot(self):
+        """After a gap the replica is what chatd:users says (a JOIN and a
+        LEAVE were lost in the gap)."""
+        f = FakeFactory()
+        a, sink = yield self.node("a", factory=f)
+        ghost = User(7, 33, b"ghost")
+        f.room.replica.deliver(Join(ghost))  # its LEAVE is in the gap
+        missed = User(8, 37, b"missed")  # its JOIN is in the gap
+        yield self.redisCommand("HSET", "chatd:users", 8, missed.entry)
+        yield self.redisCommand("INCRBY", "chatd:seq", 5)
+        yield a.submit(Message(User(1, 33, b"u"), b"after the gap"))
+        self.assertIsNotNone(a.rebuilding)
+        yield a.rebuilding
+        self.assertEqual((a.gaps, a.rebuilds), (1, 1))
+        self.assertEqual([u.entry for u in f.room.replica.active], [missed.entry])

@@ -20,6 +20,11 @@ as in one process:
 While Redis cannot be reached, submits and claims fail at once (the session
 answers UNAVAILABLE); nothing is queued but the LEAVEs and name releases of
 users who left meanwhile (at most one each per user), sent when Redis is back.
+
+Redis back EMPTY (``chatd:epoch`` gone or changed): the node registers again
+with its users (name leases, the active-users snapshot) and reads the new
+stream from its start; a name then held twice goes to the earlier activation.
+A node never takes over the lease of a live node of the same name.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ REPLY_TIMEOUT = 5.0
 READ_BLOCK_MS = 2000
 READ_COUNT = 1000
 LOST = "lost contact with the cluster"
+#: The ERROR SHUTDOWN text of a user whose name went to an earlier user.
+NAME_LOST = "another user who came first holds this name"
 
 
 class ClusterUnavailable(Exception):
@@ -87,7 +94,15 @@ class ClusterNode:
         self.prefix = prefix
         self._sinks: list[IEventSink] = []
         self.factory: Any = None  # the ChatFactory, for cutting users
+        self.replica: Any = None  # the room's Replica (WHO), rebuilt after gaps
+        #: Called with a one-line reason when this node must not run (its
+        #: name is held by a live node); None: log it and stay out.
+        self.fatal: Callable[[str], None] | None = None
         self.token = ""  # this lease's token; "" while not registered
+        self.epoch = ""  # Redis' chatd:epoch when this node registered
+        self.resets = 0  # times Redis was found to have lost its state
+        self.rebuilds = 0  # times WHO was rebuilt from the snapshot
+        self.maxId = 0  # the highest user id seen: ids resume above it
         self.lastId = b"0-0"
         self.lastSeq = 0
         self.clusterSeq = 0
@@ -107,8 +122,18 @@ class ClusterNode:
         # Users whose JOIN was refused before it reached Redis: their LEAVE
         # is dropped too, or others would see a LEAVE without a JOIN.
         self._unjoined: set[int] = set()
-        # Ids of this node's users from their JOIN to their LEAVE.
-        self._local: set[int] = set()
+        # This node's users from their JOIN to their LEAVE, by id, and the
+        # stream id of their JOIN (their activation time) once read back.
+        self._local: dict[int, User] = {}
+        self._since: dict[int, str] = {}
+        self._recovering = False
+        self._needRecover = False  # a recovery failed half-way: try again
+        self._recoveryWaiters: list[Deferred[None]] = []
+        self._newToken = ""  # the token a recovery registers with
+        #: The WHO rebuild under way, if any (fires when done).
+        self.rebuilding: Deferred[None] | None = None
+        self._readGen = 0  # bumped when reading restarts on a new stream
+        self._stale = False  # the stream went backwards: wait for recovery
         self._owedLeaves: dict[int, Leave] = {}
         self._owedReleases: dict[bytes, None] = {}
         self._renewed = 0.0
@@ -131,6 +156,8 @@ class ClusterNode:
         """Connect and join (in the background: until this node holds a
         lease, HELLO gets UNAVAILABLE)."""
         self.factory = factory
+        if factory is not None and self.replica is None:
+            self.replica = factory.room.replica
         self._cmd = connectRedis(self.target, REPLY_TIMEOUT, self._linkEvent)
         self._reader = connectRedis(self.target, READ_BLOCK_MS / 1000 + REPLY_TIMEOUT)
         log.info(
@@ -168,6 +195,7 @@ class ClusterNode:
             "stream_lag": max(0, self.clusterSeq - self.lastSeq),
             "cluster_users": replica,
             "gaps": self.gaps,
+            "redis_resets": self.resets,
             "redis_commands": self.commands,
         }
 
@@ -181,6 +209,17 @@ class ClusterNode:
         d = self._cmd.execute_command("EVALSHA", SHA[name], 0, self.prefix, *args)
         d.addErrback(self._noScript)
         return d
+
+    async def _call(self, name: str, *args: object) -> Any:
+        """A script whose order does not matter (heartbeat, register...):
+        tried again once after Redis lost its script cache."""
+        try:
+            return await self._script(name, *args)
+        except Exception as e:
+            if "NOSCRIPT" not in _text(e):
+                raise
+        await self._loadScripts()
+        return await self._script(name, *args)
 
     def _noScript(self, failure: Failure) -> Failure:
         if "NOSCRIPT" in _text(failure.value):
@@ -221,9 +260,11 @@ class ClusterNode:
             self._owe(event)
             return defer.fail(ClusterUnavailable(why))
         if isinstance(event, Join):
-            self._local.add(event.user.id)
+            self._local[event.user.id] = event.user
+            self.maxId = max(self.maxId, event.user.id)
         elif isinstance(event, Leave):
-            self._local.discard(event.user.id)
+            self._local.pop(event.user.id, None)
+            self._since.pop(event.user.id, None)
         d: Deferred[int] = Deferred()
         self._pending.append((event, d))
         if self._flushCall is None:
@@ -234,7 +275,7 @@ class ClusterNode:
         """A LEAVE that could not be sent is sent when Redis is back, or
         others would list its user for ever (without a lease, the reaper
         sends it instead)."""
-        if isinstance(event, Leave) and self.registered:
+        if isinstance(event, Leave) and (self.registered or self._recovering):
             self._owedLeaves[event.user.id] = event
 
     def flush(self) -> None:
@@ -252,7 +293,7 @@ class ClusterNode:
         leaves: list[object] = []
         for event in events:
             if isinstance(event, Join):
-                joins += [event.user.id, event.user.entry]
+                joins += [event.user.id, event.user.entry, event.user.name.lower()]
             elif isinstance(event, Leave):
                 leaves.append(event.user.id)
         self._inFlight += 1
@@ -301,15 +342,23 @@ class ClusterNode:
         return d
 
     def _checkLease(self, failure: Failure) -> None:
-        if "LEASE" in _text(failure.value) and self.registered:
+        """``LEASE lost <epoch>``: declared gone, or (another epoch) Redis
+        lost its state, which the heartbeat, run now, recovers from."""
+        text = _text(failure.value)
+        if "LEASE" not in text or not self.registered:
+            return
+        if text.rsplit(" ", 1)[-1] != self.epoch:
+            self._later(0, self._beat)
+        else:
             self._leaseLost("its lease is gone")
 
     # -- reading the stream ----------------------------------------------------
 
     def _read(self) -> None:
-        if self._stopping or self._reading:
+        if self._stopping or self._reading or self._stale:
             return
         self._reading = True
+        gen = self._readGen
         self.commands += 1
         d = self._reader.execute_command(
             "XREAD",
@@ -321,12 +370,14 @@ class ClusterNode:
             self.prefix + "stream",
             self.lastId,
         )
-        d.addCallbacks(self._gotEntries, self._readFailed)
+        d.addCallbacks(self._gotEntries, self._readFailed, (gen,))
 
-    def _gotEntries(self, reply: Any) -> None:
+    def _gotEntries(self, reply: Any, gen: int) -> None:
         self._reading = False
         for _stream, entries in reply or ():
             for entryId, fields in entries:
+                if gen != self._readGen or self._stale:
+                    break  # read from a stream Redis has since lost
                 self._entry(entryId, fields)
         self._read()
 
@@ -347,8 +398,21 @@ class ClusterNode:
         except (KeyError, ValueError, BadEvent) as e:
             log.error("cluster: bad stream entry {id}: {e}", id=_text(entryId), e=e)
             return
+        if first <= self.lastSeq:
+            # Numbers going backwards: Redis lost its state.  Deliver nothing
+            # until the heartbeat has registered again and reading restarts.
+            log.warn(
+                "cluster: the sequence went back from {last} to {first}: "
+                "Redis lost its state?",
+                last=self.lastSeq,
+                first=first,
+            )
+            self._stale = True
+            self._later(0, self._beat)
+            return
         if first != self.lastSeq + 1:
             self.gaps += 1
+            self._rebuildSoon()
             log.warn(
                 "cluster: gap in the sequence: expected {want}, got {got} "
                 "(entries trimmed while this node was away?)",
@@ -363,6 +427,10 @@ class ClusterNode:
             self._leaseLost("was declared gone by another node")
         for i, event in enumerate(events):
             event.seq = first + i
+            if isinstance(event, Join):
+                self.maxId = max(self.maxId, event.user.id)
+                if event.user.id in self._local:
+                    self._since.setdefault(event.user.id, _text(entryId))
             for sink in self._sinks:
                 sink.deliver(event)
         self.lastSeq = first + len(events) - 1
@@ -395,6 +463,7 @@ class ClusterNode:
                 return None
             if uid < 0:
                 raise OverflowError("user ids exhausted")
+            self.maxId = max(self.maxId, uid)
             return User(uid, PALETTE[(uid - 1) % len(PALETTE)], name)
 
         def failed(failure: Failure) -> Failure:
@@ -409,10 +478,10 @@ class ClusterNode:
     def releaseName(self, name: bytes) -> Deferred[None] | None:
         """Free ``name``; the Deferred (None when nothing was sent) fires
         once Redis has done it."""
-        if not self.registered:
+        if not (self.registered or self._recovering):
             return None  # the lease is gone: so are its names (the reaper's)
         lower = name.lower()
-        if not self.linkUp:
+        if not self.linkUp or self._recovering:
             self._owedReleases[lower] = None
             return None
         d = self._script("release", self.name, lower)
@@ -430,7 +499,12 @@ class ClusterNode:
                 self._leaseLost(f"no contact with Redis for {self.ttl:g}s")
             return
         self._beating = True
-        d = self._join() if not self.registered else self._renew()
+        if self._needRecover:
+            d = self._recover()
+        elif not self.registered:
+            d = self._join()
+        else:
+            d = self._renew()
         d.addErrback(self._beatFailed)
         d.addBoth(self._beatDone)
 
@@ -466,17 +540,36 @@ class ClusterNode:
             self._linkWasUp = up
 
     async def _joinAsync(self) -> None:
-        """Snapshot (first time), take our name over, reap what a previous
-        run under it left, take a lease."""
+        """Snapshot (first time), wait out the lease of a previous run under
+        our name (a live one: refuse), reap what it left, take a lease."""
         await self._loadScripts()
         if self.lastSeq == 0 and self.lastId == b"0-0":
             await self._snapshot()
         self._read()
-        await self._script("resign", self.name, "")
+        key = f"{self.prefix}node:{self.name}"
+        self.commands += 1
+        left = int(await self._cmd.execute_command("PTTL", key))
+        if left != -2:  # a lease under our name: wait until it must lapse
+            wait = (left if left > 0 else self.ttl * 1000) / 1000 + 0.2
+            log.info(
+                "cluster: node name {node} has a lease; waiting {wait:.1f}s to "
+                "see it lapse (a live node renews it)",
+                node=self.name,
+                wait=wait,
+            )
+            lapsed: Deferred[None] = Deferred()
+            self._later(wait, lambda: lapsed.callback(None))  # stop() cancels
+            await lapsed
+            if self._stopping:
+                return
+            self.commands += 1
+            if await self._cmd.execute_command("EXISTS", key):
+                self._refuse()
+                return
         await self._reap(self.name)
-        token = os.urandom(8).hex()
-        await self._script("register", self.name, token, int(self.ttl * 1000))
-        self.token = token
+        if not await self._register():
+            self._refuse()
+            return
         self._renewed = self.clock.seconds()
         waiters, self._joinedWaiters = self._joinedWaiters, []
         for waiting in waiters:
@@ -488,6 +581,30 @@ class ClusterNode:
             again=" again" if self.joins > 1 else "",
             seq=self.lastSeq,
         )
+
+    async def _register(self, token: str = "") -> bool:
+        """Take our lease (never a live node's) and learn the epoch."""
+        token = token or os.urandom(8).hex()
+        ok, epoch = await self._call(
+            "register", self.name, token, int(self.ttl * 1000), os.urandom(8).hex()
+        )
+        if not int(ok):
+            return False
+        self.token, self.epoch = token, _text(epoch)
+        return True
+
+    def _refuse(self) -> None:
+        """Two live nodes must never share a name: this one stays out."""
+        why = (
+            f"cluster: node name {self.name} is held by a live node; refusing "
+            "to run under it (give each node its own --node-name)"
+        )
+        log.error(why)
+        self._stopping = True
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.fatal is not None:
+            self.fatal(why)
 
     def _join(self) -> Deferred[None]:
         return defer.ensureDeferred(self._joinAsync())
@@ -510,18 +627,177 @@ class ClusterNode:
         )
 
     async def _renewAsync(self) -> None:
-        reply = await self._script(
-            "heartbeat", self.name, self.token, int(self.ttl * 1000)
+        reply = await self._call(
+            "heartbeat", self.name, self.token, int(self.ttl * 1000), self.epoch
         )
+        if int(reply[0]) == 2:
+            await self._recover()
+            return
         if int(reply[0]) == 0:
             self._leaseLost("its lease expired")
             return
         self._renewed = self.clock.seconds()
         self.clusterSeq = int(reply[1])
+        if self._stale:  # numbers went back, yet the same epoch: read anew
+            await self._restartReading(fromStart=False)
         self._read()  # if the reader had given up meanwhile
         self._payDebts()
+        if reply[4]:
+            self._cutNames({bytes(lower) for lower in reply[4]}, NAME_LOST)
         for dead in reply[3]:
             await self._reap(_text(dead))
+
+    def _recover(self) -> Deferred[None]:
+        """Redis lost its state: register again, with our users (their name
+        leases and snapshot entries), and read the new stream from its start.
+        A name another node took meanwhile goes to the earlier activation.
+        Fires when done (a second call waits for the first)."""
+        d: Deferred[None] = Deferred()
+        self._recoveryWaiters.append(d)
+        if not self._recovering:
+            self._recovering = True
+            done = defer.ensureDeferred(self._recoverAsync())
+
+            def fire(result: object) -> None:
+                waiters, self._recoveryWaiters = self._recoveryWaiters, []
+                for waiting in waiters:
+                    if isinstance(result, Failure):
+                        waiting.errback(result)
+                    else:
+                        waiting.callback(None)
+
+            done.addBoth(fire)
+        return d
+
+    async def _recoverAsync(self) -> None:
+        if not self._needRecover:  # the first attempt (not a retry)
+            self.resets += 1
+            self._newToken = os.urandom(8).hex()
+            log.warn(
+                "cluster: Redis lost its state (epoch changed); node {node} "
+                "registers again with its users",
+                node=self.name,
+            )
+            numbered, self._numbered = self._numbered, []
+            for _, waiting in numbered:  # numbered in an order now lost
+                waiting.errback(ClusterUnavailable("Redis lost its state"))
+            await self._restartReading(fromStart=True)
+        self._needRecover = True
+        self.token = ""
+        try:
+            if not await self._register(self._newToken):
+                self._refuse()
+                return
+            users = self._localUsers()
+            args: list[object] = []
+            for user in users:
+                since = self._since.get(user.id, "")
+                args += [user.id, user.entry, user.name.lower(), since]
+            lost, won = await self._call(
+                "reclaim",
+                self.name,
+                self.token,
+                int(self.ttl * 1000),
+                self.maxId,
+                *args,
+            )
+        except BaseException:
+            self.token = ""
+            raise
+        finally:
+            self._recovering = False
+        self._needRecover = False
+        self._renewed = self.clock.seconds()
+        self._read()
+        cut = self._cutNames({bytes(lower) for lower in lost}, NAME_LOST)
+        byId = {user.id: user for user in users}
+        for uid in won:  # displaced another node's user: JOIN again
+            user = byId[int(uid)]
+            self.submit(Join(user)).addErrback(lambda f: None)
+        self._payDebts()
+        log.info(
+            "cluster: node {node} registered again after Redis lost its state: "
+            "{kept} users kept, {cut} cut (name held by an earlier user)",
+            node=self.name,
+            kept=len(users) - cut,
+            cut=cut,
+        )
+        # Every live node registers again within a heartbeat or so; by a TTL
+        # from now the others have, or are gone: WHO from the snapshot then.
+        self._later(self.ttl, self._rebuildSoon)
+
+    def _localUsers(self) -> list[User]:
+        """This node's named users (those still leaving excluded)."""
+        if self.factory is not None:
+            return [user for user, _ in self.factory.named()]
+        return [u for uid, u in self._local.items() if uid not in self._owedLeaves]
+
+    async def _restartReading(self, fromStart: bool) -> None:
+        """Read a new stream: from its start (Redis lost its state: its
+        numbers begin again), or from now on, the snapshot telling WHO."""
+        self._readGen += 1
+        self._stale = False
+        if fromStart:
+            self.lastId, self.lastSeq, self.clusterSeq = b"0-0", 0, 0
+            return
+        lastId, seq, _ = await self._call("snapshot")
+        self.lastId, self.lastSeq = lastId, int(seq)
+        self._rebuildSoon()
+
+    def _cutNames(self, lowers: set[bytes], text: str) -> int:
+        """ERROR SHUTDOWN ``text`` to this node's users called one of
+        ``lowers`` (in any case)."""
+        if not lowers:
+            return 0
+        log.warn(
+            "cluster: {names} held by an earlier user on another node: cut here",
+            names=b", ".join(sorted(lowers)).decode("utf-8", "replace"),
+        )
+        if self.factory is None:
+            return 0
+        cut = 0
+        for user, proto in self.factory.named():
+            if user.name.lower() in lowers:
+                proto.session.close(LeaveReason.ERROR, ErrorCode.SHUTDOWN, text)
+                cut += 1
+        return cut
+
+    def _rebuildSoon(self) -> None:
+        if self.rebuilding is not None or self._stopping or self.replica is None:
+            return
+        d = self.rebuilding = defer.ensureDeferred(self._rebuildWho())
+        d.addErrback(
+            lambda f: log.warn(
+                "cluster: could not rebuild WHO: {why}", why=_text(f.value)
+            )
+        )
+        d.addBoth(lambda _: setattr(self, "rebuilding", None))
+
+    async def _rebuildWho(self) -> None:
+        """The replica (WHO) as the active-users snapshot has it: after a
+        gap it may miss JOINs and LEAVEs.  Events read later apply on top
+        (each user's JOIN comes before its LEAVE), so it converges."""
+        _, _, flat = await self._call("snapshot")
+        users = sorted(
+            (userFromEntry(entry) for entry in flat[1::2]), key=lambda u: u.id
+        )
+        snapshot = {u.id: u for u in users}
+        replica = self.replica
+        held = {u.id for u in replica.active}
+        gone = [u for u in replica.active if u.id not in snapshot]
+        added = [u for u in users if u.id not in held]
+        for user in gone:
+            replica.deliver(Leave(user, LeaveReason.ERROR))
+        for user in added:
+            replica.deliver(Join(user))
+        self.rebuilds += 1
+        log.info(
+            "cluster: WHO rebuilt from the active-users snapshot: {n} users "
+            "({added} added, {gone} removed)",
+            n=len(replica),
+            added=len(added),
+            gone=len(gone),
+        )
 
     def _renew(self) -> Deferred[None]:
         return defer.ensureDeferred(self._renewAsync())
@@ -577,6 +853,7 @@ class ClusterNode:
         )
         self.token = ""
         self._local.clear()
+        self._since.clear()
         self._owedLeaves.clear()
         self._owedReleases.clear()
         pending, self._pending = self._pending, []
@@ -709,4 +986,13 @@ def nodeFor(config: Any, clock: Any) -> ClusterNode:
             password.decode("utf-8", "replace"),
         )
     name = config.node_name or defaultNodeName(config.listen)
-    return ClusterNode(target, name, config.node_ttl, clock)
+    node = ClusterNode(target, name, config.node_ttl, clock)
+    node.fatal = _stopReactor
+    return node
+
+
+def _stopReactor(why: str) -> None:
+    """The node must not run: stop chatd (the reason is logged already)."""
+    from twisted.internet import reactor
+
+    reactor.stop()

@@ -12,10 +12,16 @@ ARGV[2].  Keys (with the default prefix ``chatd:``):
   lease (its start token, with a TTL its heartbeat renews);
   ``nodeusers:<name>``: hash id -> entry of its active users;
   ``nodenames:<name>``: set of the names it holds;
-* ``name:<lower-case name>``: a name lease (value: the node), same TTL.
+* ``name:<lower-case name>``: a name lease (value: the node), same TTL;
+  ``since``: hash lower-case name -> ``<stream id of its JOIN> <uid>``, the
+  activation time that settles a name held twice after Redis lost its state;
+* ``epoch``: a random token set by the first node to register: a node that
+  finds it gone or changed knows Redis lost its state (restarted empty).
 
-A script run by a node whose lease is gone fails with ``LEASE lost``: a
-node that was declared dead cannot sequence or claim anything more.
+A script run by a node whose lease is gone fails with ``LEASE lost <epoch>``
+(the current epoch, ``-`` if none): a node that was declared dead cannot
+sequence or claim anything more, and one whose epoch is not that one knows
+Redis lost its state rather than that it was declared dead.
 """
 
 from __future__ import annotations
@@ -25,11 +31,11 @@ import hashlib
 _LEASE = """
 local P, node = ARGV[1], ARGV[2]
 if redis.call('GET', P..'node:'..node) ~= ARGV[3] then
-  return redis.error_reply('LEASE lost')
+  return redis.error_reply('LEASE lost '..(redis.call('GET', P..'epoch') or '-'))
 end
 """
 
-# ARGV: prefix node token n batch maxlen joins(uid entry)* '-' leaves(uid)*
+# ARGV: prefix node token n batch maxlen joins(uid entry lower)* '-' leaves(uid)*
 SUBMIT = (
     _LEASE
     + """
@@ -42,7 +48,11 @@ local i = 7
 while ARGV[i] ~= '-' do
   redis.call('HSET', P..'users', ARGV[i], ARGV[i + 1])
   redis.call('HSET', P..'nodeusers:'..node, ARGV[i], ARGV[i + 1])
-  i = i + 2
+  local since = redis.call('HGET', P..'since', ARGV[i + 2])
+  if not since or string.match(since, ' (%d+)$') ~= ARGV[i] then
+    redis.call('HSET', P..'since', ARGV[i + 2], id..' '..ARGV[i])
+  end
+  i = i + 3
 end
 for j = i + 1, #ARGV do
   redis.call('HDEL', P..'users', ARGV[j])
@@ -76,21 +86,36 @@ local P, node = ARGV[1], ARGV[2]
 local key = P..'name:'..ARGV[3]
 if redis.call('GET', key) == node then
   redis.call('DEL', key)
+  redis.call('HDEL', P..'since', ARGV[3])
 end
 redis.call('SREM', P..'nodenames:'..node, ARGV[3])
 return 1
 """
 
-# ARGV: prefix node token ttl_ms -> {1, seq, users, dead nodes} or {0}
+# ARGV: prefix node token ttl_ms epoch -> {1, seq, users, dead nodes, names
+# lost to another node}, {0} (lease gone) or {2} (the epoch changed: Redis
+# lost its state)
 HEARTBEAT = """
 local P, node = ARGV[1], ARGV[2]
+if redis.call('GET', P..'epoch') ~= ARGV[5] then
+  return {2}
+end
 local key = P..'node:'..node
 if redis.call('GET', key) ~= ARGV[3] then
   return {0}
 end
 redis.call('PEXPIRE', key, ARGV[4])
+local lost = {}
 for _, lower in ipairs(redis.call('SMEMBERS', P..'nodenames:'..node)) do
-  redis.call('PEXPIRE', P..'name:'..lower, ARGV[4])
+  local holder = redis.call('GET', P..'name:'..lower)
+  if holder == node then
+    redis.call('PEXPIRE', P..'name:'..lower, ARGV[4])
+  elseif not holder then
+    redis.call('SET', P..'name:'..lower, node, 'PX', ARGV[4])
+  else
+    redis.call('SREM', P..'nodenames:'..node, lower)
+    table.insert(lost, lower)
+  end
 end
 local dead = {}
 for _, other in ipairs(redis.call('SMEMBERS', P..'nodes')) do
@@ -98,23 +123,90 @@ for _, other in ipairs(redis.call('SMEMBERS', P..'nodes')) do
     table.insert(dead, other)
   end
 end
-return {1, redis.call('GET', P..'seq') or '0', redis.call('HLEN', P..'users'), dead}
+return {1, redis.call('GET', P..'seq') or '0', redis.call('HLEN', P..'users'), dead,
+        lost}
 """
 
-# ARGV: prefix node token ttl_ms
+# ARGV: prefix node token ttl_ms new_epoch -> {1, epoch}, or {0, epoch} when
+# another token holds the name (a live node's lease is never taken over)
 REGISTER = """
 local P, node = ARGV[1], ARGV[2]
-redis.call('SET', P..'node:'..node, ARGV[3], 'PX', ARGV[4])
+redis.call('SET', P..'epoch', ARGV[5], 'NX')
+local epoch = redis.call('GET', P..'epoch')
+local key = P..'node:'..node
+local held = redis.call('GET', key)
+if held and held ~= ARGV[3] then
+  return {0, epoch}
+end
+redis.call('SET', key, ARGV[3], 'PX', ARGV[4])
 redis.call('SADD', P..'nodes', node)
-return 1
+return {1, epoch}
 """
 
-# ARGV: prefix node token: give up the lease (a clean stop, or a takeover
-# of our own name at start); a reap follows.
+# After Redis lost its state: this node's users again.  ARGV: prefix node
+# token ttl_ms max_id (uid entry lower since)* -> {names lost, uids that
+# displaced another node's user}.  A name held by another node goes to the
+# earlier activation: the lower (JOIN stream id, uid); '' (not active yet)
+# comes last.  The loser's node finds its name gone at its next heartbeat.
+RECLAIM = (
+    _LEASE
+    + """
+local function rank(since, uid)
+  local ms, n = string.match(since or '', '^(%d+)-(%d+)$')
+  if not ms then
+    return {math.huge, 0, tonumber(uid) or math.huge}
+  end
+  return {tonumber(ms), tonumber(n), tonumber(uid) or math.huge}
+end
+local function before(a, b)
+  for k = 1, 3 do
+    if a[k] ~= b[k] then
+      return a[k] < b[k]
+    end
+  end
+  return false
+end
+local ttl, lost, won = ARGV[4], {}, {}
+if tonumber(redis.call('GET', P..'ids') or '0') < tonumber(ARGV[5]) then
+  redis.call('SET', P..'ids', ARGV[5])
+end
+for i = 6, #ARGV, 4 do
+  local uid, entry, lower, since = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local holder = redis.call('GET', P..'name:'..lower)
+  local keep = true
+  if holder and holder ~= node then
+    local other = redis.call('HGET', P..'since', lower)
+    local osince, ouid = string.match(other or '', '^(%S*) (%d+)$')
+    if before(rank(since, uid), rank(osince, ouid)) then
+      if ouid then
+        redis.call('HDEL', P..'users', ouid)
+        redis.call('HDEL', P..'nodeusers:'..holder, ouid)
+      end
+      table.insert(won, uid)
+    else
+      keep = false
+      table.insert(lost, lower)
+    end
+  end
+  if keep then
+    redis.call('SET', P..'name:'..lower, node, 'PX', ttl)
+    redis.call('SADD', P..'nodenames:'..node, lower)
+    if since ~= '' then
+      redis.call('HSET', P..'users', uid, entry)
+      redis.call('HSET', P..'nodeusers:'..node, uid, entry)
+      redis.call('HSET', P..'since', lower, since..' '..uid)
+    end
+  end
+end
+return {lost, won}
+"""
+)
+
+# ARGV: prefix node token: give up our lease (a clean stop); a reap follows.
 RESIGN = """
 local P, node = ARGV[1], ARGV[2]
 local key = P..'node:'..node
-if ARGV[3] == '' or redis.call('GET', key) == ARGV[3] then
+if redis.call('GET', key) == ARGV[3] then
   redis.call('DEL', key)
 end
 return 1
@@ -142,6 +234,7 @@ end
 for _, lower in ipairs(redis.call('SMEMBERS', names)) do
   if redis.call('GET', P..'name:'..lower) == dead then
     redis.call('DEL', P..'name:'..lower)
+    redis.call('HDEL', P..'since', lower)
   end
 end
 for _, uid in ipairs(redis.call('HKEYS', users)) do
@@ -176,6 +269,7 @@ SCRIPTS = {
     "release": RELEASE,
     "heartbeat": HEARTBEAT,
     "register": REGISTER,
+    "reclaim": RECLAIM,
     "resign": RESIGN,
     "reap": REAP,
     "snapshot": SNAPSHOT,
