@@ -21,7 +21,7 @@ from twisted.internet import address, task
 
 try:  # after the core reshape
     from chatd.server.config import Config
-    from chatd.server.protocol import ChatFactory
+    from chatd.server.factory import ChatFactory
 except ImportError:  # before it
     from chatd.config import Config  # type: ignore[no-redef]
     from chatd.protocol import ChatFactory  # type: ignore[no-redef]

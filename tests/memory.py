@@ -14,7 +14,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.server.config import Config
-from chatd.server.protocol import ChatFactory, ChatProtocol
+from chatd.server.factory import ChatFactory
+from chatd.server.protocol import ChatProtocol
 from chatd.wire import HEADER, HEADER_SIZE, FrameType, encode
 
 T = FrameType

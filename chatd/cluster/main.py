@@ -43,7 +43,8 @@ from chatd.core.events import Event, Join, Leave
 from chatd.core.roster import Roster, User
 from chatd.core.sequencer import IEventSink, ISequencer
 from chatd.server.config import Config
-from chatd.server.protocol import ChatFactory, ChatProtocol
+from chatd.server.factory import ChatFactory
+from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
 
 log = Logger(namespace="chatd")

@@ -2,7 +2,7 @@
 
 Started by the main process (:mod:`chatd.cluster.main`) with its end of the
 link as descriptor N.  It serves the clients whose sockets the main process
-hands it (ADOPT), with the ordinary :class:`~chatd.server.protocol.ChatFactory`
+hands it (ADOPT), with the ordinary :class:`~chatd.server.factory.ChatFactory`
 whose sequencer and roster are the main process's
 (:mod:`chatd.cluster.remote`), so its fan-out writes the one total order to
 its own clients.  Its log lines go to stdout, one event per line, and the
@@ -31,7 +31,8 @@ from zope.interface import implementer
 
 from chatd.cluster import link
 from chatd.cluster.remote import RemoteRoster, RemoteSequencer
-from chatd.server.protocol import ChatFactory, ChatProtocol
+from chatd.server.factory import ChatFactory
+from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
 
 log = Logger(namespace="chatd")

@@ -13,11 +13,12 @@ from typing import Protocol
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface
 
+from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
 from chatd.core.roster import IRoster, Replica, Roster
 from chatd.core.sequencer import ISequencer, LocalSequencer
-from chatd.core.session import ErrorLog, Session
+from chatd.core.session import Session
 from chatd.core.stats import Stats
 
 

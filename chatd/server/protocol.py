@@ -8,17 +8,17 @@ runs of ECHO and SAY, flow control (it is the transport's push producer and
 counts the bytes it wrote while the transport was full: the session's
 backlog), and a lingering close so a client still sending gets its final
 ERROR.  :class:`ChatFactory` admits connections (limits, maintenance) and
-owns the process's :class:`~chatd.core.room.Room`.
+owns the process's :class:`~chatd.core.room.Room`
+(:mod:`chatd.server.factory`).
 """
 
 from __future__ import annotations
 
-import itertools
 import struct
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import error, protocol
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet import error
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IPushProducer,
@@ -28,31 +28,24 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from chatd.core.room import Room
-from chatd.core.roster import IRoster
-from chatd.core.sequencer import ISequencer
-from chatd.core.session import ACTIVE, CLOSED, IConnection, Session
-from chatd.server.admission import Admission, addressKey
+from chatd.core.session import CLOSED, IConnection, Session
 from chatd.server.internals import (
     canHalfClose,
     dropUnstarted,
     unsentBytes,
     writerFor,
 )
-from chatd.server.logsummary import keepRotated
 from chatd.wire import (
     HEADER_SIZE,
     ErrorCode,
     FrameReceiver,
     FrameType,
     LeaveReason,
-    encode,
 )
 from chatd.wire.runs import messageRun, sameTypeRun
 
 if TYPE_CHECKING:
-    from chatd.core.roster import User
-    from chatd.server.config import Config
+    from chatd.server.factory import ChatFactory
 
 
 log = Logger(namespace="chatd")
@@ -352,173 +345,3 @@ def _why(reason: Failure | None) -> str:
     if reason.check(error.ConnectionLost):
         return "connection lost"
     return reason.getErrorMessage() or str(reason.type)
-
-
-class ChatFactory(protocol.Factory):
-    """What every connection of one chatd process shares: the room, and the
-    admission of new connections (--max-clients, --max-per-ip, maintenance)."""
-
-    noisy = False
-
-    def __init__(
-        self,
-        config: Config,
-        clock: Any = None,
-        sequencer: ISequencer | None = None,
-        roster: IRoster | None = None,
-    ) -> None:
-        if clock is None:
-            from twisted.internet import reactor as clock
-        self.config = config
-        self.clock = clock
-        self.room = Room(config, clock, sequencer, roster)
-        self.stats = self.room.stats
-        self.fanout = self.room.fanout
-        self.connections: dict[ChatProtocol, None] = {}
-        # Connections that have sent everything and their FIN, and linger
-        # only to read what the client still sends: not counted in limits.
-        self._released: set[ChatProtocol] = set()
-        # Abuse limits and bounded logging (chatd.server.admission): the room
-        # asks it about logins, and protocol errors are summarised through it.
-        self.admission = Admission(config, clock)
-        self.perAddress = self.admission.perAddress
-        self.room.logins = self.admission
-        self.room.errorLog.emit = self._logError
-        #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
-        self.refusal: ErrorCode | None = None
-        self._numbers = itertools.count(1)
-
-    def stopFactory(self) -> None:
-        # No longer listening: write the pending log summaries now.
-        self.admission.logs.flushAll()
-
-    def buildProtocol(self, addr: object) -> ChatProtocol:
-        return ChatProtocol(self, next(self._numbers))
-
-    def admit(self, proto: ChatProtocol) -> tuple[ErrorCode, str | None] | None:
-        """Count a new connection in, or say which fatal error refuses it."""
-        self.stats.connectionsTotal += 1
-        # State, --max-clients and the per-address limits: chatd.server.admission.
-        refusal = self.admission.admit(
-            proto.host,
-            proto.peer,
-            self.refusal,
-            len(self.connections) - len(self._released),
-        )
-        if refusal is None:
-            self.connections[proto] = None
-        return refusal
-
-    def release(self, proto: ChatProtocol) -> bool:
-        """``proto`` has sent all it will: it no longer counts against
-        --max-clients and --max-per-ip while it lingers.
-
-        Returns False when ``max_clients`` connections linger already: then
-        it should close at once, so that clients which leave and keep their
-        sockets open cannot hold descriptors without bound.
-        """
-        if proto not in self.connections:
-            return False
-        if proto not in self._released:
-            if len(self._released) >= self.config.max_clients:
-                return False
-            self._released.add(proto)
-            self.admission.release(proto.host)
-        return True
-
-    def forget(self, proto: ChatProtocol) -> None:
-        if proto in self.connections:
-            del self.connections[proto]
-            if proto in self._released:
-                self._released.discard(proto)
-            else:
-                self.admission.release(proto.host)
-
-    def _logError(self, session: Session, code: ErrorCode) -> None:
-        """A protocol error a client's input caused: the first few of each
-        code are logged, then one summary line per interval, however many
-        connections or addresses send them."""
-        conn = session.conn
-        self.admission.logs.event(
-            "protocol errors " + code.name + " from {addresses}",
-            addressKey(conn.host),
-            "error conn={conn} peer={peer} code={code}",
-            conn=conn.number,
-            peer=conn.peer,
-            code=code.name,
-        )
-
-    def applyConfig(self, config: Config) -> None:
-        """Take a reloaded configuration; connections read it at use."""
-        self.config = config
-        self.room.applyConfig(config)
-        self.admission.applyConfig(config)
-        keepRotated(config.log_keep)
-
-    def closeAll(self, reason: LeaveReason, code: ErrorCode) -> Deferred:
-        """Close every connection with ERROR ``code`` (all local users go at
-        once: none of them gets a LEAVE of the others).  Fires once every
-        connection is gone; :meth:`abortAll` hurries the stragglers."""
-        conns = list(self.connections)
-        closed = []
-        for proto in conns:
-            proto.onClosed = Deferred()
-            closed.append(proto.onClosed)
-        self.fanout.removeAll()
-        for proto in conns:
-            proto.session.close(reason, code)
-        return DeferredList(closed).addCallback(lambda _: len(conns))
-
-    def abortAll(self) -> int:
-        """Abort every connection still open; returns how many."""
-        left = list(self.connections)
-        for proto in left:
-            proto.transport.abortConnection()
-        return len(left)
-
-    def named(self) -> list[tuple[User, ChatProtocol]]:
-        """This process's connections that hold a name, oldest first."""
-        return [
-            (p.session.user, p)
-            for p in self.connections
-            if p.session.user is not None and p.session.state is not CLOSED
-        ]
-
-    def frontEnds(self) -> dict[str, dict[str, int]]:
-        """Connections and active users per front end (tcp, tls, unix,
-        websocket), for /status and /metrics."""
-        counts: dict[str, dict[str, int]] = {}
-        for proto in self.connections:
-            entry = counts.setdefault(
-                proto.frontEnd, {"connections": 0, "active_users": 0}
-            )
-            entry["connections"] += 1
-            entry["active_users"] += proto.session.state is ACTIVE
-        return counts
-
-    def snapshot(self) -> dict:
-        return self.stats.snapshot(
-            connections=len(self.connections),
-            active=len(self.fanout),
-            deliveries=self.fanout.deliveries,
-            broadcastBytes=self.fanout.bytesOut,
-        )
-
-    def notice(self, code: str, text: str) -> int:
-        """NOTICE ``code.text`` to every open connection (maintenance,
-        resumed), mid-handshake ones too: they may still finish it.
-
-        Sent as a reply, so it follows what each was already sent.
-        Returns how many connections got it.
-        """
-        frame = encode(FrameType.NOTICE, f"{code}.{text}".encode())
-        told = 0
-        for proto in list(self.connections):
-            if proto.session.state is not CLOSED:
-                proto.session.notice(frame)
-                told += 1
-        return told
-
-    def kick(self, name: str) -> bool:
-        """An operator removes user ``name``: ERROR KICKED, LEAVE kicked."""
-        return self.room.kick(name)

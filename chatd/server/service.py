@@ -33,8 +33,8 @@ from zope.interface import implementer
 from chatd.server.config import Config
 from chatd.server.descriptors import AcceptFailures, raiseFileLimit
 from chatd.server.errors import ReloadRefused, StartupError, describeError
+from chatd.server.factory import ChatFactory
 from chatd.server.logsummary import keepRotated
-from chatd.server.protocol import ChatFactory
 from chatd.server.states import InvalidTransition, Lifecycle, ServerState
 from chatd.wire import ErrorCode, LeaveReason
 

@@ -20,7 +20,7 @@ from twisted.web.resource import IResource
 from chatd.web.options import originOf
 
 if TYPE_CHECKING:
-    from chatd.server.protocol import ChatFactory
+    from chatd.server.factory import ChatFactory
     from chatd.server.service import ChatService
 
 log = Logger(namespace="chatd.web")

@@ -40,7 +40,8 @@ from chatd.server.internals import writerFor
 from chatd.wire import HEADER, HEADER_SIZE, MAX_PAYLOAD
 
 if TYPE_CHECKING:
-    from chatd.server.protocol import ChatFactory, ChatProtocol
+    from chatd.server.factory import ChatFactory
+    from chatd.server.protocol import ChatProtocol
 
 log = Logger(namespace="chatd.web")
 
