@@ -243,6 +243,63 @@ class WorkersTests(WorkersCase):
             self.assertEqual((yield client.next()), (T.NOTICE, b"MAINTENANCE.soon"))
 
     @defer.inlineCallbacks
+    def status(self, port: int, until=lambda status: True, within: float = 10.0):
+        """GET /status until ``until(status)`` holds (the workers report their
+        users' connections every second), bounded in time."""
+        waited = 0.0
+        while True:
+            response = yield request(port, "GET", "/status")
+            status = json.loads(response.split(b"\r\n\r\n", 1)[1])
+            if until(status) or waited >= within:
+                return status
+            yield task.deferLater(reactor, 0.1, lambda: None)
+            waited += 0.1
+
+    @defer.inlineCallbacks
+    def test_status_metrics_and_stop_line_count_workers_users(self):
+        """/status lists the users of every worker (which worker, peer, since,
+        backlog) and one entry per worker; /metrics has per-worker labels;
+        the stop line counts the workers' connections."""
+        clients = []
+        for name in ("alice", "bob", "carol"):
+            clients.append((yield self.join(name)))
+        self.assertEqual([w for _, _, w in clients], [1, 1, 2])
+        port = self.daemon.adminPort
+        status = yield self.status(
+            port, lambda s: all(u["peer"] for u in s["users"]) and s["users"]
+        )
+        users = status["users"]
+        self.assertEqual(
+            [(u["id"], u["name"], u["worker"], u["state"]) for u in users],
+            [
+                (int(entry.split(b".")[0]), name, worker, "active")
+                for (_, entry, worker), name in zip(
+                    clients, ("alice", "bob", "carol"), strict=True
+                )
+            ],
+        )
+        for user in users:
+            self.assertRegex(user["peer"], r"^127\.0\.0\.1:\d+$")
+            self.assertRegex(user["connected_since"], r"^\d{4}-\d\d-\d\dT")
+            self.assertEqual(user["backlog_bytes"], 0)
+        workers = status["workers"]
+        self.assertEqual(
+            [(w["worker"], w["pid"], w["users"], w["connections"]) for w in workers],
+            [(1, self.workerPid(1), 2, 2), (2, self.workerPid(2), 1, 1)],
+        )
+        self.assertIn("deliveries", workers[0]["counters"])
+
+        response = yield request(port, "GET", "/metrics")
+        self.assertIn(b'chatd_worker_users{worker="1"} 2.0', response)
+        self.assertIn(b'chatd_worker_connections{worker="2"} 1.0', response)
+        self.assertIn(b'chatd_worker_deliveries_total{worker="1"}', response)
+
+        status = self.daemon.signal(signal.SIGTERM)
+        yield self.allShutDown(clients)
+        yield status
+        self.assertIn("stopped: 3 connections closed", self.daemon.log)
+
+    @defer.inlineCallbacks
     def test_pipelined_handshake_and_who(self):
         """HELLO, READY and WHO in one write, as a single process answers
         them: WELCOME, our own JOIN, then USERS listing us too."""
