@@ -319,6 +319,37 @@ class WorkersTests(WorkersCase):
         )
 
     @defer.inlineCallbacks
+    def test_own_message_before_later_replies(self):
+        """SAY, ECHO, SAY, SAY, ECHO in one write to a worker whose order is
+        kept in main: the sender gets each MESSAGE before the ECHO of a
+        later request, as one process answers; a user of another worker
+        gets the same MESSAGEs in the same order."""
+        a, ea, wa = yield self.join("alice")
+        yield self.join("bob")
+        c, ec, wc = yield self.join("carol")
+        self.assertNotEqual(wa, wc)
+        yield self.frames(a, 2)
+        c.transport.write(
+            HEADER.pack(T.SAY, 3) + b"one" + HEADER.pack(T.ECHO, 2) + b"e1"
+            + HEADER.pack(T.SAY, 3) + b"two" + HEADER.pack(T.SAY, 5) + b"three"
+            + HEADER.pack(T.ECHO, 2) + b"e2"
+        )  # fmt: skip
+        got = yield self.frames(c, 5)
+        self.assertEqual(
+            [(t, p if t == T.ECHO else p.rsplit(b".", 1)[1]) for t, p in got],
+            [
+                (T.MESSAGE, b"one"),
+                (T.ECHO, b"e1"),
+                (T.MESSAGE, b"two"),
+                (T.MESSAGE, b"three"),
+                (T.ECHO, b"e2"),
+            ],
+        )
+        self.assertEqual(
+            (yield self.frames(a, 3)), [f for f in got if f[0] == T.MESSAGE]
+        )
+
+    @defer.inlineCallbacks
     def test_kill_worker(self):
         """kill -9 of a worker: the others see LEAVE error for its users,
         their names are free again, and new clients are still served."""
