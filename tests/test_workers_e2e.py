@@ -243,6 +243,63 @@ class WorkersTests(WorkersCase):
             self.assertEqual((yield client.next()), (T.NOTICE, b"MAINTENANCE.soon"))
 
     @defer.inlineCallbacks
+    def status(self, port: int, until=lambda status: True, within: float = 10.0):
+        """GET /status until ``until(status)`` holds (the workers report their
+        users' connections every second), bounded in time."""
+        waited = 0.0
+        while True:
+            response = yield request(port, "GET", "/status")
+            status = json.loads(response.split(b"\r\n\r\n", 1)[1])
+            if until(status) or waited >= within:
+                return status
+            yield task.deferLater(reactor, 0.1, lambda: None)
+            waited += 0.1
+
+    @defer.inlineCallbacks
+    def test_status_metrics_and_stop_line_count_workers_users(self):
+        """/status lists the users of every worker (which worker, peer, since,
+        backlog) and one entry per worker; /metrics has per-worker labels;
+        the stop line counts the workers' connections."""
+        clients = []
+        for name in ("alice", "bob", "carol"):
+            clients.append((yield self.join(name)))
+        self.assertEqual([w for _, _, w in clients], [1, 1, 2])
+        port = self.daemon.adminPort
+        status = yield self.status(
+            port, lambda s: all(u["peer"] for u in s["users"]) and s["users"]
+        )
+        users = status["users"]
+        self.assertEqual(
+            [(u["id"], u["name"], u["worker"], u["state"]) for u in users],
+            [
+                (int(entry.split(b".")[0]), name, worker, "active")
+                for (_, entry, worker), name in zip(
+                    clients, ("alice", "bob", "carol"), strict=True
+                )
+            ],
+        )
+        for user in users:
+            self.assertRegex(user["peer"], r"^127\.0\.0\.1:\d+$")
+            self.assertRegex(user["connected_since"], r"^\d{4}-\d\d-\d\dT")
+            self.assertEqual(user["backlog_bytes"], 0)
+        workers = status["workers"]
+        self.assertEqual(
+            [(w["worker"], w["pid"], w["users"], w["connections"]) for w in workers],
+            [(1, self.workerPid(1), 2, 2), (2, self.workerPid(2), 1, 1)],
+        )
+        self.assertIn("deliveries", workers[0]["counters"])
+
+        response = yield request(port, "GET", "/metrics")
+        self.assertIn(b'chatd_worker_users{worker="1"} 2.0', response)
+        self.assertIn(b'chatd_worker_connections{worker="2"} 1.0', response)
+        self.assertIn(b'chatd_worker_deliveries_total{worker="1"}', response)
+
+        status = self.daemon.signal(signal.SIGTERM)
+        yield self.allShutDown(clients)
+        yield status
+        self.assertIn("stopped: 3 connections closed", self.daemon.log)
+
+    @defer.inlineCallbacks
     def test_pipelined_handshake_and_who(self):
         """HELLO, READY and WHO in one write, as a single process answers
         them: WELCOME, our own JOIN, then USERS listing us too."""
@@ -259,6 +316,37 @@ class WorkersTests(WorkersCase):
         self.assertEqual(
             frames[1:],
             [(T.JOIN, eb), (T.USERS, ea + b"\n" + eb), (T.USERS, b""), (T.ECHO, b"hi")],
+        )
+
+    @defer.inlineCallbacks
+    def test_own_message_before_later_replies(self):
+        """SAY, ECHO, SAY, SAY, ECHO in one write to a worker whose order is
+        kept in main: the sender gets each MESSAGE before the ECHO of a
+        later request, as one process answers; a user of another worker
+        gets the same MESSAGEs in the same order."""
+        a, ea, wa = yield self.join("alice")
+        yield self.join("bob")
+        c, ec, wc = yield self.join("carol")
+        self.assertNotEqual(wa, wc)
+        yield self.frames(a, 2)
+        c.transport.write(
+            HEADER.pack(T.SAY, 3) + b"one" + HEADER.pack(T.ECHO, 2) + b"e1"
+            + HEADER.pack(T.SAY, 3) + b"two" + HEADER.pack(T.SAY, 5) + b"three"
+            + HEADER.pack(T.ECHO, 2) + b"e2"
+        )  # fmt: skip
+        got = yield self.frames(c, 5)
+        self.assertEqual(
+            [(t, p if t == T.ECHO else p.rsplit(b".", 1)[1]) for t, p in got],
+            [
+                (T.MESSAGE, b"one"),
+                (T.ECHO, b"e1"),
+                (T.MESSAGE, b"two"),
+                (T.MESSAGE, b"three"),
+                (T.ECHO, b"e2"),
+            ],
+        )
+        self.assertEqual(
+            (yield self.frames(a, 3)), [f for f in got if f[0] == T.MESSAGE]
         )
 
     @defer.inlineCallbacks

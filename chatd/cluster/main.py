@@ -26,8 +26,10 @@ import signal
 import socket
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IPushProducer
@@ -691,6 +693,77 @@ class ClusterFactory(ChatFactory):
         snap["worker_pids"] = ",".join(f"{w.index}={w.pid}" for w in workers)
         snap["worker_clients"] = ",".join(f"{w.index}={w.clients}" for w in workers)
         return snap
+
+    def workerUsers(self) -> list[dict[str, Any]]:
+        """/status ``users``: who holds a name on which worker, known here at
+        once; state, peer, since (epoch seconds) and backlog come with that
+        worker's last STATS (every second), None until then."""
+        users = []
+        for worker in self.dispatcher:
+            if worker.dead:
+                continue
+            details = {
+                d.get("id"): d
+                for d in worker.stats.get("users", ())
+                if isinstance(d, dict)
+            }
+            for uid in sorted(worker.uids):
+                user = self.users.get(uid)
+                if user is None:
+                    continue
+                known = details.get(uid, {})
+                users.append(
+                    {
+                        "id": uid,
+                        "name": user.display,
+                        "worker": worker.index,
+                        "state": known.get("state"),
+                        "peer": known.get("peer"),
+                        "since": known.get("since"),
+                        "backlog_bytes": known.get("backlog_bytes"),
+                    }
+                )
+        return sorted(users, key=lambda u: u["id"])
+
+    def workerTable(self) -> list[dict[str, Any]]:
+        """/status ``workers`` and /metrics: one entry per running worker,
+        its counters as of its last STATS."""
+        return [
+            {
+                "worker": w.index,
+                "pid": w.pid,
+                "users": len(w.uids),
+                "connections": w.clients,
+                "counters": {
+                    **_counters(w.stats),
+                    "errors": dict(sorted(_errors(w.stats).items())),
+                },
+            }
+            for w in self.dispatcher
+            if not w.dead
+        ]
+
+    def workerMetrics(self) -> Iterator[Metric]:
+        """Per-worker gauges and counters for /metrics (label ``worker``)."""
+        table = self.workerTable()
+        for key, text in (
+            ("connections", "Client connections a worker serves now."),
+            ("users", "Named users on a worker now."),
+            ("pid", "A worker's process id."),
+        ):
+            gauge = GaugeMetricFamily(f"chatd_worker_{key}", text, labels=["worker"])
+            for entry in table:
+                gauge.add_metric([str(entry["worker"])], entry[key] or 0)
+            yield gauge
+        for key in _SUMMED:
+            counter = CounterMetricFamily(
+                f"chatd_worker_{key}",
+                f"The {key} counter of one running worker.",
+                labels=["worker"],
+            )
+            for entry in table:
+                counter.add_metric([str(entry["worker"])], entry["counters"][key])
+            yield counter
 
 
 #: Worker counters the main process adds to its own.

@@ -203,6 +203,19 @@ class Worker:
         if self.factory is not None and self.link is not None and self.link.connected:
             snap = self.factory.snapshot()
             snap["pid"] = os.getpid()
+            # Main knows who holds which name; the connection details of
+            # each user (for /status) are known only here.
+            fanout = self.factory.fanout
+            snap["users"] = [
+                {
+                    "id": user.id,
+                    "state": proto.session.state.value,
+                    "peer": proto.peer,
+                    "since": proto.since,
+                    "backlog_bytes": fanout.backlog(proto.session),
+                }
+                for user, proto in self.factory.named()
+            ]
             self.link.send(link.STATS, link.jsonPayload(snap))
 
     def stop(

@@ -236,6 +236,21 @@ def status(service: ChatService) -> dict:
         }
         for user, proto in factory.named()
     ]
+    workers = None
+    if hasattr(factory, "workerUsers"):  # --workers: users live in workers
+        users = [
+            {
+                "id": u["id"],
+                "name": u["name"],
+                "worker": u["worker"],
+                "state": u["state"],
+                "peer": u["peer"],
+                "connected_since": _iso(u["since"]) if u["since"] else None,
+                "backlog_bytes": u["backlog_bytes"],
+            }
+            for u in factory.workerUsers()
+        ]
+        workers = factory.workerTable()
     return {
         "state": service.state.value,
         "version": __version__,
@@ -261,6 +276,8 @@ def status(service: ChatService) -> dict:
         # Per front end (tcp, tls, unix, websocket); not with --workers.
         "front_ends": getattr(factory, "frontEnds", dict)(),
         "users": users,
+        # --workers: one entry per worker (pid, users, connections, counters)
+        "workers": workers,
         # cluster (--redis): node, Redis link, stream lag, users cluster-wide
         "cluster": cluster.status() if cluster is not None else None,
     }

@@ -98,6 +98,8 @@ class ChatCollector:
         for code, count in snap["errors"].items():
             errors.add_metric([code], count)
         yield errors
+        # --workers (chatd.cluster.main): per-worker gauges and counters
+        yield from getattr(factory, "workerMetrics", tuple)()
 
 
 def registry(service: ChatService) -> CollectorRegistry:

@@ -649,7 +649,7 @@ class ChatService(service.MultiService):
         factory.refusal = ErrorCode.SHUTDOWN
         # Every listener and the stats timer, in reverse order.
         stopped = service.MultiService.stopService(self)
-        n = len(factory.connections)
+        n = factory.snapshot()["connections"]  # --workers: workers' clients too
         closed = factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
         waits = [stopped, closed]
         if self.cluster is not None:  # cluster: sequence their LEAVEs, resign
