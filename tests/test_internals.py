@@ -99,13 +99,14 @@ class SendNowTests(TestCase):
         final = encode(FrameType.ERROR, b"SLOW_CONSUMER.you did not read fast enough")
         server, client = yield self.connected(0, last=final)
         frame = encode(FrameType.MESSAGE, b"m" * 1000)
-        write = writerFor(server.transport)
+        unsent: list = []
+        write = writerFor(server.transport, unsent)
         written = 0
         for _ in range(256):  # 64 MiB: far more than the kernel takes at once
             write(frame * 256)
             written += 256
-        self.assertGreater(dropUnstarted(write), 0)
-        self.assertEqual(dropUnstarted(write), 0)  # nothing more to drop
+        self.assertGreater(dropUnstarted(server.transport, unsent), 0)
+        self.assertEqual(dropUnstarted(server.transport, unsent), 0)  # nothing more
         write(final)
         data = yield client.done
         frames, rest = parseFrames(data)
@@ -117,7 +118,7 @@ class SendNowTests(TestCase):
     def test_other_transports_use_write(self) -> None:
         transport = SimpleNamespace(write=lambda data: None)
         self.assertIs(writerFor(transport), transport.write)
-        self.assertEqual(dropUnstarted(transport.write), 0)
+        self.assertEqual(dropUnstarted(transport, [(b"x", 0)]), 0)
         self.assertFalse(canHalfClose(transport))
 
 

@@ -31,12 +31,16 @@ from twisted.internet import tcp
 
 from chatd.wire import HEADER, HEADER_SIZE
 
+#: What went into Twisted's buffer since it was last empty, per connection:
+#: (data, sent) where data is whole frames and data[sent:] is what Twisted got.
+Unsent = list[tuple[bytes, int]]
 
-def writerFor(transport: Any) -> Callable[[bytes], None]:
+
+def writerFor(transport: Any, unsent: Unsent | None = None) -> Callable[[bytes], None]:
     """The fastest correct way to write whole frames to ``transport``.
 
-    On a TCP transport the writer has a ``dropUnstarted()`` (see
-    :func:`dropUnstarted`).  Every write must be whole frames.
+    With ``unsent`` (a list the caller keeps), writes Twisted buffers are
+    noted there, for :func:`dropUnstarted`.  Every write must be whole frames.
     """
     write = transport.write
     if not isinstance(transport, tcp.Connection) or not all(
@@ -49,25 +53,6 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
         # Our own batching coalesces; Nagle would only add delay.
         transport.setTcpNoDelay(True)
     send = sock.send
-    # What went into Twisted's buffer since it was last empty: (data, sent)
-    # where data is whole frames and data[sent:] is what Twisted got.
-    # A list, not a deque: an empty deque costs ~600 bytes per connection.
-    buffered: list[tuple[bytes, int]] = []
-
-    def remember(data: bytes, sent: int) -> None:
-        """Note a write Twisted buffers; forget those it has sent in full,
-        so a reader that never quite catches up holds no more than what
-        Twisted itself holds."""
-        buffered.append((data, sent))
-        if len(buffered) > 8:
-            t = transport
-            left = len(t.dataBuffer) - t.offset + t._tempDataLen
-            for i in range(len(buffered) - 1, -1, -1):
-                d, s = buffered[i]
-                left -= len(d) - s
-                if left <= 0:
-                    del buffered[:i]
-                    break
 
     def sendNow(data: bytes) -> None:
         t = transport
@@ -78,10 +63,11 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
             or t.disconnecting
         ):
             write(data)
-            remember(data, 0)
+            if unsent is not None:
+                _remember(t, unsent, data, 0)
             return
-        if buffered:
-            buffered.clear()  # Twisted holds nothing: all of it went out
+        if unsent:
+            unsent.clear()  # Twisted holds nothing: all of it went out
         try:
             sent = send(data)
         except (BlockingIOError, InterruptedError):
@@ -92,43 +78,60 @@ def writerFor(transport: Any) -> Callable[[bytes], None]:
             return
         if sent < len(data):
             write(data[sent:])
-            remember(data, sent)
+            if unsent is not None:
+                _remember(t, unsent, data, sent)
 
-    def dropUnstarted() -> int:
-        t = transport
-        held = len(t.dataBuffer) - t.offset + t._tempDataLen
-        # Find, from the newest write back, where what Twisted holds begins.
-        left = held
-        for data, sent in reversed(buffered):
-            if len(data) - sent >= left:
-                cut = len(data) - left
-                break
-            left -= len(data) - sent
-        else:
-            return 0  # what it holds is not all ours to parse: leave it
-        end = 0
-        while end < cut:  # the end of the frame in flight
-            end += HEADER_SIZE + HEADER.unpack_from(data, end)[1]
-        keep = data[cut:end]
-        t.dataBuffer, t.offset = keep, 0
-        t._tempDataBuffer, t._tempDataLen = [], 0
-        buffered.clear()
-        if keep:
-            buffered.append((data, cut))
-        return held - len(keep)
-
-    sendNow.dropUnstarted = dropUnstarted  # type: ignore[attr-defined]
     return sendNow
 
 
-def dropUnstarted(writer: Callable[[bytes], None]) -> int:
-    """Take back the frames that ``writer`` (from :func:`writerFor`) left in
-    Twisted's buffer and that have not begun to go out, keeping the rest of
-    the one in flight, so a reader being cut off gets its ERROR next.
-    Returns the bytes dropped (0 where the transport's buffer is not ours
-    to see: TLS, a WebSocket).  What the kernel took is gone either way."""
-    drop = getattr(writer, "dropUnstarted", None)
-    return drop() if drop is not None else 0
+def _held(t: Any) -> int:
+    """Bytes a TCP transport holds that the kernel has not taken."""
+    return len(t.dataBuffer) - t.offset + t._tempDataLen
+
+
+def _remember(t: Any, unsent: Unsent, data: bytes, sent: int) -> None:
+    """Note a write Twisted buffers; forget those it has sent in full, so a
+    reader that never quite catches up holds no more than Twisted holds."""
+    unsent.append((data, sent))
+    if len(unsent) > 8:
+        left = _held(t)
+        for i in range(len(unsent) - 1, -1, -1):
+            d, s = unsent[i]
+            left -= len(d) - s
+            if left <= 0:
+                del unsent[:i]
+                break
+
+
+def dropUnstarted(transport: Any, unsent: Unsent) -> int:
+    """Take back the frames a :func:`writerFor` writer left in Twisted's
+    buffer that have not begun to go out, keeping the rest of the one in
+    flight, so a reader being cut off gets its ERROR next.  Returns the
+    bytes dropped (0 where the buffer is not ours to see: TLS, a
+    WebSocket).  What the kernel took is gone either way."""
+    if not unsent or not isinstance(transport, tcp.Connection):
+        return 0
+    t = transport
+    held = _held(t)
+    # Find, from the newest write back, where what Twisted holds begins.
+    left = held
+    for data, sent in reversed(unsent):
+        if len(data) - sent >= left:
+            cut = len(data) - left
+            break
+        left -= len(data) - sent
+    else:
+        return 0  # what it holds is not all ours to parse: leave it
+    end = 0
+    while end < cut:  # the end of the frame in flight
+        end += HEADER_SIZE + HEADER.unpack_from(data, end)[1]
+    keep = data[cut:end]
+    t.dataBuffer, t.offset = keep, 0
+    t._tempDataBuffer, t._tempDataLen = [], 0
+    unsent.clear()
+    if keep:
+        unsent.append((data, cut))
+    return held - len(keep)
 
 
 def unsentBytes(transport: object) -> int | None:

@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from chatd.core.session import CLOSED, IConnection, Session
 from chatd.server.internals import (
+    Unsent,
     canHalfClose,
     dropUnstarted,
     unsentBytes,
@@ -110,7 +111,8 @@ class ChatProtocol(FrameReceiver):
             if ISSLTransport.providedBy(transport)
             else "tcp"
         )
-        self._send = self.write = writerFor(self.transport)  # type: ignore[method-assign,assignment]
+        self._unsent: Unsent = []
+        self._send = self.write = writerFor(self.transport, self._unsent)  # type: ignore[method-assign,assignment]
         refusal = self.factory.admit(self)
         if refusal is not None:
             # Logged by the factory's admission, a flood as one summary line.
@@ -204,7 +206,7 @@ class ChatProtocol(FrameReceiver):
         self.holdFrames(hold)
 
     def dropUnstarted(self) -> None:
-        dropped = dropUnstarted(self._send)
+        dropped = dropUnstarted(self.transport, self._unsent)
         if dropped:
             log.info(
                 "conn={conn}: {n} bytes not yet sent dropped",
