@@ -32,8 +32,9 @@ from twisted.internet import tcp
 from chatd.wire import HEADER, HEADER_SIZE
 
 #: What went into Twisted's buffer since it was last empty, per connection:
-#: (data, sent) where data is whole frames and data[sent:] is what Twisted got.
-Unsent = list[tuple[bytes, int]]
+#: (data, sent, end) where data is whole frames, data[sent:] is what Twisted
+#: got, and end counts every byte Twisted got up to this write's last.
+Unsent = list[tuple[bytes, int, int]]
 
 
 def writerFor(transport: Any, unsent: Unsent | None = None) -> Callable[[bytes], None]:
@@ -90,17 +91,17 @@ def _held(t: Any) -> int:
 
 
 def _remember(t: Any, unsent: Unsent, data: bytes, sent: int) -> None:
-    """Note a write Twisted buffers; forget those it has sent in full, so a
-    reader that never quite catches up holds no more than Twisted holds."""
-    unsent.append((data, sent))
-    if len(unsent) > 8:
-        left = _held(t)
-        for i in range(len(unsent) - 1, -1, -1):
-            d, s = unsent[i]
-            left -= len(d) - s
-            if left <= 0:
-                del unsent[:i]
-                break
+    """Note a write Twisted buffers; forget those it has sent in full (from
+    the front, so each is looked at once), so a reader that never quite
+    catches up holds no more than Twisted holds."""
+    end = (unsent[-1][2] if unsent else 0) + len(data) - sent
+    unsent.append((data, sent, end))
+    gone = end - _held(t)  # bytes of these writes Twisted has sent
+    drop = 0
+    while drop < len(unsent) and unsent[drop][2] <= gone:
+        drop += 1
+    if drop:
+        del unsent[:drop]
 
 
 def dropUnstarted(transport: Any, unsent: Unsent) -> int:
@@ -115,7 +116,7 @@ def dropUnstarted(transport: Any, unsent: Unsent) -> int:
     held = _held(t)
     # Find, from the newest write back, where what Twisted holds begins.
     left = held
-    for data, sent in reversed(unsent):
+    for data, sent, _ in reversed(unsent):
         if len(data) - sent >= left:
             cut = len(data) - left
             break
@@ -130,7 +131,7 @@ def dropUnstarted(transport: Any, unsent: Unsent) -> int:
     t._tempDataBuffer, t._tempDataLen = [], 0
     unsent.clear()
     if keep:
-        unsent.append((data, cut))
+        unsent.append((data, cut, len(keep)))
     return held - len(keep)
 
 
