@@ -80,6 +80,8 @@ class ClusterCase(unittest.TestCase):
         )
         raw = yield http.closed
         head, _, data = raw.partition(b"\r\n\r\n")
+        if path == b"/metrics":
+            return int(head.split()[1]), data.decode()
         return int(head.split()[1]), json.loads(data)
 
 
@@ -163,6 +165,12 @@ class ClusterChatTests(ClusterCase):
         self.assertEqual(cluster["link"], "up")
         self.assertEqual(cluster["cluster_users"], 1)
         self.assertEqual(cluster["stream_lag"], 0)
+        code, metrics = yield self.admin(n1, b"GET", b"/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn('chatd_cluster_node_info{node="n1"', metrics)
+        self.assertIn("chatd_cluster_link_up 1.0", metrics)
+        self.assertIn("chatd_cluster_users 1.0", metrics)
+        self.assertIn("chatd_cluster_stream_lag 0.0", metrics)
 
 
 class ClusterFaultTests(ClusterCase):

@@ -100,6 +100,10 @@ class ChatCollector:
         yield errors
         # --workers (chatd.cluster.main): per-worker gauges and counters
         yield from getattr(factory, "workerMetrics", tuple)()
+        # --redis (chatd.cluster.node): this node's view of the cluster
+        cluster = getattr(service, "cluster", None)
+        if cluster is not None:
+            yield from clusterMetrics(cluster.status())
 
 
 def registry(service: ChatService) -> CollectorRegistry:
@@ -107,3 +111,29 @@ def registry(service: ChatService) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(ChatCollector(service))
     return reg
+
+
+def clusterMetrics(status: dict) -> Iterator[Metric]:
+    """The node, its Redis link, stream lag and cluster-wide users (--redis)."""
+    yield InfoMetricFamily(
+        "chatd_cluster_node", "This node's name and Redis.",
+        {"node": status["node"], "redis": status["redis"]},
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "chatd_cluster_link_up", "1 while Redis answers.", status["link"] == "up"
+    )
+    yield GaugeMetricFamily(
+        "chatd_cluster_stream_lag",
+        "Events sequenced in the cluster this node has not delivered yet.",
+        status["stream_lag"],
+    )
+    yield GaugeMetricFamily(
+        "chatd_cluster_users", "Active users on every node.", status["cluster_users"]
+    )
+    yield CounterMetricFamily(
+        "chatd_cluster_gaps", "Gaps seen in the sequence.", status["gaps"]
+    )
+    yield CounterMetricFamily(
+        "chatd_cluster_redis_commands", "Commands sent to Redis.",
+        status["redis_commands"],
+    )  # fmt: skip
