@@ -228,6 +228,21 @@ class Daemon:
 HEADER = struct.Struct("!II")
 
 
+class RawClient(protocol.Protocol):
+    """Everything the server sends until it closes (an HTTP exchange, say):
+    ``closed`` fires with all of it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closed: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: object) -> None:
+        self.closed.callback(self.data)
+
+
 class FrameClient(protocol.Protocol):
     """A bare test client: send frames, await them one at a time."""
 

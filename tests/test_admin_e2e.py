@@ -16,7 +16,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, connect
+from tests.daemon import Daemon, RawClient, connect
 
 TOKEN = b"s3cret-admin-token"
 #: How long a test waits for an answer the server should give at once.
@@ -59,20 +59,6 @@ def waitForMatch(daemon: Daemon, pattern: re.Pattern) -> defer.Deferred:
     watch.outReceived = watch.errReceived = received
     received(b"")
     return d
-
-
-class RawHTTP(protocol.Protocol):
-    """Bytes in, as they come; ``closed`` fires with all of them."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.closed: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: object) -> None:
-        self.closed.callback(self.data)
 
 
 def head(path: bytes, length: int | None = None, token: bytes | None = TOKEN) -> bytes:
@@ -131,13 +117,13 @@ class AdminAbuseTests(unittest.TestCase):
     def raw(self, data: bytes = b""):
         """A raw connection to the admin port that has sent ``data``."""
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.adminPort)
-        client = yield endpoint.connect(protocol.Factory.forProtocol(RawHTTP))
+        client = yield endpoint.connect(protocol.Factory.forProtocol(RawClient))
         self.addCleanup(client.transport.abortConnection)
         if data:
             client.transport.write(data)
         return client
 
-    def answered(self, client: RawHTTP, within: float = PROMPT) -> defer.Deferred:
+    def answered(self, client: RawClient, within: float = PROMPT) -> defer.Deferred:
         """Fires with what the server sent once it closed, or fails after
         ``within`` seconds (a server waiting for a body never closes)."""
         return client.closed.addTimeout(within, reactor)

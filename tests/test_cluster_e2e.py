@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
 from chatd.wire import parse_error
-from tests.daemon import Daemon, connect
+from tests.daemon import Daemon, RawClient, connect
 from tests.redisserver import skipUnlessRedis, startRedis
 from tests.test_client_tls import makeCertificates
 
@@ -73,7 +73,7 @@ class ClusterCase(unittest.TestCase):
         """One HTTP/1.0 request to the admin port: (status, JSON answer)."""
         port = yield _adminPort(daemon)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-        http = yield endpoint.connect(protocol.Factory.forProtocol(_Raw))
+        http = yield endpoint.connect(protocol.Factory.forProtocol(RawClient))
         http.transport.write(
             b"%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s"
             % (method, path, len(body), body)
@@ -83,20 +83,6 @@ class ClusterCase(unittest.TestCase):
         if path == b"/metrics":
             return int(head.split()[1]), data.decode()
         return int(head.split()[1]), json.loads(data)
-
-
-class _Raw(protocol.Protocol):
-    """Everything the server sends until it closes."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.closed: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: object) -> None:
-        self.closed.callback(self.data)
 
 
 def _adminPort(daemon: Daemon) -> defer.Deferred:

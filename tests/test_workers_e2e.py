@@ -17,7 +17,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import HEADER, Daemon, connect
+from tests.daemon import HEADER, Daemon, RawClient, connect
 
 OPTIONS = (
     "--workers",
@@ -56,18 +56,6 @@ def allGone(pids: list[int], within: float = 15.0):
     return [p for p in pids if alive(p)]
 
 
-class _HTTP(protocol.Protocol):
-    def __init__(self) -> None:
-        self.data = b""
-        self.done: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def connectionLost(self, reason: object) -> None:
-        self.done.callback(self.data)
-
-
 def post(port: int, path: str, body: str) -> defer.Deferred:
     """POST a form to the admin interface; fires with the raw response."""
     return request(port, "POST", path, body)
@@ -77,7 +65,7 @@ def post(port: int, path: str, body: str) -> defer.Deferred:
 def request(port: int, method: str, path: str, body: str = ""):
     """One request to the admin interface; fires with the raw response."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    client = yield endpoint.connect(protocol.Factory.forProtocol(_HTTP))
+    client = yield endpoint.connect(protocol.Factory.forProtocol(RawClient))
     data = body.encode()
     client.transport.write(
         f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -85,7 +73,7 @@ def request(port: int, method: str, path: str, body: str = ""):
         f"Content-Length: {len(data)}\r\n\r\n".encode()
         + data
     )
-    response = yield client.done
+    response = yield client.closed
     return response
 
 
