@@ -269,3 +269,30 @@ class RemoteSequencerOrderTests(ChatTestCase):
         frames = alice.received()
         self.assertEqual([t for t, _ in frames], [T.ERROR, T.PONG])
         self.assertTrue(frames[0][1].startswith(b"UNAVAILABLE."))
+
+
+class StatusBacklogTests(ChatTestCase):
+    def test_backlog_bytes_in_status(self) -> None:
+        """/status shows what a user's front end holds for it: 0 while it
+        reads, the counted backlog once its transport is full."""
+        from twisted.internet import address
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+        from chatd.server.admin import status
+        from chatd.server.config import Config
+        from chatd.server.service import ChatService
+
+        service = ChatService(
+            Config(stats_interval=0), MemoryReactorClock(), handleSignals=False
+        )
+        peer = address.IPv4Address("TCP", "127.0.0.1", 40000)
+        proto = service.factory.buildProtocol(peer)
+        proto.makeConnection(StringTransport(peerAddress=peer))
+        proto.dataReceived(encode(T.HELLO, b"alice") + encode(T.READY))
+        [user] = status(service)["users"]
+        self.assertEqual((user["name"], user["backlog_bytes"]), ("alice", 0))
+        proto.pauseProducing()  # its transport is full
+        proto.dataReceived(encode(T.ECHO, b"x" * 1000))
+        [user] = status(service)["users"]
+        # The 64 KiB it held, then the ECHO (and the JOIN still owed it).
+        self.assertGreaterEqual(user["backlog_bytes"], 64 * 1024 + 1008)
