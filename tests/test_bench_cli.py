@@ -8,7 +8,7 @@ from collections import Counter
 
 from twisted.trial import unittest
 
-from chatd.bench.cli import configFrom, header, parser
+from chatd.bench.cli import configFrom, header, orderDisagreements, parser
 from chatd.bench.errors import (
     EXIT_SETUP,
     EXIT_USAGE,
@@ -78,6 +78,25 @@ class ErrorFormattingTests(unittest.SynchronousTestCase):
     def test_other_errors_kept(self):
         merged = mergeErrors([RuntimeError("boom")], "users", 1)
         self.assertEqual((merged.message, merged.status), ("boom", 1))
+
+
+class OrderCheckTests(unittest.SynchronousTestCase):
+    def test_disagreements_per_checkpoint(self):
+        """Users of two load processes: one saw a different order by message
+        1000; one had not got that far (no checkpoint, no verdict)."""
+        parts = [
+            {"500:11": 3, "1000:22": 3},
+            {"500:11": 2, "1000:23": 1, "1000:22": 1},
+        ]
+        self.assertEqual(orderDisagreements(parts), 1)
+        self.assertEqual(orderDisagreements([{"500:1": 4}, {"500:1": 1}]), 0)
+
+    def test_several_addresses(self):
+        config = configFrom(parser().parse_args(["fanout", "a:1,b,c:3"]))
+        self.assertEqual(config.targets, [("a", 1), ("b", 7777), ("c", 3)])
+        self.assertEqual(
+            header(config, 1).split(": ")[0], "chatd-bench fanout -> a:1, b:7777, c:3"
+        )
 
 
 class CommandLineTests(unittest.SynchronousTestCase):

@@ -50,7 +50,10 @@ class BenchTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        self.daemon = yield startDaemon(*BENCH_SERVER)
+        # Two listeners: the second lets a run spread over two addresses.
+        self.daemon = yield startDaemon(
+            *BENCH_SERVER, "--listen", "tcp:0:interface=127.0.0.1:backlog=512"
+        )
         self.addCleanup(self.daemon.stop)
         self.server = f"127.0.0.1:{self.daemon.port}"
 
@@ -84,6 +87,21 @@ class BenchTests(unittest.TestCase):
         self.assertEqual(result["processes"], 2)
         # Every message reached all 12 users (senders see their own copy).
         self.assertEqual(result["completed"], result["messages_sent"] * 12)
+
+    @defer.inlineCallbacks
+    def test_fanout_spread_over_two_listeners_one_order(self):
+        """Users spread over two addresses (as over the nodes of a cluster):
+        every user saw every message, in one order (the cross-user order
+        check compares running hashes every 500 messages)."""
+        server = ",".join(f"127.0.0.1:{p}" for p in self.daemon.ports())
+        self.assertEqual(server.count(","), 1)
+        result, status, err = yield bench(
+            "fanout", server, "--receivers", "6", "--senders", "2",
+            "--size", "64", "--window", "16", "--duration", "1", "--json",
+        )  # fmt: skip
+        self.assertClean(result, status, err)
+        self.assertEqual(result["order_disagreements"], 0)
+        self.assertGreater(result["completed"], 1000)  # checkpoints were taken
 
     @defer.inlineCallbacks
     def test_integrity_failure_exits_nonzero(self):
@@ -215,6 +233,23 @@ class BenchFailureTests(unittest.TestCase):
         status, out, err = yield proc.ended
         self.assertEqual(status, 3, err)
         self.assertOneLine(err, r"^chatd-bench: 10 connections refused: AUTH_FAILED")
+
+    @defer.inlineCallbacks
+    def test_every_address_is_used(self):
+        """A live daemon and a dead port: the connections given the dead one
+        are refused (so the run spreads over both), exit 3."""
+        daemon = yield startDaemon(*BENCH_SERVER)
+        self.addCleanup(daemon.stop)
+        closed = socket.socket()
+        closed.bind(("127.0.0.1", 0))
+        self.addCleanup(closed.close)
+        dead = f"127.0.0.1:{closed.getsockname()[1]}"
+        server = f"127.0.0.1:{daemon.port},{dead}"
+        status, out, err = yield spawnBench(
+            "echo", server, "--connections", "4", "--duration", "1"
+        ).ended
+        self.assertEqual(status, 3, err)
+        self.assertIn("connection refused", err)
 
     @defer.inlineCallbacks
     def test_nothing_listening(self):

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from twisted.internet import defer, protocol, reactor, stdio, task
 from twisted.internet.interfaces import IReactorFromThreads
@@ -35,7 +35,6 @@ from chatd.bench.errors import (
     plural,
 )
 from chatd.bench.load import Config, LoadPart
-from chatd.netutil import hostport
 from chatd.secretfile import readPassword
 
 #: Integrity figures: any non-zero one fails the run.
@@ -48,6 +47,11 @@ INTEGRITY = (
     "reorders",
     "disconnects",
 )
+
+
+def hostPorts(text: str) -> list[tuple[str, int]]:
+    """``HOST[:PORT],HOST[:PORT]...`` for argparse."""
+    return [hostPort(part) for part in text.split(",")]
 
 
 def hostPort(text: str) -> tuple[str, int]:
@@ -106,7 +110,12 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="mode", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("server", type=hostPort, help="HOST[:PORT] (port 7777)")
+    common.add_argument(
+        "server",
+        type=hostPorts,
+        help="HOST[:PORT] (port 7777); several, comma-separated, spread the "
+        "connections over them in turn (the nodes of one cluster)",
+    )
     common.add_argument(
         "--duration", type=seconds, default=5.0, metavar="S", help="seconds of load"
     )
@@ -186,7 +195,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def configFrom(args: argparse.Namespace) -> Config:
-    host, port = args.server
+    (host, port), *also = args.server
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     password = args.password
     if args.password_file is not None:
@@ -204,6 +213,7 @@ def configFrom(args: argparse.Namespace) -> Config:
         tag="b" + secrets.token_hex(3),
         password=password,
         setupTimeout=args.setup_timeout,
+        also=[list(target) for target in also],
     )
     if args.mode == "echo":
         config.connections, config.depth = args.connections, args.depth
@@ -236,7 +246,7 @@ def header(config: Config, processes: int) -> str:
         )
     spread = f", {processes} processes" if processes > 1 else ""
     return (
-        f"chatd-bench {config.mode} -> {hostport(config.host, config.port)}: "
+        f"chatd-bench {config.mode} -> {', '.join(config.addresses)}: "
         f"{shape}, {config.duration:g} s{spread}, seed {config.seed}"
     )
 
@@ -477,6 +487,18 @@ class Progress:
                 sys.stderr.flush()
 
 
+def orderDisagreements(parts: Iterable[dict[str, int]]) -> int:
+    """Total order across users: every user's running hash of the messages
+    it got, taken every ORDER_CHECKPOINT messages, must be the same at each
+    checkpoint; each extra distinct hash at a checkpoint is a disagreement."""
+    seen: dict[str, set[str]] = {}
+    for orders in parts:
+        for key in orders:
+            point, _, digest = key.partition(":")
+            seen.setdefault(point, set()).add(digest)
+    return sum(len(digests) - 1 for digests in seen.values())
+
+
 def merge(config: Config, results: list[dict], seconds: float) -> dict:
     """Add the parts' figures up and derive rates and percentiles."""
     out: dict = {
@@ -487,6 +509,9 @@ def merge(config: Config, results: list[dict], seconds: float) -> dict:
     }
     for key in ("completed", "bytes", "sent", *INTEGRITY):
         out[key] = sum(r[key] for r in results)
+    out["order_disagreements"] = orderDisagreements(
+        r.get("orders", {}) for r in results
+    )
     errors: Counter = Counter()
     latency = Histogram()
     sent: dict[int, int] = {}
@@ -518,7 +543,11 @@ def merge(config: Config, results: list[dict], seconds: float) -> dict:
     out["mb_per_s"] = round(out["bytes"] / seconds / 1e6, 3)
     out["latency_us"] = latency.summary()
     out["errors"] = dict(errors)
-    out["integrity_failures"] = sum(out[k] for k in INTEGRITY) + sum(errors.values())
+    out["integrity_failures"] = (
+        sum(out[k] for k in INTEGRITY)
+        + out["order_disagreements"]
+        + sum(errors.values())
+    )
     # Nothing measured is not a pass, unless nothing was asked for: fan-out
     # with --senders 0 only holds idle users (the suite's memory figure).
     idle = config.mode == "fanout" and not config.senders
@@ -543,6 +572,7 @@ def summary(result: dict) -> str:
         f"p99 {ms(lat['p99'])}  max {ms(lat['max'])}",
         "  integrity: "
         + "  ".join(f"{k} {result[k]}" for k in INTEGRITY)
+        + f"  order_disagreements {result['order_disagreements']}"
         + "  errors "
         + (" ".join(f"{k}={v}" for k, v in result["errors"].items()) or "0"),
         "  result: " + ("OK" if result["ok"] else "FAILED"),

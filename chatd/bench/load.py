@@ -61,6 +61,10 @@ def now_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+#: Every this many MESSAGEs a user notes its running hash of their order.
+ORDER_CHECKPOINT = 500
+
+
 @dataclass
 class Config:
     """One run's parameters (sent as JSON to worker processes)."""
@@ -88,10 +92,21 @@ class Config:
     drainTimeout: float = 15.0
     #: Seconds for every connection to be made and its user to be ACTIVE.
     setupTimeout: float = 15.0
+    #: More [host, port] to spread the connections over, in turn (the
+    #: nodes of one cluster); connection k goes to target k mod n.
+    also: list = field(default_factory=list)
+
+    @property
+    def targets(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *((h, int(p)) for h, p in self.also)]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [hostport(h, p) for h, p in self.targets]
 
     @property
     def address(self) -> str:
-        return hostport(self.host, self.port)
+        return ", ".join(self.addresses)
 
     @property
     def noun(self) -> str:
@@ -124,6 +139,8 @@ class Counts:
     disconnects: int = 0
     errors: Counter = field(default_factory=Counter)
     examples: list = field(default_factory=list)
+    #: "n:hash" -> users whose running hash of their first n MESSAGEs it is.
+    orders: Counter = field(default_factory=Counter)
 
 
 class SetupRefused(Exception):
@@ -327,6 +344,8 @@ class FanUser(_Conn):
         self.sender = sender
         self.name = f"{part.config.tag}{'s' if sender is not None else 'r'}{index}"
         self.checker = SequenceChecker()
+        self.received = 0
+        self.orderHash = 0
         self.welcome: bytes | None = None
         self.active = defer.Deferred()
         self.ponged: defer.Deferred | None = None
@@ -359,6 +378,12 @@ class FanUser(_Conn):
                 return
             part = self.part
             self.checker.feed(sender, seq)
+            # One total order: every user's running hash of what it got must
+            # agree at each checkpoint (ints hash alike in every process).
+            self.received += 1
+            self.orderHash = hash((self.orderHash, sender, seq))
+            if not self.received % ORDER_CHECKPOINT:
+                part.counts.orders[f"{self.received}:{self.orderHash}"] += 1
             counts = part.counts
             counts.completed += 1
             counts.bytes += 8 + len(payload)
@@ -492,27 +517,31 @@ class LoadPart:
         """Connect everyone; fails with one :class:`BenchError` for all the
         connections refused, lost or not ACTIVE within ``setupTimeout``."""
         config = self.config
-        specs: list[Callable[[], _Conn]]
+        specs: list[tuple[int, Callable[[], _Conn]]]
         if config.mode == "echo":
             specs = [
-                partial(EchoConn, self, n)
+                (n, partial(EchoConn, self, n))
                 for n in range(self.part, config.connections, self.parts)
             ]
         else:
             specs = [
-                partial(FanUser, self, i, i if i < config.senders else None)
+                (i, partial(FanUser, self, i, i if i < config.senders else None))
                 for i in range(self.part, config.total, self.parts)
             ]
         # The setup timeout below bounds connecting too: TCP's own is later.
-        endpoint = endpoints.TCP4ClientEndpoint(
-            self.reactor, config.host, config.port, timeout=config.setupTimeout + 5
-        )
+        targets = [
+            endpoints.TCP4ClientEndpoint(
+                self.reactor, host, port, timeout=config.setupTimeout + 5
+            )
+            for host, port in config.targets
+        ]
         semaphore = defer.DeferredSemaphore(config.connectConcurrency)
 
-        async def one(make: Callable[[], _Conn]) -> _Conn:
+        async def one(index: int, make: Callable[[], _Conn]) -> _Conn:
             await semaphore.acquire()
             conn = None
             try:
+                endpoint = targets[index % len(targets)]
                 conn = cast(_Conn, await endpoint.connect(_OneShot(make)))
                 await conn.active
                 return conn
@@ -525,8 +554,10 @@ class LoadPart:
                 semaphore.release()
 
         attempts = [
-            defer.ensureDeferred(one(m)).addTimeout(config.setupTimeout, self.reactor)
-            for m in specs
+            defer.ensureDeferred(one(i, m)).addTimeout(
+                config.setupTimeout, self.reactor
+            )
+            for i, m in specs
         ]
         outcomes = await defer.DeferredList(attempts, consumeErrors=True)
         failures: Counter[tuple[str, str]] = Counter()
@@ -631,6 +662,7 @@ class LoadPart:
             await self._allLost
         result = asdict(counts)
         result["errors"] = dict(counts.errors)
+        result["orders"] = dict(counts.orders)  # asdict garbles Counters
         result["examples"] = counts.examples[:20]
         result["latency"] = self.latency.toJSON()
         result["sentBySender"] = {str(k): v for k, v in sent.items()}
