@@ -228,6 +228,30 @@ class Daemon:
 HEADER = struct.Struct("!II")
 
 
+_SAY, _MESSAGE, _LEAVE = 5, 6, 8  # frame types (docs/protocol.md)
+
+
+@defer.inlineCallbacks
+def sayUntilLeave(talker: FrameClient):  # type: ignore[no-untyped-def]
+    """SAY 1 KB lines from ``talker`` in rounds of 100 (reading its own
+    copies, so it is never the slow one) until a LEAVE arrives; fires with
+    the LEAVE's payload (None after 200 rounds: bounded)."""
+    left = None
+    for _round in range(200):  # at most 200 x 100 KB
+        for _ in range(100):
+            talker.send(_SAY, b"x" * 1000)
+        got = 0
+        while got < 100:
+            ftype, payload = yield talker.next()
+            if ftype == _MESSAGE:
+                got += 1
+            elif ftype == _LEAVE:
+                left = payload
+        if left is not None:
+            return left
+    return left
+
+
 class RawClient(protocol.Protocol):
     """Everything the server sends until it closes (an HTTP exchange, say):
     ``closed`` fires with all of it."""

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from chatd.wire import HEADER
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, FrameClient, HalfCloseClient, connect
+from tests.daemon import Daemon, FrameClient, HalfCloseClient, connect, sayUntilLeave
 
 
 @implementer(IPushProducer)
@@ -85,20 +85,7 @@ class LimitTests(unittest.TestCase):
         sleeper = yield self.active(daemon, "sleeper")
         self.assertEqual((yield talker.next())[0], T.JOIN)
         sleeper.transport.pauseProducing()  # stop reading its socket
-        text = b"x" * 1000
-        left = None
-        for _batch in range(200):  # at most 200 x 100 KB: bounded
-            for _ in range(100):
-                talker.send(T.SAY, text)
-            got = 0
-            while got < 100:
-                ftype, payload = yield talker.next()
-                if ftype == T.MESSAGE:
-                    got += 1
-                elif ftype == T.LEAVE:
-                    left = payload
-            if left is not None:
-                break
+        left = yield sayUntilLeave(talker)
         self.assertEqual(left.rsplit(b".", 1)[1], b"slow")
         self.assertIn(b".sleeper.", left)
         talker.send(T.ECHO, b"still here")

@@ -9,7 +9,7 @@ from twisted.web.http_headers import Headers
 
 from chatd.wire import HEADER
 from chatd.wire import FrameType as T
-from tests.daemon import connect
+from tests.daemon import connect, sayUntilLeave
 from tests.webclient import connectRaw, connectWS, webDaemon, webPort
 
 
@@ -209,20 +209,7 @@ class WebLimitTests(WebCase):
         sleeper, sjoin = yield self.wsUser(b"sleeper")
         self.assertEqual((yield talker.next())[0], T.JOIN)
         sleeper.transport.transport.pauseProducing()  # stop reading its socket
-        text = b"x" * 1000
-        left = None
-        for _batch in range(200):  # at most 200 x 100 KB: bounded
-            for _ in range(100):
-                talker.send(T.SAY, text)
-            got = 0
-            while got < 100:
-                ftype, payload = yield talker.next()
-                if ftype == T.MESSAGE:
-                    got += 1
-                elif ftype == T.LEAVE:
-                    left = payload
-            if left is not None:
-                break
+        left = yield sayUntilLeave(talker)
         self.assertEqual(left, sjoin + b".slow")
         talker.send(T.ECHO, b"still here")
         self.assertEqual((yield talker.next()), (T.ECHO, b"still here"))
