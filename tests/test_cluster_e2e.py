@@ -62,6 +62,15 @@ class ClusterCase(unittest.TestCase):
         return client, entry
 
     @defer.inlineCallbacks
+    def assertNameTaken(self, daemon: Daemon, name: bytes):
+        """A HELLO for ``name`` on ``daemon`` gets NAME_TAKEN."""
+        taker = yield connect(daemon.port)
+        self.addCleanup(lambda: taker.transport.abortConnection())
+        taker.send(T.HELLO, name)
+        ftype, payload = yield taker.next()
+        self.assertEqual((ftype, parse_error(payload)[0]), (T.ERROR, "NAME_TAKEN"))
+
+    @defer.inlineCallbacks
     def frames(self, client, n: int):
         got = []
         for _ in range(n):
@@ -131,11 +140,7 @@ class ClusterChatTests(ClusterCase):
             (yield self.frames(b, 2)), [(T.USERS, ea + b"\n" + eb), (T.USERS, b"")]
         )
         # The name is held cluster-wide, in any case.
-        taker = yield connect(n1.port)
-        self.addCleanup(lambda: taker.transport.abortConnection())
-        taker.send(T.HELLO, b"BOB")
-        ftype, payload = yield taker.next()
-        self.assertEqual((ftype, parse_error(payload)[0]), (T.ERROR, "NAME_TAKEN"))
+        yield self.assertNameTaken(n1, b"BOB")
         # A whisper reaches the other node's user, and only that user.
         a.send(T.WHISPER, b"bob.psst")
         self.assertEqual((yield b.next()), (T.WHISPERED, ea + b".psst"))
@@ -275,11 +280,7 @@ class ClusterFaultTests(ClusterCase):
         self.assertEqual(
             (yield self.frames(b, 2)), [(T.USERS, ea + b"\n" + eb), (T.USERS, b"")]
         )
-        taker = yield connect(n2.port)
-        self.addCleanup(lambda: taker.transport.abortConnection())
-        taker.send(T.HELLO, b"Alice")
-        ftype, payload = yield taker.next()
-        self.assertEqual((ftype, parse_error(payload)[0]), (T.ERROR, "NAME_TAKEN"))
+        yield self.assertNameTaken(n2, b"Alice")
         c, ec = yield self.handshake(n2, "carol")
         self.assertEqual((yield a.next()), (T.JOIN, ec))
         self.assertEqual(
