@@ -352,13 +352,32 @@ class MainTests(MainBase):
         self.clock.advance(100)  # the kill timer: no process, nothing to do
 
 
+def daemonDefaults(config: Config) -> Config:
+    """``config`` with the daemon's abuse-limit defaults (the in-process
+    Config leaves them off), and room for 100 clients per worker."""
+    from dataclasses import replace
+
+    from chatd.server.admission import DEFAULT_EXEMPT, parseNetworks
+
+    return replace(
+        config,
+        max_clients_per_worker=100,
+        max_per_ip=20,
+        connect_rate=5.0,
+        connect_burst=20,
+        limit_exempt=parseNetworks(DEFAULT_EXEMPT),
+    )
+
+
 class LifecycleTests(MainBase):
     """Idle exit, reload, /status, admission counted across workers."""
 
     def admit(self) -> tuple[int, WorkerHandle]:
         """A client admitted and handed over: its conn number and worker."""
         conn = 100 + len(self.cluster.clients)
-        self.assertIsNone(self.cluster._admitRemote(conn, "127.0.0.1"))
+        self.assertIsNone(
+            self.cluster._admitRemote(conn, "127.0.0.1", f"127.0.0.1:{conn}")
+        )
         return conn, self.cluster.clients[conn][0]
 
     def done(self, conn: int) -> None:
@@ -398,9 +417,44 @@ class LifecycleTests(MainBase):
         )
         for _ in range(3):
             self.admit()
-        refusal = self.cluster._admitRemote(300, "10.0.0.2")
-        self.assertEqual(refusal, (ErrorCode.SERVER_FULL, None))
+        refusal = self.cluster._admitRemote(300, "10.0.0.2", "10.0.0.2:1")
+        self.assertEqual(
+            refusal, (ErrorCode.SERVER_FULL, "server is full (max-clients 3)")
+        )
         self.assertEqual(sorted(h.clients for h in self.handles), [1, 2])
+
+    def test_loopback_exempt_as_in_one_process(self) -> None:
+        """Issue 18: with the defaults (--max-per-ip 20, --limit-exempt
+        127.0.0.0/8,::1) the 21st connection from 127.0.0.1 is let in, as
+        the single process lets it in; another address gets the single
+        process's refusal, in its words."""
+
+        from chatd.wire import ErrorCode
+
+        self.cluster.applyConfig(daemonDefaults(self.cluster.config))
+        for _ in range(25):
+            self.admit()
+        self.assertEqual(len(self.cluster.clients), 25)
+        for k in range(20):
+            self.assertIsNone(
+                self.cluster._admitRemote(200 + k, "192.0.2.7", "192.0.2.7:1")
+            )
+        code, text = self.cluster._admitRemote(300, "192.0.2.7", "192.0.2.7:2")
+        self.assertEqual(code, ErrorCode.SERVER_FULL)
+        self.assertIn("max-per-ip 20", text)
+
+    def test_connect_rate_applies_to_other_addresses(self) -> None:
+        from dataclasses import replace
+
+        self.cluster.applyConfig(
+            replace(daemonDefaults(self.cluster.config), max_per_ip=0)
+        )
+        refusals = [
+            self.cluster._admitRemote(400 + k, "192.0.2.8", "192.0.2.8:1")
+            for k in range(21)
+        ]
+        self.assertEqual(refusals[:20], [None] * 20)
+        self.assertIn("connect-rate", refusals[20][1])  # type: ignore[index]
 
     def test_reload_reaches_every_worker(self) -> None:
         from dataclasses import replace
@@ -501,12 +555,12 @@ class CrashLoopTests(MainBase):
             handle.gone("exited with status 1")
         for handle in self.handles:  # the others are full
             handle.clients = 2
-        refusal = self.cluster._admitRemote(1, "127.0.0.1")
+        refusal = self.cluster._admitRemote(1, "127.0.0.1", "127.0.0.1:1")
         self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
         self.assertEqual(started, [])
         self.clock.advance(main.FAILED_WINDOW)
         # Tried again; a worker that cannot even be started is refused too.
-        refusal = self.cluster._admitRemote(2, "127.0.0.1")
+        refusal = self.cluster._admitRemote(2, "127.0.0.1", "127.0.0.1:2")
         self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
         self.assertEqual(started, [1])
         self.assertEqual(self.cluster.perAddress.counts, {})

@@ -4,7 +4,7 @@ rules that must not silently go (error-log summary, burst cap, kick)."""
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from zope.interface import implementer
@@ -40,6 +40,21 @@ class LaterRoster:
         self.local.release(user)
 
 
+def chained(inner: Deferred) -> Deferred:
+    """A Deferred that is "called" but waits on ``inner``, as txredisapi's
+    calls are (a connection first, then the reply): ``called`` is True and
+    ``paused`` until ``inner`` fires."""
+    return succeed(None).addCallback(lambda _: inner)
+
+
+@implementer(IRoster)
+class ChainedRoster(LaterRoster):
+    """A remote roster whose Deferreds look called before they answer."""
+
+    def claim(self, name: bytes) -> Deferred:
+        return chained(LaterRoster.claim(self, name))
+
+
 @implementer(ISequencer)
 class FlakySequencer(LocalSequencer):
     """A sequencer whose backend can be unreachable."""
@@ -68,6 +83,26 @@ class RemoteRosterTests(ChatTestCase):
         frames = alice.received()
         self.assertEqual([t for t, _ in frames], [T.WELCOME, T.JOIN, T.MESSAGE])
         self.assertTrue(frames[2][1].endswith(b".hi"))
+
+    def test_pipelined_handshake_waits_for_a_chained_answer(self) -> None:
+        """The --redis case (issue 18): the roster's Deferred is already
+        "called" with another Deferred; HELLO+READY+SAY+WHO still get
+        WELCOME, JOIN, MESSAGE, USERS, not BAD_STATE and NOT_READY."""
+        roster = ChainedRoster()
+        server = Server(roster=roster)
+        alice = server.connect()
+        alice.sendRaw(
+            encode(T.HELLO, b"alice")
+            + encode(T.READY)
+            + encode(T.SAY, b"hi")
+            + encode(T.WHO)
+        )
+        self.assertEqual(alice.received(), [])
+        roster.answer()
+        server.clock.advance(0)
+        self.assertEqual(
+            alice.types(), [T.WELCOME, T.JOIN, T.MESSAGE, T.USERS, T.USERS]
+        )
 
     def test_closed_while_waiting_frees_the_name(self) -> None:
         roster = LaterRoster()
@@ -243,7 +278,29 @@ class LaterSequencer(LocalSequencer):
         LocalSequencer.submit(self, event).chainDeferred(d)
 
 
+@implementer(ISequencer)
+class ChainedSequencer(LaterSequencer):
+    """A remote sequencer whose Deferreds look called before they answer."""
+
+    def submit(self, event: Event) -> Deferred:
+        d = LaterSequencer.submit(self, event)
+        return chained(d) if self.later else d
+
+
 class RemoteSequencerOrderTests(ChatTestCase):
+    def test_replies_wait_for_a_chained_answer(self) -> None:
+        """SAY then ECHO with a Deferred that is "called" but waiting: the
+        ECHO still waits for the MESSAGE."""
+        sequencer = ChainedSequencer()
+        server = Server(sequencer=sequencer)
+        (alice,) = server.users(b"alice")
+        sequencer.later = True
+        alice.sendRaw(encode(T.SAY, b"first") + encode(T.ECHO, b"then"))
+        self.assertEqual(alice.received(), [])
+        sequencer.answer()
+        server.clock.advance(0)
+        self.assertEqual(alice.types(), [T.MESSAGE, T.ECHO])
+
     def test_replies_wait_for_the_senders_own_message(self) -> None:
         """SAY then ECHO in one read: the ECHO comes after the MESSAGE, as
         with a local sequencer, however late the sequencer answers."""

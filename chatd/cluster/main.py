@@ -486,7 +486,7 @@ class ClusterFactory(ChatFactory):
             return
         handle, host = entry
         handle.clients -= 1
-        self.perAddress.release(host)
+        self.admission.release(host)
         if handle.clients == 0 and not handle.dead:
             self._armIdle(handle)
 
@@ -557,7 +557,7 @@ class ClusterFactory(ChatFactory):
         for conn, (owner, host) in list(self.clients.items()):
             if owner is handle:
                 del self.clients[conn]
-                self.perAddress.release(host)
+                self.admission.release(host)
         handle.clients = 0
         self._departed.update(_counters(handle.stats))
         self._departedErrors.update(_errors(handle.stats))
@@ -586,33 +586,33 @@ class ClusterFactory(ChatFactory):
 
     def buildProtocol(self, addr: object) -> protocol.Protocol:  # type: ignore[override]
         host = str(getattr(addr, "host", "unix"))
+        peer = f"{host}:{addr.port}" if hasattr(addr, "port") else host
         conn = next(self._connNumbers)
-        refusal = self._admitRemote(conn, host)
+        refusal = self._admitRemote(conn, host, peer)
         if refusal is not None:
             proto = RefusedProtocol(self, conn)
             proto.refusal = refusal
             return proto
         return Handoff(self, conn)
 
-    def _admitRemote(self, conn: int, host: str) -> tuple[ErrorCode, str | None] | None:
+    def _admitRemote(
+        self, conn: int, host: str, peer: str
+    ) -> tuple[ErrorCode, str | None] | None:
+        """The single process's admission (chatd.server.admission: state,
+        --max-clients, --max-per-ip, --connect-rate, --limit-exempt), then
+        a worker with room."""
         self.stats.connectionsTotal += 1
-        if self.refusal is not None:
-            return self.refusal, None
-        if len(self.clients) >= self.config.max_clients:
-            return ErrorCode.SERVER_FULL, None
-        if not self.perAddress.admit(host):
-            return (
-                ErrorCode.SERVER_FULL,
-                f"too many connections from {host} (at most {self.perAddress.limit})",
-            )
+        refusal = self.admission.admit(host, peer, self.refusal, len(self.clients))
+        if refusal is not None:
+            return refusal
         try:
             worker = self.dispatcher.choose()
         except NoWorker as e:
-            self.perAddress.release(host)
+            self.admission.release(host)
             log.error("conn={conn}: no worker can start: {e}", conn=conn, e=e)
             return ErrorCode.SERVER_FULL, "no worker can start"
         if worker is None:
-            self.perAddress.release(host)
+            self.admission.release(host)
             return ErrorCode.SERVER_FULL, "every worker is full"
         worker.clients += 1
         if worker._idleCall is not None and worker._idleCall.active():

@@ -17,6 +17,7 @@ import enum
 import hmac
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
@@ -52,6 +53,16 @@ class State(enum.Enum):
 
 
 CONNECTED, NAMED, ACTIVE, CLOSED = State
+
+
+def settled(d: Deferred[Any]) -> bool:
+    """Whether ``d`` has its final result now.
+
+    ``d.called`` is not enough: a Deferred whose callback returned another,
+    unfired Deferred (txredisapi's calls do: a connection first, then the
+    reply) is "called" but paused until that one fires.
+    """
+    return d.called and not d.paused
 
 
 class IConnection(Interface):
@@ -261,7 +272,7 @@ class Session(TimeoutMixin):
         if not valid_name(name):
             return self.error(ErrorCode.BAD_NAME)
         d = self.room.roster.claim(name)
-        if not d.called:
+        if not settled(d):
             # A remote roster: later frames wait until it answers.
             self.conn.holdInput(True)
             d.addBoth(self._answered)
@@ -418,10 +429,11 @@ class Session(TimeoutMixin):
         lists a user who has just joined, as in one process.
         """
         d = self.room.sequencer.submit(event)
-        if d.called and not isinstance(d.result, Failure):
+        done = settled(d)
+        if done and not isinstance(d.result, Failure):
             return  # sequenced already: the usual, local case
         d.addErrback(self._unavailable)
-        if not d.called and hold:
+        if not done and hold:
             self.conn.holdInput(True)
             d.addBoth(self._answered)
 
