@@ -384,6 +384,17 @@ class LifecycleTests(MainBase):
         handle = self.cluster.clients[conn][0]
         self.cluster.workerMessage(handle, link.DONE, link.U32.pack(conn))
 
+    def test_min_workers_stay_while_idle(self) -> None:
+        from dataclasses import replace
+
+        self.cluster.applyConfig(replace(self.cluster.config, min_workers=2))
+        conns = [self.admit() for _ in range(2)]
+        self.assertEqual({w for _, w in conns}, set(self.handles))  # spread
+        for conn, _ in conns:
+            self.done(conn)
+        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.assertEqual([h.retiring for h in self.handles], [False, False])
+
     def test_idle_worker_exits_but_never_the_last(self) -> None:
         conn, first = self.admit()
         self.done(conn)
@@ -532,6 +543,19 @@ class StartTests(unittest.SynchronousTestCase):
                 str(caught.exception),
                 f"--workers: must be a whole number of at least 1, or auto, not {bad!r}",
             )
+
+    def test_min_workers_option(self) -> None:
+        from twisted.python import usage
+
+        from chatd.server.config import build
+
+        config = build({"workers": "3", "min-workers": "2"}, {})
+        self.assertEqual((config.workers, config.min_workers), (3, 2))
+        with self.assertRaises(usage.UsageError) as caught:
+            build({"workers": "2", "min-workers": "3"}, {})
+        self.assertEqual(
+            str(caught.exception), "--min-workers: at most --workers (2), not 3"
+        )
 
 
 class CrashLoopTests(MainBase):

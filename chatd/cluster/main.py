@@ -368,10 +368,11 @@ class ClusterFactory(ChatFactory):
     # -- workers -----------------------------------------------------------
 
     def startFactory(self) -> None:
-        """The first listener is up: one worker is always ready."""
+        """The first listener is up: --min-workers (at least one) are ready."""
         if not self.started:
             self.started = True
-            self.dispatcher.add(self._spawn())
+            for _ in range(max(1, min(self.config.min_workers, self.config.workers))):
+                self.dispatcher.add(self._spawn())
 
     def _spawn(self) -> WorkerHandle:
         """Start a worker, unless workers keep dying as they start (a broken
@@ -498,10 +499,17 @@ class ClusterFactory(ChatFactory):
         )
 
     def _retire(self, handle: WorkerHandle) -> None:
-        """An idle worker exits, unless it is the last one accepting."""
+        """An idle worker exits, unless fewer than --min-workers (or none)
+        would be left accepting."""
         handle._idleCall = None
         others = [w for w in self.dispatcher if w is not handle and w.accepting]
-        if handle.clients or not others or not handle.accepting or self.stopping:
+        keep = max(1, self.config.min_workers)
+        if (
+            handle.clients
+            or len(others) < keep
+            or not handle.accepting
+            or self.stopping
+        ):
             return
         handle.retiring = True
         log.info(

@@ -271,6 +271,7 @@ def status(service: ChatService) -> dict:
             "workers": config.workers,
             "max_clients_per_worker": config.max_clients_per_worker,
             "worker_idle_exit": config.worker_idle_exit,
+            "min_workers": config.min_workers,
         },
         "counters": factory.snapshot(),
         # Per front end (tcp, tls, unix, websocket); not with --workers.

@@ -69,6 +69,7 @@ class Config:
     workers: int = 1
     max_clients_per_worker: int = 1000
     worker_idle_exit: float = 60.0
+    min_workers: int = 1
 
 
 def _whole(value: str, least: int, rule: str) -> int:
@@ -176,6 +177,7 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "workers": (lambda v: _workers(v), 1, "Worker processes to spread clients over, at most; 'auto' = one per core (1 = one process)."),
     "max-clients-per-worker": (_positiveInt, 1000, "Most clients one worker process serves (with --workers above 1)."),
     "worker-idle-exit": (_seconds, 60.0, "Seconds a worker with no clients lives on before it exits (never the last one)."),
+    "min-workers": (_positiveInt, 1, "Workers started at once and kept while idle (at most --workers): clients spread over them from the first."),
 }  # fmt: skip
 
 
@@ -364,6 +366,11 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
                 f"--admin: {values['admin']} is reachable from other hosts: "
                 "give it --admin-token-file, or interface=127.0.0.1"
             )
+    if values["min_workers"] > values["workers"]:
+        raise usage.UsageError(
+            f"--min-workers: at most --workers ({values['workers']}), "
+            f"not {values['min_workers']}"
+        )
     if values["workers"] > 1 and values["redis"]:
         raise usage.UsageError(
             "--workers: not together with --redis yet; run one node per core instead"
