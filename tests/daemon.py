@@ -279,6 +279,18 @@ class FrameClient(protocol.Protocol):
     def send(self, ftype: int, payload: bytes = b"") -> None:
         self.transport.write(HEADER.pack(ftype, len(payload)) + payload)
 
+    def sendRaw(self, data: bytes) -> None:
+        """``data`` in one write: many frames (pipelined), or part of one."""
+        self.transport.write(data)
+
+    def stopReading(self) -> None:
+        """Read nothing more from the socket (a client that stops reading)."""
+        self.transport.pauseProducing()
+
+    def abort(self) -> None:
+        """Reset the connection (RST), as a client that dies does."""
+        self.transport.abortConnection()
+
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
         while len(self.buffer) >= 8:

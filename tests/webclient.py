@@ -69,6 +69,12 @@ class WSFrameClient(_Frames):
     def sendRaw(self, data: bytes) -> None:
         self.transport.sendBytesMessage(data)  # type: ignore[attr-defined]
 
+    def stopReading(self) -> None:
+        self.transport.transport.pauseProducing()  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        self.transport.transport.abortConnection()  # type: ignore[attr-defined]
+
     def bytesMessageReceived(self, data: bytes) -> None:
         self.gotMessage(data)
 
