@@ -34,8 +34,9 @@ BAD_TEXTS = [b"\xff", b"a\x1bb", b"line\nbreak", "\u202e".encode(), b"\xc0\xaf"]
 RETRIES, RETRY_DELAY = 60, 0.05
 
 
-class ContractTests:
-    """The checks; a subclass per mode sets :attr:`mode`."""
+class ContractHelpers:
+    """A fresh deployment per test, and clients that speak the protocol;
+    a subclass sets :attr:`mode`."""
 
     mode = "single"
 
@@ -152,6 +153,10 @@ class ContractTests:
             self.assertTrue(payload.startswith(b"NAME_TAKEN."), payload)  # type: ignore[attr-defined]
             yield task.deferLater(reactor, RETRY_DELAY, lambda: None)
         self.fail(f"{name!r} still taken")  # type: ignore[attr-defined]
+
+
+class ContractTests(ContractHelpers):
+    """The checks; a subclass per mode sets :attr:`mode`."""
 
     # -- handshake -------------------------------------------------------------
 
