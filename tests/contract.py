@@ -145,6 +145,11 @@ class Workers(Deployment):
     workers (checked by test_users_spread)."""
 
     mode = "workers"
+    cannot = {
+        "test_login_backoff": "the login back-off is kept per worker process: "
+        "an address locked on one worker may still guess on the other "
+        "(to be shared through the main process)"
+    }
 
     def daemonOptions(self) -> list[str]:
         return ["--workers", "2", "--min-workers", "2", *self.options]

@@ -561,6 +561,62 @@ class ContractTests(ContractHelpers):
             peer.send(T.ECHO, b"%d" % k)
             self.assertEqual((yield self.expect(peer, T.ECHO)), b"%d" % k)
 
+    @defer.inlineCallbacks
+    def test_max_per_ip(self):
+        """With loopback not exempt, --max-per-ip refuses as the single
+        process does, in its words (issue 18: one admission, built from the
+        same configuration, in every mode)."""
+        yield self.deploy("--limit-exempt", "none", "--max-per-ip", "2")
+        held = []
+        for server in range(self.deployment.servers):
+            for _ in range(2):
+                peer = yield self.deployment.connect(server)
+                peer.send(T.ECHO, b"in")
+                self.assertEqual((yield self.expect(peer, T.ECHO)), b"in")
+                held.append(peer)
+            refused = yield self.deployment.connect(server)
+            text = yield self.expectError(refused, "SERVER_FULL", closes=True)
+            self.assertIn(b"max-per-ip 2", text)
+        for peer in held:
+            self.assertEqual((yield self.sync(peer)), [])
+
+    @defer.inlineCallbacks
+    def test_connect_rate(self):
+        yield self.deploy(
+            *("--limit-exempt", "none", "--max-per-ip", "0"),
+            *("--connect-rate", "0.01", "--connect-burst", "3"),
+        )
+        for server in range(self.deployment.servers):
+            for _ in range(3):
+                peer = yield self.deployment.connect(server)
+                peer.send(T.ECHO, b"in")
+                self.assertEqual((yield self.expect(peer, T.ECHO)), b"in")
+            refused = yield self.deployment.connect(server)
+            text = yield self.expectError(refused, "SERVER_FULL", closes=True)
+            self.assertIn(b"connect-rate 0.01/s, connect-burst 3", text)
+
+    @defer.inlineCallbacks
+    def test_login_backoff(self):
+        """Outside --limit-exempt a wrong password is answered late, and the
+        address is then locked: even the right password is refused unchecked
+        until the back-off is over (docs/limits.md), in every mode."""
+        self.cannot("test_login_backoff")
+        path = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
+        with open(path, "w") as f:
+            f.write("s3cret\n")
+        yield self.deploy("--limit-exempt", "none", "--password-file", path)
+        guesser = yield self.deployment.connect(0)
+        right = yield self.deployment.connect(0)
+        started = reactor.seconds()
+        guesser.send(T.HELLO, b"alice.wrong")
+        yield self.sync(right)  # connected; the guess is on its way first
+        right.send(T.HELLO, b"alice.s3cret")
+        yield self.expectError(right, "AUTH_FAILED", closes=True)
+        yield self.expectError(guesser, "AUTH_FAILED", closes=True)
+        self.assertGreaterEqual(reactor.seconds() - started, 0.45)
+        # The back-off is over once the late answer is out.
+        yield self.named(b"alice.s3cret", 0)
+
     # -- timeouts ---------------------------------------------------------------------
 
     @defer.inlineCallbacks
