@@ -17,6 +17,7 @@ from chatd.cluster.remote import LinkLost, RemoteRoster, RemoteSequencer
 from chatd.core.events import Join, Kick, Leave, Message
 from chatd.core.roster import User
 from chatd.server.config import Config
+from chatd.server.factory import ChatFactory
 from chatd.wire import LeaveReason
 
 
@@ -670,3 +671,59 @@ class WorkerSideTests(unittest.SynchronousTestCase):
             [(link.ADOPTED, link.U32.pack(9)), (link.DONE, link.U32.pack(9))],
         )
         self.assertEqual(ours.recv(10), b"")  # the worker kept no copy
+
+
+class AdmissionInEveryModeTests(unittest.SynchronousTestCase):
+    """Issue 19: admission is one object built from the config in every
+    mode, so no mode can skip a limit (the loopback bug of issue 18)."""
+
+    def factories(self, config: Config) -> dict[str, ChatFactory]:
+        from chatd.cluster.redisnode import redisFactory
+        from chatd.cluster.worker import workerFactory
+
+        class Link:
+            connected = True
+
+            def send(self, kind: int, payload: bytes = b"") -> None:
+                pass
+
+        clock = task.Clock()
+        return {
+            "local": ChatFactory(config, clock),
+            "workers main": mainFactory(config, clock),
+            "worker process": workerFactory(config, clock, Link()),  # type: ignore[arg-type]
+            "redis node": redisFactory(config, clock),
+        }
+
+    def test_same_admission_from_the_same_config(self) -> None:
+        from chatd.server.admission import Admission
+        from chatd.wire import ErrorCode
+
+        from dataclasses import replace
+
+        config = replace(
+            daemonDefaults(Config(workers=2, redis="redis://127.0.0.1:1/0")),
+            max_per_ip=2,
+        )
+        refusals = {}
+        for mode, factory in self.factories(config).items():
+            admission = factory.admission
+            self.assertIs(type(admission), Admission, mode)
+            self.assertIs(admission.config, config, mode)
+            self.assertEqual(admission.perAddress.limit, 2, mode)
+            answers = [
+                admission.admit("192.0.2.9", "192.0.2.9:1", None, 0) for _ in range(3)
+            ]
+            self.assertEqual(answers[:2], [None, None], mode)
+            # loopback is exempt everywhere, as in one process
+            self.assertEqual(
+                [admission.admit("127.0.0.1", "x", None, 0) for _ in range(5)],
+                [None] * 5,
+                mode,
+            )
+            refusals[mode] = answers[2]
+        expected = (
+            ErrorCode.SERVER_FULL,
+            "too many connections from 192.0.2.9 at once (max-per-ip 2)",
+        )
+        self.assertEqual(refusals, dict.fromkeys(refusals, expected))
