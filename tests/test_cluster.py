@@ -696,10 +696,10 @@ class AdmissionInEveryModeTests(unittest.SynchronousTestCase):
         }
 
     def test_same_admission_from_the_same_config(self) -> None:
+        from dataclasses import replace
+
         from chatd.server.admission import Admission
         from chatd.wire import ErrorCode
-
-        from dataclasses import replace
 
         config = replace(
             daemonDefaults(Config(workers=2, redis="redis://127.0.0.1:1/0")),
