@@ -505,6 +505,85 @@ class LifecycleTests(MainBase):
         self.assertEqual(snap["workers"], 1)
 
 
+class ReportTests(MainBase):
+    """Admin's /status and /metrics read the main backend's typed report."""
+
+    def test_status_and_metrics_show_workers_and_their_users(self) -> None:
+        import json
+
+        from prometheus_client import generate_latest
+
+        from chatd.server.admin import status
+        from chatd.server.metrics import registry
+        from chatd.server.service import ChatService
+
+        service = ChatService(
+            self.factory.config, self.clock, handleSignals=False, factory=self.factory
+        )
+        alice = self.claim(self.handles[0], b"alice")
+        details = {"id": alice.id, "state": "ACTIVE", "peer": "127.0.0.1:5"}
+        stats = {"messages": 2, "users": [{**details, "since": 0, "backlog_bytes": 0}]}
+        self.handles[0].pid = 4242
+        self.cluster.workerMessage(
+            self.handles[0], link.STATS, json.dumps(stats).encode()
+        )
+        report = status(service)
+        self.assertEqual(
+            [(w["worker"], w["pid"], w["users"]) for w in report["workers"]],
+            [(2, None, 0), (1, 4242, 1)],
+        )
+        self.assertEqual(report["workers"][1]["counters"]["messages"], 2)
+        [user] = report["users"]
+        self.assertEqual(
+            (user["name"], user["worker"], user["state"], user["peer"]),
+            ("alice", 1, "ACTIVE", "127.0.0.1:5"),
+        )
+        self.assertIsNone(report["cluster"])
+        text = generate_latest(registry(service)).decode()
+        self.assertIn('chatd_worker_pid{worker="1"} 4242.0', text)
+        self.assertIn('chatd_worker_messages_total{worker="1"} 2.0', text)
+
+
+class RedisReportTests(unittest.SynchronousTestCase):
+    """A --redis node's status reaches /status and /metrics typed."""
+
+    def test_node_status_in_status_and_metrics(self) -> None:
+        from prometheus_client import generate_latest
+
+        from chatd.cluster.redisnode import RedisBackend
+        from chatd.server.admin import status
+        from chatd.server.metrics import registry
+        from chatd.server.service import ChatService
+
+        given = {
+            "node": "n1", "redis": "127.0.0.1:6379", "link": "up",
+            "registered": True, "last_seq": 7, "stream_lag": 1,
+            "cluster_users": 3, "gaps": 0, "redis_resets": 0, "redis_commands": 12,
+        }  # fmt: skip
+
+        class Node:
+            started: list[object] = []
+
+            def seams(self) -> dict:
+                return {"sequencer": None, "roster": None}
+
+            def start(self, factory: object) -> None:
+                self.started.append(factory)
+
+            def status(self) -> dict:
+                return given
+
+        clock = task.Clock()
+        factory = ChatFactory(Config(), clock, backend=RedisBackend(Node()))  # type: ignore[arg-type]
+        service = ChatService(Config(), clock, handleSignals=False, factory=factory)
+        self.assertEqual(status(service)["cluster"], given)
+        factory.backend.start()
+        self.assertEqual(Node.started, [factory])
+        text = generate_latest(registry(service)).decode()
+        self.assertIn("chatd_cluster_link_up 1.0", text)
+        self.assertIn("chatd_cluster_redis_commands_total 12.0", text)
+
+
 class StartTests(unittest.SynchronousTestCase):
     def test_proxy_listener_refused_in_one_line(self) -> None:
         from chatd.cluster.main import mainFactory

@@ -21,6 +21,7 @@ import struct
 import sys
 from collections import deque
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet import endpoints, protocol
 from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorSSL
@@ -60,8 +61,9 @@ class WorkerBackend(LocalBackend):
         self.sequencer = self.remoteSequencer = RemoteSequencer(send.send)
         self.roster = self.remoteRoster = RemoteRoster(send.send)
         self.factory: ChatFactory | None = None
-        #: a connection here -> main's number for it.
-        self.mainConns: dict[ChatProtocol, int] = {}
+        #: a connection here -> main's number for it (weak: one this
+        #: worker refused itself is never forgotten, only collected).
+        self.mainConns: WeakKeyDictionary[ChatProtocol, int] = WeakKeyDictionary()
 
     def attach(self, factory: ChatFactory) -> None:
         self.factory = factory
