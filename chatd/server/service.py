@@ -28,6 +28,7 @@ from twisted.internet import address, defer
 from twisted.logger import Logger
 from twisted.python import failure, reflect
 
+from chatd.server.backend import IBackend
 from chatd.server.config import Config
 from chatd.server.descriptors import AcceptFailures, raiseFileLimit
 from chatd.server.errors import ReloadRefused, StartupError
@@ -118,6 +119,12 @@ class ChatService(service.MultiService):
         self._statsMoving = False
         self.portFile = PortFile()
         self.acceptFailures = AcceptFailures(reactor)
+
+    @property
+    def backend(self) -> IBackend:
+        """The mode the factory is composed with (its typed report:
+        ``backend.status()``)."""
+        return self.factory.backend
 
     # -- what is listening ----------------------------------------------
 
