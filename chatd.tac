@@ -11,8 +11,7 @@ from twisted.application import service
 from twisted.python import usage
 
 from chatd.server.config import fromEnvironment
-from chatd.server.service import ChatService
-from chatd.server.tap import bindOrExit, warnUnknownVariables
+from chatd.server.tap import bindOrExit, buildService, warnUnknownVariables
 
 try:
     config = fromEnvironment()
@@ -20,4 +19,4 @@ except usage.UsageError as e:
     raise SystemExit(f"chatd: {e}") from None
 warnUnknownVariables(os.environ)
 application = service.Application("chatd")
-bindOrExit(ChatService(config, loader=fromEnvironment)).setServiceParent(application)
+bindOrExit(buildService(config, loader=fromEnvironment)).setServiceParent(application)

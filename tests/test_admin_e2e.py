@@ -31,12 +31,11 @@ from twisted.application import service
 
 from chatd.server import admin
 from chatd.server.config import fromEnvironment
-from chatd.server.service import ChatService
-from chatd.server.tap import bindOrExit
+from chatd.server.tap import bindOrExit, buildService
 
 admin.REQUEST_TIMEOUT = float(os.environ["TEST_ADMIN_TIMEOUT"])
 application = service.Application("chatd")
-bindOrExit(ChatService(fromEnvironment(), loader=fromEnvironment)).setServiceParent(
+bindOrExit(buildService(fromEnvironment(), loader=fromEnvironment)).setServiceParent(
     application
 )
 """

@@ -9,12 +9,15 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from chatd.cluster import link
+from chatd.cluster.authority import Authority
 from chatd.cluster.dispatch import Dispatcher
-from chatd.cluster.main import Authority, ClusterFactory, WorkerHandle
+from chatd.cluster.handle import WorkerHandle
+from chatd.cluster.main import MainBackend, mainFactory
 from chatd.cluster.remote import LinkLost, RemoteRoster, RemoteSequencer
 from chatd.core.events import Join, Kick, Leave, Message
 from chatd.core.roster import User
 from chatd.server.config import Config
+from chatd.server.factory import ChatFactory
 from chatd.wire import LeaveReason
 
 
@@ -262,13 +265,16 @@ class MainBase(unittest.SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = task.Clock()
         config = Config(workers=3, max_clients_per_worker=2)
-        self.cluster = ClusterFactory(config, self.clock)
+        self.factory = mainFactory(config, self.clock)
+        backend = self.factory.backend
+        assert isinstance(backend, MainBackend)
+        self.cluster = backend
         self.handles = []
         for k in (1, 2):
             handle = WorkerHandle(self.cluster, k)
             handle.link = FakeLink()  # type: ignore[assignment]
             self.cluster.authority.workers.append(handle)
-            self.cluster.dispatcher.add(handle)
+            self.cluster.supervisor.dispatcher.add(handle)
             self.handles.append(handle)
 
     def claim(self, handle: WorkerHandle, name: bytes) -> User:
@@ -276,7 +282,7 @@ class MainBase(unittest.SynchronousTestCase):
         reply = handle.link.messages.pop()  # type: ignore[union-attr]
         self.assertEqual(reply[0], link.NAMED)
         self.assertEqual(reply[5], link.GRANTED)
-        user = self.cluster.users[int(reply[6:].split(b".")[0])]
+        user = self.cluster.names.users[int(reply[6:].split(b".")[0])]
         self.cluster.authority.submit(Join(user), handle)
         return user
 
@@ -313,13 +319,13 @@ class MainTests(MainBase):
             [(e.user.id, e.reason) for e in leaves], [(alice.id, LeaveReason.ERROR)]
         )
         self.assertNotIn(self.handles[0], self.cluster.authority.workers)
-        self.assertEqual([u.name for u in self.cluster.room.replica.active], [b"bob"])
+        self.assertEqual([u.name for u in self.factory.room.replica.active], [b"bob"])
         self.claim(self.handles[1], b"alice")  # free again
 
     def test_kick_reaches_every_worker(self) -> None:
         self.claim(self.handles[0], b"alice")
         self.clock.advance(0)
-        self.assertTrue(self.cluster.kick("ALICE"))
+        self.assertTrue(self.factory.kick("ALICE"))
         self.clock.advance(0)
         for handle in self.handles:
             kicks = [e for e in self.batchesTo(handle) if isinstance(e, Kick)]
@@ -328,10 +334,10 @@ class MainTests(MainBase):
     def test_worker_that_falls_behind_is_cut_off(self) -> None:
         """Past LINK_BACKLOGS x --max-backlog held for a paused link, the worker's users are
         LEAVE slow and it gets no more batches."""
-        from chatd.cluster import main
+        from chatd.cluster import handle
 
-        self.patch(main, "LINK_BACKLOGS", 1)
-        self.cluster.config = Config(max_backlog=65536)
+        self.patch(handle, "LINK_BACKLOGS", 1)
+        self.factory.config = Config(max_backlog=65536)
         slow, other = self.handles
         alice = self.claim(slow, b"alice")
         self.clock.advance(0)
@@ -374,39 +380,39 @@ class LifecycleTests(MainBase):
 
     def admit(self) -> tuple[int, WorkerHandle]:
         """A client admitted and handed over: its conn number and worker."""
-        conn = 100 + len(self.cluster.clients)
+        conn = 100 + len(self.cluster.placement.clients)
         self.assertIsNone(
-            self.cluster._admitRemote(conn, "127.0.0.1", f"127.0.0.1:{conn}")
+            self.cluster.placement.admit(conn, "127.0.0.1", f"127.0.0.1:{conn}")
         )
-        return conn, self.cluster.clients[conn][0]
+        return conn, self.cluster.placement.clients[conn][0]
 
     def done(self, conn: int) -> None:
-        handle = self.cluster.clients[conn][0]
+        handle = self.cluster.placement.clients[conn][0]
         self.cluster.workerMessage(handle, link.DONE, link.U32.pack(conn))
 
     def test_min_workers_stay_while_idle(self) -> None:
         from dataclasses import replace
 
-        self.cluster.applyConfig(replace(self.cluster.config, min_workers=2))
+        self.factory.applyConfig(replace(self.factory.config, min_workers=2))
         conns = [self.admit() for _ in range(2)]
         self.assertEqual({w for _, w in conns}, set(self.handles))  # spread
         for conn, _ in conns:
             self.done(conn)
-        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.clock.advance(self.factory.config.worker_idle_exit)
         self.assertEqual([h.retiring for h in self.handles], [False, False])
 
     def test_idle_worker_exits_but_never_the_last(self) -> None:
         conn, first = self.admit()
         self.done(conn)
         self.assertEqual(first.clients, 0)
-        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.clock.advance(self.factory.config.worker_idle_exit)
         self.assertTrue(first.retiring)
         self.assertEqual(first.link.messages[-1], bytes([link.STOP]))  # type: ignore[union-attr]
         # The other one is now the last that accepts: it stays.
         conn, second = self.admit()
         self.assertIsNot(second, first)
         self.done(conn)
-        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.clock.advance(self.factory.config.worker_idle_exit)
         self.assertFalse(second.retiring)
 
     def test_a_new_client_cancels_the_idle_exit(self) -> None:
@@ -415,7 +421,7 @@ class LifecycleTests(MainBase):
         self.clock.advance(1)
         self.assertIsNot(self.admit()[1], first)
         self.assertIs(self.admit()[1], first)
-        self.clock.advance(self.cluster.config.worker_idle_exit)
+        self.clock.advance(self.factory.config.worker_idle_exit)
         self.assertFalse(first.retiring)
 
     def test_limits_count_across_workers(self) -> None:
@@ -423,12 +429,12 @@ class LifecycleTests(MainBase):
 
         from chatd.wire import ErrorCode
 
-        self.cluster.applyConfig(
-            replace(self.cluster.config, max_clients=3, max_per_ip=0)
+        self.factory.applyConfig(
+            replace(self.factory.config, max_clients=3, max_per_ip=0)
         )
         for _ in range(3):
             self.admit()
-        refusal = self.cluster._admitRemote(300, "10.0.0.2", "10.0.0.2:1")
+        refusal = self.cluster.placement.admit(300, "10.0.0.2", "10.0.0.2:1")
         self.assertEqual(
             refusal, (ErrorCode.SERVER_FULL, "server is full (max-clients 3)")
         )
@@ -442,26 +448,26 @@ class LifecycleTests(MainBase):
 
         from chatd.wire import ErrorCode
 
-        self.cluster.applyConfig(daemonDefaults(self.cluster.config))
+        self.factory.applyConfig(daemonDefaults(self.factory.config))
         for _ in range(25):
             self.admit()
-        self.assertEqual(len(self.cluster.clients), 25)
+        self.assertEqual(len(self.cluster.placement.clients), 25)
         for k in range(20):
             self.assertIsNone(
-                self.cluster._admitRemote(200 + k, "192.0.2.7", "192.0.2.7:1")
+                self.cluster.placement.admit(200 + k, "192.0.2.7", "192.0.2.7:1")
             )
-        code, text = self.cluster._admitRemote(300, "192.0.2.7", "192.0.2.7:2")
+        code, text = self.cluster.placement.admit(300, "192.0.2.7", "192.0.2.7:2")
         self.assertEqual(code, ErrorCode.SERVER_FULL)
         self.assertIn("max-per-ip 20", text)
 
     def test_connect_rate_applies_to_other_addresses(self) -> None:
         from dataclasses import replace
 
-        self.cluster.applyConfig(
-            replace(daemonDefaults(self.cluster.config), max_per_ip=0)
+        self.factory.applyConfig(
+            replace(daemonDefaults(self.factory.config), max_per_ip=0)
         )
         refusals = [
-            self.cluster._admitRemote(400 + k, "192.0.2.8", "192.0.2.8:1")
+            self.cluster.placement.admit(400 + k, "192.0.2.8", "192.0.2.8:1")
             for k in range(21)
         ]
         self.assertEqual(refusals[:20], [None] * 20)
@@ -470,7 +476,7 @@ class LifecycleTests(MainBase):
     def test_reload_reaches_every_worker(self) -> None:
         from dataclasses import replace
 
-        self.cluster.applyConfig(replace(self.cluster.config, rate_limit=3.0))
+        self.factory.applyConfig(replace(self.factory.config, rate_limit=3.0))
         for handle in self.handles:
             message = handle.link.messages[-1]  # type: ignore[union-attr]
             self.assertEqual(message[0], link.CONFIG)
@@ -484,7 +490,7 @@ class LifecycleTests(MainBase):
             stats = {"messages": n, "deliveries": 10 * n, "errors": {"NAME_TAKEN": 1}}
             self.cluster.workerMessage(handle, link.STATS, json.dumps(stats).encode())
         conn, handle = self.admit()
-        snap = self.cluster.snapshot()
+        snap = self.factory.snapshot()
         self.assertEqual((snap["messages"], snap["deliveries"]), (7, 70))
         self.assertEqual(snap["errors"], {"NAME_TAKEN": 2})
         self.assertEqual(snap["workers"], 2)
@@ -493,20 +499,99 @@ class LifecycleTests(MainBase):
         self.assertIn(f"{handle.index}=1", snap["worker_clients"])
         # A worker that is gone still counts: the totals never go down.
         self.handles[0].gone("exited with status 0")
-        snap = self.cluster.snapshot()
+        snap = self.factory.snapshot()
         self.assertEqual((snap["messages"], snap["deliveries"]), (7, 70))
         self.assertEqual(snap["errors"], {"NAME_TAKEN": 2})
         self.assertEqual(snap["workers"], 1)
 
 
+class ReportTests(MainBase):
+    """Admin's /status and /metrics read the main backend's typed report."""
+
+    def test_status_and_metrics_show_workers_and_their_users(self) -> None:
+        import json
+
+        from prometheus_client import generate_latest
+
+        from chatd.server.admin import status
+        from chatd.server.metrics import registry
+        from chatd.server.service import ChatService
+
+        service = ChatService(
+            self.factory.config, self.clock, handleSignals=False, factory=self.factory
+        )
+        alice = self.claim(self.handles[0], b"alice")
+        details = {"id": alice.id, "state": "ACTIVE", "peer": "127.0.0.1:5"}
+        stats = {"messages": 2, "users": [{**details, "since": 0, "backlog_bytes": 0}]}
+        self.handles[0].pid = 4242
+        self.cluster.workerMessage(
+            self.handles[0], link.STATS, json.dumps(stats).encode()
+        )
+        report = status(service)
+        self.assertEqual(
+            [(w["worker"], w["pid"], w["users"]) for w in report["workers"]],
+            [(2, None, 0), (1, 4242, 1)],
+        )
+        self.assertEqual(report["workers"][1]["counters"]["messages"], 2)
+        [user] = report["users"]
+        self.assertEqual(
+            (user["name"], user["worker"], user["state"], user["peer"]),
+            ("alice", 1, "ACTIVE", "127.0.0.1:5"),
+        )
+        self.assertIsNone(report["cluster"])
+        text = generate_latest(registry(service)).decode()
+        self.assertIn('chatd_worker_pid{worker="1"} 4242.0', text)
+        self.assertIn('chatd_worker_messages_total{worker="1"} 2.0', text)
+
+
+class RedisReportTests(unittest.SynchronousTestCase):
+    """A --redis node's status reaches /status and /metrics typed."""
+
+    def test_node_status_in_status_and_metrics(self) -> None:
+        from prometheus_client import generate_latest
+
+        from chatd.cluster.redisnode import RedisBackend
+        from chatd.server.admin import status
+        from chatd.server.metrics import registry
+        from chatd.server.service import ChatService
+
+        given = {
+            "node": "n1", "redis": "127.0.0.1:6379", "link": "up",
+            "registered": True, "last_seq": 7, "stream_lag": 1,
+            "cluster_users": 3, "gaps": 0, "redis_resets": 0, "redis_commands": 12,
+        }  # fmt: skip
+
+        class Node:
+            started: list[object] = []
+
+            def seams(self) -> dict:
+                return {"sequencer": None, "roster": None}
+
+            def start(self, factory: object) -> None:
+                self.started.append(factory)
+
+            def status(self) -> dict:
+                return given
+
+        clock = task.Clock()
+        factory = ChatFactory(Config(), clock, backend=RedisBackend(Node()))  # type: ignore[arg-type]
+        service = ChatService(Config(), clock, handleSignals=False, factory=factory)
+        self.assertEqual(status(service)["cluster"], given)
+        factory.backend.start()
+        self.assertEqual(Node.started, [factory])
+        text = generate_latest(registry(service)).decode()
+        self.assertIn("chatd_cluster_link_up 1.0", text)
+        self.assertIn("chatd_cluster_redis_commands_total 12.0", text)
+
+
 class StartTests(unittest.SynchronousTestCase):
     def test_proxy_listener_refused_in_one_line(self) -> None:
-        from chatd.cluster.main import makeClusterFactory
-        from chatd.server.service import StartupError
+        from chatd.cluster.main import mainFactory
+        from chatd.server.errors import StartupError
 
         config = Config(workers=2, listen=("tcp:0", "ssl:0", "haproxy:tcp:0"))
         with self.assertRaises(StartupError) as caught:
-            makeClusterFactory(config, task.Clock())
+            mainFactory(config, task.Clock())
         self.assertIn("haproxy:tcp:0 yet", str(caught.exception))
         self.assertNotIn("ssl:0", str(caught.exception))
         self.assertNotIn("\n", str(caught.exception))
@@ -563,7 +648,7 @@ class CrashLoopTests(MainBase):
         """Three workers that die young: no fourth is started (no fork
         loop); new clients get SERVER_FULL saying why, until the window
         has passed."""
-        from chatd.cluster import main
+        from chatd.cluster import supervisor
         from chatd.wire import ErrorCode
 
         started: list[int] = []
@@ -575,19 +660,19 @@ class CrashLoopTests(MainBase):
         self.clock.spawnProcess = spawnProcess  # type: ignore[attr-defined]
         young = [WorkerHandle(self.cluster, k) for k in (7, 8, 9)]
         for handle in young:
-            self.cluster.dispatcher.add(handle)
+            self.cluster.supervisor.dispatcher.add(handle)
             handle.gone("exited with status 1")
         for handle in self.handles:  # the others are full
             handle.clients = 2
-        refusal = self.cluster._admitRemote(1, "127.0.0.1", "127.0.0.1:1")
+        refusal = self.cluster.placement.admit(1, "127.0.0.1", "127.0.0.1:1")
         self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
         self.assertEqual(started, [])
-        self.clock.advance(main.FAILED_WINDOW)
+        self.clock.advance(supervisor.FAILED_WINDOW)
         # Tried again; a worker that cannot even be started is refused too.
-        refusal = self.cluster._admitRemote(2, "127.0.0.1", "127.0.0.1:2")
+        refusal = self.cluster.placement.admit(2, "127.0.0.1", "127.0.0.1:2")
         self.assertEqual(refusal, (ErrorCode.SERVER_FULL, "no worker can start"))
         self.assertEqual(started, [1])
-        self.assertEqual(self.cluster.perAddress.counts, {})
+        self.assertEqual(self.factory.perAddress.counts, {})
 
 
 class WorkerSideTests(unittest.SynchronousTestCase):
@@ -620,7 +705,7 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         assert factory is not None
         self.assertEqual(factory.config.idle_timeout, 9.0)
         sink = Sink()
-        factory.remoteSequencer.subscribe(sink)
+        self.worker.backend.remoteSequencer.subscribe(sink)
         alice = User(1, 33, b"alice")
         from chatd.core.eventcodec import encodeBatch
 
@@ -665,3 +750,59 @@ class WorkerSideTests(unittest.SynchronousTestCase):
             [(link.ADOPTED, link.U32.pack(9)), (link.DONE, link.U32.pack(9))],
         )
         self.assertEqual(ours.recv(10), b"")  # the worker kept no copy
+
+
+class AdmissionInEveryModeTests(unittest.SynchronousTestCase):
+    """Issue 19: admission is one object built from the config in every
+    mode, so no mode can skip a limit (the loopback bug of issue 18)."""
+
+    def factories(self, config: Config) -> dict[str, ChatFactory]:
+        from chatd.cluster.redisnode import redisFactory
+        from chatd.cluster.worker import workerFactory
+
+        class Link:
+            connected = True
+
+            def send(self, kind: int, payload: bytes = b"") -> None:
+                pass
+
+        clock = task.Clock()
+        return {
+            "local": ChatFactory(config, clock),
+            "workers main": mainFactory(config, clock),
+            "worker process": workerFactory(config, clock, Link()),  # type: ignore[arg-type]
+            "redis node": redisFactory(config, clock),
+        }
+
+    def test_same_admission_from_the_same_config(self) -> None:
+        from dataclasses import replace
+
+        from chatd.server.admission import Admission
+        from chatd.wire import ErrorCode
+
+        config = replace(
+            daemonDefaults(Config(workers=2, redis="redis://127.0.0.1:1/0")),
+            max_per_ip=2,
+        )
+        refusals = {}
+        for mode, factory in self.factories(config).items():
+            admission = factory.admission
+            self.assertIs(type(admission), Admission, mode)
+            self.assertIs(admission.config, config, mode)
+            self.assertEqual(admission.perAddress.limit, 2, mode)
+            answers = [
+                admission.admit("192.0.2.9", "192.0.2.9:1", None, 0) for _ in range(3)
+            ]
+            self.assertEqual(answers[:2], [None, None], mode)
+            # loopback is exempt everywhere, as in one process
+            self.assertEqual(
+                [admission.admit("127.0.0.1", "x", None, 0) for _ in range(5)],
+                [None] * 5,
+                mode,
+            )
+            refusals[mode] = answers[2]
+        expected = (
+            ErrorCode.SERVER_FULL,
+            "too many connections from 192.0.2.9 at once (max-per-ip 2)",
+        )
+        self.assertEqual(refusals, dict.fromkeys(refusals, expected))

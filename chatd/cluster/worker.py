@@ -21,6 +21,7 @@ import struct
 import sys
 from collections import deque
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet import endpoints, protocol
 from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorSSL
@@ -31,6 +32,7 @@ from zope.interface import implementer
 
 from chatd.cluster import link
 from chatd.cluster.remote import RemoteRoster, RemoteSequencer
+from chatd.server.backend import IBackend, LocalBackend
 from chatd.server.factory import ChatFactory
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
@@ -44,28 +46,43 @@ STATS_INTERVAL = 1.0
 LINK_CLOSE_TIMEOUT = 2.0
 
 
-class WorkerFactory(ChatFactory):
-    """The ChatFactory of a worker: the main process admitted its clients;
-    it is told when each connection ends (DONE), so it can admit more."""
+@implementer(IBackend)
+class WorkerBackend(LocalBackend):
+    """A worker's mode: the main process admitted its clients, orders and
+    names (:mod:`chatd.cluster.remote`); it is told when each connection
+    ends (DONE), so it can admit more."""
 
+    mode = "worker"
+    #: main's number of the connection being adopted now.
     adopting = 0
 
-    def __init__(self, config: Any, clock: Any, send: link.Link) -> None:
+    def __init__(self, send: link.Link) -> None:
         self.link = send
-        self.remoteSequencer = RemoteSequencer(send.send)
-        self.remoteRoster = RemoteRoster(send.send)
-        super().__init__(config, clock, self.remoteSequencer, self.remoteRoster)
+        self.sequencer = self.remoteSequencer = RemoteSequencer(send.send)
+        self.roster = self.remoteRoster = RemoteRoster(send.send)
+        self.factory: ChatFactory | None = None
+        #: a connection here -> main's number for it (weak: one this
+        #: worker refused itself is never forgotten, only collected).
+        self.mainConns: WeakKeyDictionary[ChatProtocol, int] = WeakKeyDictionary()
+
+    def attach(self, factory: ChatFactory) -> None:
+        self.factory = factory
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
-        proto = super().buildProtocol(addr)
-        proto.mainConn = self.adopting  # type: ignore[attr-defined]
+        assert self.factory is not None
+        proto = self.factory.newProtocol()
+        self.mainConns[proto] = self.adopting
         return proto
 
-    def forget(self, proto: ChatProtocol) -> None:
-        known = proto in self.connections
-        super().forget(proto)
-        if known and self.link.connected:
-            self.link.send(link.DONE, link.U32.pack(proto.mainConn))  # type: ignore[attr-defined]
+    def forgotten(self, proto: ChatProtocol) -> None:
+        conn = self.mainConns.pop(proto, None)
+        if conn is not None and self.link.connected:
+            self.link.send(link.DONE, link.U32.pack(conn))
+
+
+def workerFactory(config: Any, clock: Any, send: link.Link) -> ChatFactory:
+    """A worker's factory: the one ChatFactory, composed with its link."""
+    return ChatFactory(config, clock, backend=WorkerBackend(send))
 
 
 @implementer(IFileDescriptorReceiver)
@@ -83,14 +100,14 @@ class WorkerLink(link.Link):
         worker = self.worker
         if kind == link.BATCH:
             own, blob = link.parseBatch(payload)
-            worker.factory.remoteSequencer.batchReceived(own, blob)  # type: ignore[union-attr]
+            worker.backend.remoteSequencer.batchReceived(own, blob)
         elif kind == link.ADOPT:
             conn, family, tls, port = link.ADOPT_HEAD.unpack_from(payload)
             if not self.fds:
                 raise link.LinkError("ADOPT without a descriptor")
             worker.adopt(self.fds.popleft(), conn, family, tls, port)
         elif kind == link.NAMED:
-            worker.factory.remoteRoster.answered(payload)  # type: ignore[union-attr]
+            worker.backend.remoteRoster.answered(payload)
         elif kind == link.CONFIG:
             worker.configure(link.configFrom(payload))
         elif kind == link.NOTICE:
@@ -116,7 +133,7 @@ class WorkerLink(link.Link):
 class Worker:
     """One worker process's state: its factory, once configured."""
 
-    factory: WorkerFactory | None = None
+    factory: ChatFactory | None = None
     stopping = False
     exiting = False
     #: ssl: listener port -> the factory that wraps its connections in TLS.
@@ -129,10 +146,18 @@ class Worker:
         self._stats = LoopingCall(self.sendStats)
         self._stats.clock = reactor
 
+    @property
+    def backend(self) -> WorkerBackend:
+        """The configured factory's backend (after the first CONFIG)."""
+        assert self.factory is not None, "not configured yet"
+        backend = self.factory.backend
+        assert isinstance(backend, WorkerBackend)
+        return backend
+
     def configure(self, config: Any) -> None:
         if self.factory is None:
             assert self.link is not None
-            self.factory = WorkerFactory(config, self.reactor, self.link)
+            self.factory = workerFactory(config, self.reactor, self.link)
             self._stats.start(STATS_INTERVAL, now=False)
             log.info("ready, pid {pid}", pid=os.getpid())
         else:
@@ -183,7 +208,7 @@ class Worker:
                 if family != 2:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _NO_LINGER)
                 sock.setblocking(False)
-                self.factory.adopting = conn
+                self.backend.adopting = conn
                 self.reactor.adoptStreamConnection(
                     sock.fileno(), _FAMILIES[family], factory
                 )
@@ -269,8 +294,8 @@ class Worker:
             return
         why = "the main process is gone"
         if self.factory is not None:
-            self.factory.remoteSequencer.linkLost(why)
-            self.factory.remoteRoster.linkLost(why)
+            self.backend.remoteSequencer.linkLost(why)
+            self.backend.remoteRoster.linkLost(why)
         if not self.stopping:
             log.warn("link to the main process closed: shutting down")
         self.stop(why)

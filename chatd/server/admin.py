@@ -17,8 +17,9 @@ arrive (:mod:`chatd.server.adminhttp`, limits below).
 from __future__ import annotations
 
 import hmac
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
@@ -221,36 +222,38 @@ class Admin(resource.Resource):
 
 
 def status(service: ChatService) -> dict:
-    """What ``GET /status`` shows: state, limits, counters, users."""
+    """What ``GET /status`` shows: state, limits, counters, users, and the
+    mode's typed report (workers, cluster node)."""
     config = service.config
     factory = service.factory
-    cluster = getattr(service, "cluster", None)  # --redis (chatd.cluster)
-    users = [
-        {
-            "id": user.id,
-            "name": user.display,
-            "state": proto.session.state.value,
-            "peer": proto.peer,
-            "connected_since": _iso(proto.since),
-            "backlog_bytes": factory.fanout.backlog(proto.session),
-        }
-        for user, proto in factory.named()
-    ]
-    workers = None
-    if hasattr(factory, "workerUsers"):  # --workers: users live in workers
+    report = factory.status()
+    users: list[dict[str, Any]]
+    if report.users is None:  # the users are this process's connections
         users = [
             {
-                "id": u["id"],
-                "name": u["name"],
-                "worker": u["worker"],
-                "state": u["state"],
-                "peer": u["peer"],
-                "connected_since": _iso(u["since"]) if u["since"] else None,
-                "backlog_bytes": u["backlog_bytes"],
+                "id": user.id,
+                "name": user.display,
+                "state": proto.session.state.value,
+                "peer": proto.peer,
+                "connected_since": _iso(proto.since),
+                "backlog_bytes": factory.fanout.backlog(proto.session),
             }
-            for u in factory.workerUsers()
+            for user, proto in factory.named()
         ]
-        workers = factory.workerTable()
+    else:  # --workers: users live in workers
+        users = [
+            {
+                "id": u.id,
+                "name": u.name,
+                "worker": u.worker,
+                "state": u.state,
+                "peer": u.peer,
+                "connected_since": _iso(u.since) if u.since else None,
+                "backlog_bytes": u.backlog_bytes,
+            }
+            for u in report.users
+        ]
+    workers = report.workers
     return {
         "state": service.state.value,
         "version": __version__,
@@ -274,13 +277,13 @@ def status(service: ChatService) -> dict:
             "min_workers": config.min_workers,
         },
         "counters": factory.snapshot(),
-        # Per front end (tcp, tls, unix, websocket); not with --workers.
-        "front_ends": getattr(factory, "frontEnds", dict)(),
+        # Per front end (tcp, tls, unix, websocket) of this process.
+        "front_ends": factory.frontEnds(),
         "users": users,
         # --workers: one entry per worker (pid, users, connections, counters)
-        "workers": workers,
+        "workers": None if workers is None else [asdict(w) for w in workers],
         # cluster (--redis): node, Redis link, stream lag, users cluster-wide
-        "cluster": cluster.status() if cluster is not None else None,
+        "cluster": None if report.node is None else asdict(report.node),
     }
 
 

@@ -9,9 +9,7 @@ print its whole usage first) and exits 1.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +19,9 @@ from twisted.python import usage
 
 from chatd import __version__
 from chatd.secretfile import readPassword
+from chatd.server import values as _values
 from chatd.server.admission import DEFAULT_EXEMPT, connectionsPerSecond, parseNetworks
+from chatd.server.endpointcheck import checkDirectory, checkEndpoint, isLocal
 from chatd.server.errors import describeError
 from chatd.web import options as _web
 
@@ -72,87 +72,19 @@ class Config:
     min_workers: int = 1
 
 
-def _whole(value: str, least: int, rule: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(rule) from None
-    if number < least:
-        raise ValueError(rule)
-    return number
-
-
-def _positiveInt(value: str) -> int:
-    return _whole(value, 1, "must be a whole number of at least 1")
-
-
-def _count(value: str) -> int:
-    return _whole(value, 0, "must be a whole number, 0 or more")
-
-
-def _number(value: str, rule: str) -> float:
-    """A finite number below 1e9 and not negative, else ``rule``."""
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(rule) from None
-    if not (0 <= number < 1e9):  # also refuses nan and inf
-        raise ValueError(rule)
-    return number
-
-
-def _rate(value: str) -> float:
-    return _number(value, "must be a number of messages per second, 0 or more")
-
-
-def _seconds(value: str) -> float:
-    return _number(value, "must be a number of seconds, 0 or more")
-
-
-_UNITS = {"": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20}
-_SIZE_RULE = "must be a size such as 65536, 64KiB or 1MiB"
-
-
-def _bytes(value: str) -> int:
-    """A size in bytes, optionally with K/KiB or M/MiB."""
-    text = value.strip().lower()
-    digits = text.rstrip("kimb")
-    unit = text[len(digits) :]
-    if unit not in _UNITS or not digits.isdigit():
-        raise ValueError(_SIZE_RULE)
-    number = int(digits) * _UNITS[unit]
-    if number < 65536:
-        # Twisted's transport pauses its producer at 64 KiB: a smaller limit
-        # could not be enforced exactly.
-        raise ValueError("must be at least 64KiB")
-    return number
-
-
-def _cluster(name: str) -> Callable[[str], object]:
-    """A parser from chatd.cluster.options, imported only when the option is
-    given: without --redis nothing of the cluster is imported."""
-
-    def parse(value: str) -> object:
-        from chatd.cluster import options
-
-        return getattr(options, name)(value)
-
-    return parse
-
-
 # name -> (parser, default, help).  The option is --name, the variable
 # CHATD_NAME with dashes as underscores.
 PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
-    "max-clients": (_positiveInt, 1000, "Most TCP connections at once."),
-    "idle-timeout": (_seconds, 30.0, "Seconds without input before a user is cut off (0 = never)."),
-    "handshake-timeout": (_seconds, 10.0, "Seconds to reach ACTIVE after connecting (0 = never)."),
-    "max-backlog": (_bytes, 1 << 20, "Bytes held for one slow reader before it is cut off."),
+    "max-clients": (_values.positiveInt, 1000, "Most TCP connections at once."),
+    "idle-timeout": (_values.seconds, 30.0, "Seconds without input before a user is cut off (0 = never)."),
+    "handshake-timeout": (_values.seconds, 10.0, "Seconds to reach ACTIVE after connecting (0 = never)."),
+    "max-backlog": (_values.size, 1 << 20, "Bytes held for one slow reader before it is cut off."),
     "password-file": (str, None, "File whose first line is the server password."),
-    "stats-interval": (_seconds, 1.0, "Seconds between stats log lines (0 = off)."),
-    "shutdown-grace": (_seconds, 5.0, "Seconds to let output drain when stopping."),
-    "rate-limit": (_rate, 10.0, "SAY/WHISPER per second per user, beyond it RATE_LIMITED (0 = off)."),
-    "rate-burst": (_positiveInt, 30, "Messages a user may send at once before --rate-limit applies."),
-    "max-per-ip": (_count, 20, "Most connections at once from one address outside --limit-exempt (0 = no limit)."),
+    "stats-interval": (_values.seconds, 1.0, "Seconds between stats log lines (0 = off)."),
+    "shutdown-grace": (_values.seconds, 5.0, "Seconds to let output drain when stopping."),
+    "rate-limit": (_values.rate, 10.0, "SAY/WHISPER per second per user, beyond it RATE_LIMITED (0 = off)."),
+    "rate-burst": (_values.positiveInt, 30, "Messages a user may send at once before --rate-limit applies."),
+    "max-per-ip": (_values.count, 20, "Most connections at once from one address outside --limit-exempt (0 = no limit)."),
     "admin": (str, None, "Endpoint of the HTTP admin interface, e.g. tcp:7779:interface=127.0.0.1 (off by default)."),
     "admin-token-file": (str, None, "File whose first line is the admin bearer token."),
     "port-file": (str, None, "File chatd writes its listening addresses to once it accepts (useful with port 0)."),
@@ -162,32 +94,23 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "web-origin": (_web.origins, None, "Origins whose pages may open the WebSocket, comma-separated (default: the page's own)."),
     "web-trust-proxy": (_web.proxies, None, "Addresses of reverse proxies whose X-Forwarded-For is believed."),
     "connect-rate": (connectionsPerSecond, 5.0, "New connections per second from one address outside --limit-exempt (0 = no limit)."),
-    "connect-burst": (_positiveInt, 20, "New connections one address may open at once before --connect-rate applies."),
+    "connect-burst": (_values.positiveInt, 20, "New connections one address may open at once before --connect-rate applies."),
     "limit-exempt": (parseNetworks, parseNetworks(DEFAULT_EXEMPT), "Comma-separated networks the per-address limits and login backoff spare ('none' = nobody)."),
-    "auth-backoff": (_seconds, 0.5, "Seconds the first AUTH_FAILED from an address is delayed, doubling per further failure (0 = off)."),
-    "auth-backoff-max": (_seconds, 10.0, "Longest AUTH_FAILED delay (--auth-backoff doubles up to it)."),
-    "log-summary": (_seconds, 10.0, "Refusals, login failures and protocol errors: a few lines, then one summary per kind per this many seconds (0 = every line)."),
-    "log-keep": (_count, 10, "Rotated twistd log files kept (0 = all, as twistd does)."),
+    "auth-backoff": (_values.seconds, 0.5, "Seconds the first AUTH_FAILED from an address is delayed, doubling per further failure (0 = off)."),
+    "auth-backoff-max": (_values.seconds, 10.0, "Longest AUTH_FAILED delay (--auth-backoff doubles up to it)."),
+    "log-summary": (_values.seconds, 10.0, "Refusals, login failures and protocol errors: a few lines, then one summary per kind per this many seconds (0 = every line)."),
+    "log-keep": (_values.count, 10, "Rotated twistd log files kept (0 = all, as twistd does)."),
     # -- cluster (chatd.cluster; docs/cluster.md) --
-    "redis": (_cluster("checkRedisURL"), None, "Join the cluster through Redis: redis://host:port/db, rediss:// (TLS) or unix://path (off by default)."),
-    "redis-password-file": (_cluster("passwordFile"), None, "File whose first line is the Redis password (instead of one in the URL)."),
-    "node-name": (_cluster("nodeName"), None, "This node's name in the cluster [default: host name:first listen port]."),
-    "node-ttl": (_cluster("ttl"), 10.0, "Seconds after which a silent node is declared gone and its users leave."),
+    "redis": (_values.cluster("checkRedisURL"), None, "Join the cluster through Redis: redis://host:port/db, rediss:// (TLS) or unix://path (off by default)."),
+    "redis-password-file": (_values.cluster("passwordFile"), None, "File whose first line is the Redis password (instead of one in the URL)."),
+    "node-name": (_values.cluster("nodeName"), None, "This node's name in the cluster [default: host name:first listen port]."),
+    "node-ttl": (_values.cluster("ttl"), 10.0, "Seconds after which a silent node is declared gone and its users leave."),
     # --workers (chatd.cluster; docs/workers.md)
-    "workers": (lambda v: _workers(v), 1, "Worker processes to spread clients over, at most; 'auto' = one per core (1 = one process)."),
-    "max-clients-per-worker": (_positiveInt, 1000, "Most clients one worker process serves (with --workers above 1)."),
-    "worker-idle-exit": (_seconds, 60.0, "Seconds a worker with no clients lives on before it exits (never the last one)."),
-    "min-workers": (_positiveInt, 1, "Workers started at once and kept while idle (at most --workers): clients spread over them from the first."),
+    "workers": (_values.workers, 1, "Worker processes to spread clients over, at most; 'auto' = one per core (1 = one process)."),
+    "max-clients-per-worker": (_values.positiveInt, 1000, "Most clients one worker process serves (with --workers above 1)."),
+    "worker-idle-exit": (_values.seconds, 60.0, "Seconds a worker with no clients lives on before it exits (never the last one)."),
+    "min-workers": (_values.positiveInt, 1, "Workers started at once and kept while idle (at most --workers): clients spread over them from the first."),
 }  # fmt: skip
-
-
-def _workers(value: str) -> int:
-    """--workers: a count, or ``auto`` for one per core."""
-    if value.strip().lower() == "auto":
-        return os.cpu_count() or 1
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError("must be a whole number of at least 1, or auto")
-    return int(value)
 
 
 def envName(option: str) -> str:
@@ -253,16 +176,6 @@ class Options(usage.Options):
         return build(self, self.environ)
 
 
-def _checkDirectory(option: str, path: str) -> None:
-    """Refuse ``path`` if the directory it would be created in is missing."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise usage.UsageError(
-            f"{option}: directory {directory} does not exist "
-            f"(create it first: mkdir -p {directory})"
-        )
-
-
 def checkTwistdPaths(twistd: Mapping[str, object] | None) -> None:
     """Refuse a --logfile or --pidfile in a directory that does not exist.
 
@@ -275,7 +188,7 @@ def checkTwistdPaths(twistd: Mapping[str, object] | None) -> None:
     for option in ("logfile", "pidfile"):
         path = twistd.get(option)
         if isinstance(path, str) and path not in ("", "-"):
-            _checkDirectory(f"--{option}", path)
+            checkDirectory(f"--{option}", path)
 
 
 def unknownVariables(environ: Mapping[str, str]) -> list[str]:
@@ -339,7 +252,7 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         except ValueError as e:
             raise usage.UsageError(f"{source}: {e}, not {raw!r}") from None
     if values["port_file"] is not None:
-        _checkDirectory("--port-file", values["port_file"])
+        checkDirectory("--port-file", values["port_file"])
     listen = list(given.get("listen") or ())
     if not listen:
         listen = environ.get(envName("listen"), DEFAULT_LISTEN).split()
@@ -376,84 +289,6 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             "--workers: not together with --redis yet; run one node per core instead"
         )
     return Config(listen=tuple(listen), password=password, admin_token=token, **values)
-
-
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
-
-
-def _fields(description: str) -> tuple[str, list[str], dict[str, str]]:
-    """An endpoint string's type, positional and keyword fields (as
-    serverFromString splits them, simply: enough for the checks below)."""
-    kind, _, rest = description.partition(":")
-    args: list[str] = []
-    kwargs: dict[str, str] = {}
-    for part in _UNESCAPED_COLON.split(rest) if rest else []:
-        part = part.replace("\\:", ":")
-        key, eq, value = part.partition("=")
-        if eq:
-            kwargs[key] = value
-        else:
-            args.append(part)
-    return kind.strip().lower(), args, kwargs
-
-
-def checkEndpoint(description: str, option: str = "--listen") -> None:
-    """Refuse an endpoint string Twisted cannot parse, or one that cannot
-    work (a port out of range, a unix socket in a missing directory),
-    naming the option and saying why in words."""
-    from twisted.internet import endpoints, reactor
-
-    try:
-        endpoints.serverFromString(reactor, description)
-    except Exception as e:  # Twisted raises many types for a bad string
-        raise usage.UsageError(
-            f"{option}: bad endpoint {description}: {_endpointError(e)}"
-        ) from None
-    kind, args, kwargs = _fields(description)
-    if kind in ("tcp", "tcp6", "ssl"):
-        port = kwargs.get("port", args[0] if args else "")
-        if port.isdigit() and int(port) > 65535:
-            raise usage.UsageError(
-                f"{option}: bad endpoint {description}: the port must be 0 to 65535"
-            )
-    if kind == "unix":
-        path = kwargs.get("address", args[0] if args else "")
-        if not path:
-            raise usage.UsageError(
-                f"{option}: bad endpoint {description}: no socket path"
-            )
-        _checkDirectory(f"{option}: {description}", path)
-
-
-def _endpointError(error: Exception) -> str:
-    """describeError, plus the few Twisted parse errors that say nothing."""
-    if type(error).__module__.startswith("OpenSSL"):
-        return "not a usable key or certificate"
-    if isinstance(error, IndexError):
-        return "no such socket passed by systemd"
-    if str(error).startswith("Unknown endpoint type"):
-        return "unknown endpoint type (use tcp, tcp6, ssl, unix or systemd)"
-    return describeError(error)
-
-
-def isLocal(description: str) -> bool:
-    """Whether only this host can reach the endpoint: a loopback interface
-    or a unix socket.  Anything unrecognised counts as reachable, the safe
-    answer for an interface that can kick users.
-    """
-    kind, args, kwargs = _fields(description)
-    if kind == "unix":
-        return True
-    if kind not in ("tcp", "tcp6", "ssl"):
-        return False
-    positional = args[1] if len(args) > 1 and kind != "ssl" else ""
-    interface = kwargs.get("interface", positional)
-    if interface == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:  # "" (every interface) or a host name
-        return False
 
 
 def fromEnvironment(environ: Mapping[str, str] | None = None) -> Config:

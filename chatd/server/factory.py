@@ -3,7 +3,10 @@
 :class:`ChatFactory` owns the process's :class:`~chatd.core.room.Room` and
 admits new connections (--max-clients, the per-address limits of
 :mod:`chatd.server.admission`, maintenance and shutdown); the service asks it
-for notices, kicks, counts and the graceful close of everyone.
+for notices, kicks, counts and the graceful close of everyone.  It is the
+same class in every mode: what a mode changes (the order and the names, a
+hand-off of connections, what lies beyond this process) is the
+:class:`~chatd.server.backend.IBackend` it is composed with.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
 from chatd.server.admission import Admission, addressKey
+from chatd.server.backend import BackendStatus, IBackend, LocalBackend, Refusal
 from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, FrameType, LeaveReason, encode
@@ -40,11 +44,19 @@ class ChatFactory(protocol.Factory):
         clock: Any = None,
         sequencer: ISequencer | None = None,
         roster: IRoster | None = None,
+        backend: IBackend | None = None,
     ) -> None:
+        """``backend`` is the mode (one process if None); ``sequencer`` and
+        ``roster``, if given, replace the backend's (tests)."""
         if clock is None:
             from twisted.internet import reactor as clock
+        self.backend: IBackend = backend if backend is not None else LocalBackend()
         self.config = config
         self.clock = clock
+        if sequencer is None:
+            sequencer = self.backend.sequencer
+        if roster is None:
+            roster = self.backend.roster
         self.room = Room(config, clock, sequencer, roster)
         self.stats = self.room.stats
         self.fanout = self.room.fanout
@@ -61,16 +73,28 @@ class ChatFactory(protocol.Factory):
         #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
+        self.backend.attach(self)
+
+    def startFactory(self) -> None:
+        self.backend.listening()
 
     def stopFactory(self) -> None:
         # No longer listening: write the pending log summaries now.
         self.admission.logs.flushAll()
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
+        proto = self.backend.buildProtocol(addr)
+        return self.newProtocol() if proto is None else proto
+
+    def newProtocol(self) -> ChatProtocol:
+        """A connection served here, numbered in this process."""
         return ChatProtocol(self, next(self._numbers))
 
-    def admit(self, proto: ChatProtocol) -> tuple[ErrorCode, str | None] | None:
+    def admit(self, proto: ChatProtocol) -> Refusal | None:
         """Count a new connection in, or say which fatal error refuses it."""
+        ruled = self.backend.ruled(proto)
+        if ruled is not None:  # decided (and counted) before it was built
+            return ruled
         self.stats.connectionsTotal += 1
         # State, --max-clients and the per-address limits: chatd.server.admission.
         refusal = self.admission.admit(
@@ -107,6 +131,7 @@ class ChatFactory(protocol.Factory):
                 self._released.discard(proto)
             else:
                 self.admission.release(proto.host)
+            self.backend.forgotten(proto)
 
     def _logError(self, session: Session, code: ErrorCode) -> None:
         """A protocol error a client's input caused: the first few of each
@@ -128,11 +153,14 @@ class ChatFactory(protocol.Factory):
         self.room.applyConfig(config)
         self.admission.applyConfig(config)
         keepRotated(config.log_keep)
+        self.backend.applyConfig(config)
 
     def closeAll(self, reason: LeaveReason, code: ErrorCode) -> Deferred:
         """Close every connection with ERROR ``code`` (all local users go at
-        once: none of them gets a LEAVE of the others).  Fires once every
-        connection is gone; :meth:`abortAll` hurries the stragglers."""
+        once: none of them gets a LEAVE of the others), and those beyond this
+        process.  Fires once every connection is gone; :meth:`abortAll`
+        hurries the stragglers."""
+        beyond = self.backend.closeAll(reason, code)
         conns = list(self.connections)
         closed = []
         for proto in conns:
@@ -141,14 +169,17 @@ class ChatFactory(protocol.Factory):
         self.fanout.removeAll()
         for proto in conns:
             proto.session.close(reason, code)
-        return DeferredList(closed).addCallback(lambda _: len(conns))
+        here = DeferredList(closed).addCallback(lambda _: len(conns))
+        if beyond is None:
+            return here
+        return DeferredList([here, beyond]).addCallback(lambda _: len(conns))
 
     def abortAll(self) -> int:
         """Abort every connection still open; returns how many."""
         left = list(self.connections)
         for proto in left:
             proto.transport.abortConnection()
-        return len(left)
+        return len(left) + self.backend.abortAll()
 
     def named(self) -> list[tuple[User, ChatProtocol]]:
         """This process's connections that hold a name, oldest first."""
@@ -171,12 +202,20 @@ class ChatFactory(protocol.Factory):
         return counts
 
     def snapshot(self) -> dict:
-        return self.stats.snapshot(
-            connections=len(self.connections),
-            active=len(self.fanout),
-            deliveries=self.fanout.deliveries,
-            broadcastBytes=self.fanout.bytesOut,
+        """The counters of the stats line, /status and /metrics (with
+        --workers, the workers' added)."""
+        return self.backend.counters(
+            self.stats.snapshot(
+                connections=len(self.connections),
+                active=len(self.fanout),
+                deliveries=self.fanout.deliveries,
+                broadcastBytes=self.fanout.bytesOut,
+            )
         )
+
+    def status(self) -> BackendStatus:
+        """The mode's typed report (workers, cluster node)."""
+        return self.backend.status()
 
     def notice(self, code: str, text: str) -> int:
         """NOTICE ``code.text`` to every open connection (maintenance,
@@ -191,7 +230,7 @@ class ChatFactory(protocol.Factory):
             if proto.session.state is not CLOSED:
                 proto.session.notice(frame)
                 told += 1
-        return told
+        return told + self.backend.notice(code, text)
 
     def kick(self, name: str) -> bool:
         """An operator removes user ``name``: ERROR KICKED, LEAVE kicked."""

@@ -8,7 +8,7 @@ defaults leaks in or is shared between services in one process (tests).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 
 from chatd import __version__
+from chatd.server.backend import WORKER_COUNTERS, NodeStatus, WorkerEntry
 from chatd.server.states import ServerState
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ class ChatCollector:
             "Bytes of broadcast kept for readers that are behind.",
             factory.fanout.heldBytes,
         )
-        frontEnds: dict[str, dict[str, int]] = getattr(factory, "frontEnds", dict)()
+        frontEnds = factory.frontEnds()
         for what, text in (
             ("connections", "Connections open now, per front end."),
             ("active_users", "Users past READY now, per front end."),
@@ -98,12 +99,11 @@ class ChatCollector:
         for code, count in snap["errors"].items():
             errors.add_metric([code], count)
         yield errors
-        # --workers (chatd.cluster.main): per-worker gauges and counters
-        yield from getattr(factory, "workerMetrics", tuple)()
-        # --redis (chatd.cluster.node): this node's view of the cluster
-        cluster = getattr(service, "cluster", None)
-        if cluster is not None:
-            yield from clusterMetrics(cluster.status())
+        report = factory.status()
+        if report.workers is not None:  # --workers: per-worker families
+            yield from workerMetrics(report.workers)
+        if report.node is not None:  # --redis: this node's view of the cluster
+            yield from clusterMetrics(report.node)
 
 
 def registry(service: ChatService) -> CollectorRegistry:
@@ -113,27 +113,62 @@ def registry(service: ChatService) -> CollectorRegistry:
     return reg
 
 
-def clusterMetrics(status: dict) -> Iterator[Metric]:
+def _connections(entry: WorkerEntry) -> int:
+    return entry.connections
+
+
+def _users(entry: WorkerEntry) -> int:
+    return entry.users
+
+
+def _pid(entry: WorkerEntry) -> int | None:
+    return entry.pid
+
+
+def workerMetrics(table: tuple[WorkerEntry, ...]) -> Iterator[Metric]:
+    """Per-worker gauges and counters (--workers), from the typed report."""
+    gauges: tuple[tuple[str, str, Callable[[WorkerEntry], int | None]], ...] = (
+        ("connections", "Client connections a worker serves now.", _connections),
+        ("users", "Named users on a worker now.", _users),
+        ("pid", "A worker's process id.", _pid),
+    )
+    for key, text, read in gauges:
+        gauge = GaugeMetricFamily(f"chatd_worker_{key}", text, labels=["worker"])
+        for entry in table:
+            gauge.add_metric([str(entry.worker)], read(entry) or 0)
+        yield gauge
+    for key in WORKER_COUNTERS:
+        counter = CounterMetricFamily(
+            f"chatd_worker_{key}",
+            f"The {key} counter of one running worker.",
+            labels=["worker"],
+        )
+        for entry in table:
+            counter.add_metric([str(entry.worker)], entry.counters[key])
+        yield counter
+
+
+def clusterMetrics(status: NodeStatus) -> Iterator[Metric]:
     """The node, its Redis link, stream lag and cluster-wide users (--redis)."""
     yield InfoMetricFamily(
         "chatd_cluster_node", "This node's name and Redis.",
-        {"node": status["node"], "redis": status["redis"]},
+        {"node": status.node, "redis": status.redis},
     )  # fmt: skip
     yield GaugeMetricFamily(
-        "chatd_cluster_link_up", "1 while Redis answers.", status["link"] == "up"
+        "chatd_cluster_link_up", "1 while Redis answers.", status.link == "up"
     )
     yield GaugeMetricFamily(
         "chatd_cluster_stream_lag",
         "Events sequenced in the cluster this node has not delivered yet.",
-        status["stream_lag"],
+        status.stream_lag,
     )
     yield GaugeMetricFamily(
-        "chatd_cluster_users", "Active users on every node.", status["cluster_users"]
+        "chatd_cluster_users", "Active users on every node.", status.cluster_users
     )
     yield CounterMetricFamily(
-        "chatd_cluster_gaps", "Gaps seen in the sequence.", status["gaps"]
+        "chatd_cluster_gaps", "Gaps seen in the sequence.", status.gaps
     )
     yield CounterMetricFamily(
         "chatd_cluster_redis_commands", "Commands sent to Redis.",
-        status["redis_commands"],
+        status.redis_commands,
     )  # fmt: skip

@@ -1,49 +1,54 @@
 """ChatService: the daemon's lifecycle, its listeners, stats and graceful stop.
 
-A MultiService of Twisted's building blocks: one :class:`Listener` (a
-StreamServerEndpointService) per ``--listen`` endpoint and one for
-``--admin``, and a TimerService for the stats line.  Listeners bind in
-``privilegedStartService``, which twistd runs before it drops root for
-``--uid``/``--gid``, so a port below 1024 works; chatd's tap calls it even
-earlier, before twistd forks (see :mod:`chatd.server.tap`).
+A MultiService of Twisted's building blocks: one
+:class:`~chatd.server.listeners.Listener` per ``--listen`` endpoint and one
+per HTTP site (``--admin``, ``--web``), and a TimerService for the stats
+line.  Listeners bind in ``privilegedStartService``, which twistd runs
+before it drops root for ``--uid``/``--gid``, so a port below 1024 works;
+chatd's tap calls it even earlier, before twistd forks (see
+:mod:`chatd.server.tap`).
 
-The states and their allowed moves are in :mod:`chatd.server.states`; this
-module does the work of each move: listen (STARTING -> ACTIVE), refuse
-newcomers (MAINTENANCE), re-read the configuration and swap the listeners
-whose endpoint changed (REBOOTING, on SIGHUP or from the admin interface),
-drain and close (STOPPING -> STOPPED).
+The service is given what it serves: the factory (composed with the mode's
+backend by :mod:`chatd.server.tap`) and the HTTP sites by role; it imports
+neither the cluster, nor admin, nor the web front end.  The states and their
+allowed moves are in :mod:`chatd.server.states`; the work of each move is
+here (listen, maintenance), in :mod:`chatd.server.reload` (REBOOTING) and
+:mod:`chatd.server.shutdown` (STOPPING -> STOPPED).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application import internet, service
-from twisted.internet import address, defer, endpoints
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet import address, defer
 from twisted.logger import Logger
-from twisted.python import failure, usage
-from zope.interface import implementer
+from twisted.python import failure, reflect
 
+from chatd.server.backend import IBackend
 from chatd.server.config import Config
 from chatd.server.descriptors import AcceptFailures, raiseFileLimit
-from chatd.server.errors import ReloadRefused, StartupError, describeError
+from chatd.server.errors import ReloadRefused, StartupError
 from chatd.server.factory import ChatFactory
+from chatd.server.listeners import Listener, formatAddress, makeListener
 from chatd.server.logsummary import keepRotated
+from chatd.server.portfile import PortFile
+from chatd.server.reload import reload
+from chatd.server.shutdown import drain
 from chatd.server.states import InvalidTransition, Lifecycle, ServerState
-from chatd.wire import ErrorCode, LeaveReason
+from chatd.wire import ErrorCode
 
 __all__ = [
+    "DEFAULT_SITES",
     "ChatService",
     "InvalidTransition",
     "Listener",
     "ReloadRefused",
     "ServerState",
+    "SiteMaker",
     "StartupError",
     "formatAddress",
 ]
@@ -52,131 +57,17 @@ log = Logger(namespace="chatd")
 
 STARTING, ACTIVE, MAINTENANCE, REBOOTING, STOPPING, STOPPED, FAILED = ServerState
 
+#: Builds the HTTP site of one role for a service (admin.adminSite...).
+SiteMaker = Callable[["ChatService"], Any]
 
-#: Listen queue for our stream endpoints unless the string sets one.  Twisted's
-#: default of 50 overflows when a few hundred clients connect at once, and
-#: each overflow costs the client a one-second SYN retry.
-LISTEN_BACKLOG = 1024
-_BACKLOG_TYPES = {"tcp", "tcp6", "ssl", "unix"}
-
-
-def withBacklog(description: str) -> str:
-    """``description`` with ``backlog=LISTEN_BACKLOG`` if it names none."""
-    kind = description.split(":", 1)[0].strip().lower()
-    if kind in _BACKLOG_TYPES and "backlog=" not in description:
-        return f"{description}:backlog={LISTEN_BACKLOG}"
-    return description
-
-
-def formatAddress(where: object, description: str = "") -> str:
-    """``tcp 0.0.0.0:7777``, ``tcp6 [::1]:7777``, ``ssl ...``, ``unix /path``:
-    what operators read in the log, /status and the port file."""
-    kind = description.split(":", 1)[0].strip().lower()
-    if isinstance(where, address.IPv4Address):
-        return f"{'ssl' if kind == 'ssl' else 'tcp'} {where.host}:{where.port}"
-    if isinstance(where, address.IPv6Address):
-        return f"{'ssl' if kind == 'ssl' else 'tcp6'} [{where.host}]:{where.port}"
-    if isinstance(where, address.UNIXAddress):
-        name = where.name
-        text = os.fsdecode(name) if isinstance(name, bytes) else name
-        return f"unix {text or '(unnamed)'}"
-    return str(where)
-
-
-def _changes(old: Config, new: Config) -> list[str]:
-    """Names of the settings that differ (secrets named, never shown)."""
-    return [
-        f.name
-        for f in dataclasses.fields(Config)
-        if getattr(old, f.name) != getattr(new, f.name)
-    ]
-
-
-@implementer(IStreamServerEndpoint)
-class _Recorded:
-    """An endpoint that remembers the port it gave, or why it could not.
-
-    StreamServerEndpointService keeps both to itself; the service needs the
-    port (addresses, accept-failure logging) and a bind error as a
-    StartupError rather than a logged traceback.
-    """
-
-    def __init__(self, endpoint: Any, description: str) -> None:
-        self.endpoint = endpoint
-        self.description = description
-        self.port: Any = None
-        self.error: StartupError | None = None
-        self._waiting: list[defer.Deferred] = []
-
-    def listen(self, factory: Any) -> defer.Deferred:
-        d = self.endpoint.listen(factory)
-        d.addCallbacks(self._listening, self._failed)
-        return d
-
-    def _listening(self, port: Any) -> Any:
-        self.port = port
-        self._tell()
-        return port
-
-    def _failed(self, reason: failure.Failure) -> None:
-        why = describeError(reason.value) if reason.value else "unknown error"
-        self.error = StartupError(f"cannot listen on {self.description}: {why}")
-        self._tell()
-        return None  # the service's stopService then has no port to stop
-
-    def _tell(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            self._answer(d)
-
-    def _answer(self, d: defer.Deferred) -> None:
-        if self.error is not None:
-            d.errback(self.error)
-        else:
-            d.callback(self.port)
-
-    def result(self) -> defer.Deferred:
-        """Fires with the listening port, or fails with StartupError."""
-        d: defer.Deferred = defer.Deferred()
-        if self.port is not None or self.error is not None:
-            self._answer(d)
-        else:
-            self._waiting.append(d)
-        return d
-
-
-class Listener(internet.StreamServerEndpointService):
-    """One endpoint of the service: ``role`` is ``chat`` or ``admin``.
-
-    Binds once, in privilegedStartService; a second call (twistd's, after
-    the tap's early one) does nothing.
-    """
-
-    def __init__(self, role: str, description: str, endpoint: Any, factory: Any):
-        self.recorded = _Recorded(endpoint, description)
-        super().__init__(self.recorded, factory)
-        self.role = role
-        self.description = description
-        self.bound = False
-
-    @property
-    def port(self) -> Any:
-        return self.recorded.port
-
-    @property
-    def address(self) -> str:
-        return formatAddress(self.port.getHost(), self.description)
-
-    def privilegedStartService(self) -> None:
-        if self.bound:
-            return
-        self.bound = True
-        super().privilegedStartService()
-
-    def bind(self) -> defer.Deferred:
-        """Listen now; fires with the port or fails with StartupError."""
-        self.privilegedStartService()
-        return self.recorded.result()
+#: role (a Config field naming its endpoint) -> the site's maker, by name:
+#: what a service is given when its maker passes none (tests, embedders).
+#: Names, resolved only when that site listens, so that the service does
+#: not import them (twisted.web, wsproto).
+DEFAULT_SITES: Mapping[str, str] = {
+    "admin": "chatd.server.admin.adminSite",
+    "web": "chatd.web.site.webSite",
+}
 
 
 class ChatService(service.MultiService):
@@ -184,6 +75,9 @@ class ChatService(service.MultiService):
 
     ``loader`` builds a fresh :class:`Config` for a reload (the command line
     over the files as they are now); without one a reload keeps the config.
+    ``factory`` is what the chat listeners serve (one process if None: the
+    other modes are composed by :func:`chatd.server.tap.buildService`);
+    ``sites`` maps each HTTP role to its maker (:data:`DEFAULT_SITES`).
     """
 
     name = "chatd"
@@ -194,6 +88,9 @@ class ChatService(service.MultiService):
         reactor: Any = None,
         loader: Callable[[], Config] | None = None,
         handleSignals: bool = True,
+        *,
+        factory: ChatFactory | None = None,
+        sites: Mapping[str, SiteMaker | str] | None = None,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -203,37 +100,36 @@ class ChatService(service.MultiService):
         self.loader = loader if loader is not None else (lambda: self.config)
         self.handleSignals = handleSignals
         self.lifecycle = Lifecycle()
-        # Beyond one process (chatd.cluster, imported only when asked for):
-        # --workers makes the main process's factory, which hands clients to
-        # worker processes; --redis plugs a cluster node in as the room's
-        # sequencer and roster.
-        self.cluster: Any = None
-        #: A ChatFactory, or with --workers the main process's ClusterFactory
-        #: (the same operations: admit, notice, kick, closeAll, snapshot...).
-        self.factory: Any
-        if config.workers > 1:
-            from chatd.cluster.main import makeClusterFactory
-
-            self.factory = makeClusterFactory(config, reactor)
-        elif config.redis:
-            from chatd.cluster.node import nodeFor
-
-            self.cluster = nodeFor(config, reactor)
-            self.factory = ChatFactory(config, clock=reactor, **self.cluster.seams())
-        else:
-            self.factory = ChatFactory(config, clock=reactor)
+        if factory is None:
+            if config.workers > 1 or config.redis:
+                raise ValueError(
+                    "--workers and --redis need their factory: "
+                    "use chatd.server.tap.buildService"
+                )
+            factory = ChatFactory(config, clock=reactor)
+        self.factory: ChatFactory = factory
+        self.sites: Mapping[str, SiteMaker | str] = dict(
+            DEFAULT_SITES if sites is None else sites
+        )
         self.started = 0.0
         self._startedAt = 0.0
         self._bound = False
         self._oldHup: Any = None
         self._lastStats: dict | None = None
         self._statsMoving = False
-        self._portFile: str | None = None
+        self.portFile = PortFile()
         self.acceptFailures = AcceptFailures(reactor)
+
+    @property
+    def backend(self) -> IBackend:
+        """The mode the factory is composed with (its typed report:
+        ``backend.status()``)."""
+        return self.factory.backend
 
     # -- what is listening ----------------------------------------------
 
-    def _listeners(self, role: str | None = None) -> list[Listener]:
+    def listenersFor(self, role: str | None = None) -> list[Listener]:
+        """Every listener of ``role`` (all if None), bound or not."""
         return [
             s
             for s in self.services
@@ -242,7 +138,7 @@ class ChatService(service.MultiService):
 
     def _chatListeners(self) -> list[Listener]:
         """Bound chat listeners in --listen order (reload may append)."""
-        bound = {x.description: x for x in self._listeners("chat") if x.port}
+        bound = {x.description: x for x in self.listenersFor("chat") if x.port}
         order = [d for d in self.config.listen if d in bound]
         order += [d for d in bound if d not in order]
         return [bound[d] for d in order]
@@ -267,12 +163,12 @@ class ChatService(service.MultiService):
 
     @property
     def webPort(self) -> Any:
-        web = [x for x in self._listeners("web") if x.port]
+        web = [x for x in self.listenersFor("web") if x.port]
         return web[0].port if web else None
 
     @property
     def adminPort(self) -> Any:
-        admin = [x for x in self._listeners("admin") if x.port]
+        admin = [x for x in self.listenersFor("admin") if x.port]
         return admin[0].port if admin else None
 
     @property
@@ -286,18 +182,15 @@ class ChatService(service.MultiService):
     def _enter(self, state: ServerState, why: str = "") -> None:
         self.lifecycle.enter(state, why)
 
-    def _listener(self, role: str, description: str, factory: Any) -> Listener:
-        """A Listener, or StartupError if the string cannot make an endpoint
-        now (a TLS key file gone since the options were checked)."""
-        try:
-            endpoint = endpoints.serverFromString(
-                self.reactor, withBacklog(description)
-            )
-        except Exception as e:
-            raise StartupError(
-                f"cannot listen on {description}: {describeError(e)}"
-            ) from None
-        return Listener(role, description, endpoint, factory)
+    def newListener(self, role: str, description: str, factory: Any) -> Listener:
+        """A Listener (not yet bound), or StartupError."""
+        return makeListener(self.reactor, role, description, factory)
+
+    def adopt(self, listener: Listener) -> None:
+        """A listener bound (by a reload) joins the service."""
+        listener.setServiceParent(self)
+        if listener.role == "chat":
+            self.acceptFailures.watch(listener.port)
 
     # -- STOPPED -> STARTING -> ACTIVE | FAILED ---------------------------
 
@@ -314,12 +207,14 @@ class ChatService(service.MultiService):
         raiseFileLimit()
         try:
             for description in self.config.listen:
-                self._listener("chat", description, self.factory).setServiceParent(self)
-            for role, description in self._sites(self.config):
-                self._listener(role, description, self._site(role)).setServiceParent(
+                self.newListener("chat", description, self.factory).setServiceParent(
                     self
                 )
-            for listener in self._listeners():
+            for role, description in self.sitesOf(self.config):
+                self.newListener(role, description, self.site(role)).setServiceParent(
+                    self
+                )
+            for listener in self.listenersFor():
                 listener.privilegedStartService()
                 bound = listener.recorded.result()
                 if not bound.called:  # an endpoint that binds later fails later
@@ -345,33 +240,27 @@ class ChatService(service.MultiService):
         self.started = time.time()
         self._startedAt = self.reactor.seconds()
         self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
-        if self.cluster is not None:  # cluster: join in the background
-            self.cluster.start(self.factory)
+        self.factory.backend.start()  # --redis: join in the background
         self._installSignals()
         self._writePortFile()
         self.reactor.callWhenRunning(self._announce)
 
-    @staticmethod
-    def _sites(config: Config) -> list[tuple[str, str]]:
+    def sitesOf(self, config: Config) -> list[tuple[str, str]]:
         """The HTTP listeners ``config`` asks for: (role, endpoint)."""
-        return [(r, d) for r, d in (("admin", config.admin), ("web", config.web)) if d]
+        return [(r, d) for r in self.sites if (d := getattr(config, r))]
 
-    def _site(self, role: str) -> Any:
-        """The HTTP site for ``role``; twisted.web (and for the web front end
-        wsproto) are imported only when asked for."""
-        if role == "admin":
-            from chatd.server.admin import adminSite
-
-            return adminSite(self)
-        from chatd.web.site import webSite
-
-        return webSite(self)
+    def site(self, role: str) -> Any:
+        """The HTTP site for ``role``, made when it is to listen."""
+        maker = self.sites[role]
+        if isinstance(maker, str):
+            maker = reflect.namedAny(maker)
+        return maker(self)
 
     def _announce(self) -> None:
         """Logged once the reactor runs (signals handled): safe to connect."""
         addresses = ", ".join(x.address for x in self._chatListeners())
         log.info("ready: accepting connections on {addresses}", addresses=addresses)
-        admin = [x for x in self._listeners("admin") if x.port]
+        admin = [x for x in self.listenersFor("admin") if x.port]
         if admin:
             where = admin[0].port.getHost()
             if isinstance(where, (address.IPv4Address, address.IPv6Address)):
@@ -384,7 +273,7 @@ class ChatService(service.MultiService):
                 url=url,
                 auth="" if self.config.admin_token else " (no token: local only)",
             )
-        for web in self._listeners("web"):
+        for web in self.listenersFor("web"):
             if web.port:
                 log.info("web front end on {address}", address=web.address)
 
@@ -395,7 +284,7 @@ class ChatService(service.MultiService):
         # Not critical: before twistd's logging begins, Twisted copies
         # critical events to stderr, and the tap prints this line itself.
         log.error("startup failed: {message}", message=str(error))
-        for listener in self._listeners():
+        for listener in self.listenersFor():
             if listener.bound:
                 listener.stopService()
         self.running = False
@@ -408,36 +297,12 @@ class ChatService(service.MultiService):
     # -- port file ----------------------------------------------------------
 
     def _writePortFile(self) -> None:
-        """Write every listening address to --port-file (``chat tcp
-        127.0.0.1:40123`` lines in --listen order, then ``admin ...`` and any
-        other role), so that whoever started chatd on port 0 learns the port."""
-        path = self.config.port_file
-        if self._portFile and self._portFile != path:
-            self._removePortFile()
-        if not path:
-            return
-        others = [x for x in self._listeners() if x.role != "chat" and x.port]
+        """Every listening address to --port-file: ``chat tcp
+        127.0.0.1:40123`` lines in --listen order, then ``admin ...`` and
+        any other role."""
+        others = [x for x in self.listenersFor() if x.role != "chat" and x.port]
         lines = [f"{x.role} {x.address}\n" for x in self._chatListeners() + others]
-        try:
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                f.writelines(lines)
-            os.replace(path + ".tmp", path)  # readers never see half a file
-        except OSError as e:
-            log.error(
-                "--port-file: cannot write {path}: {why}",
-                path=path,
-                why=describeError(e),
-            )
-            return
-        self._portFile = path
-
-    def _removePortFile(self) -> None:
-        if self._portFile:
-            try:
-                os.unlink(self._portFile)
-            except OSError:
-                pass  # gone already, or we lost the right to remove it
-            self._portFile = None
+        self.portFile.write(self.config.port_file, lines)
 
     # -- SIGHUP -----------------------------------------------------------
 
@@ -493,106 +358,12 @@ class ChatService(service.MultiService):
         Fires with the names of the settings that changed, or fails with
         :class:`ReloadRefused` (bad new configuration, a new listener that
         cannot bind: the old configuration stays) or
-        :class:`InvalidTransition` (not ACTIVE or in MAINTENANCE).
+        :class:`InvalidTransition` (not ACTIVE or in MAINTENANCE); see
+        :mod:`chatd.server.reload`.
         """
-        return defer.ensureDeferred(self._reload(why))
+        return defer.ensureDeferred(reload(self, why))
 
-    async def _reload(self, why: str) -> list[str]:
-        try:
-            self.lifecycle.check(REBOOTING)
-        except InvalidTransition as e:
-            log.warn("{why}: reload refused: {e}", why=why, e=e)
-            raise
-        try:
-            new = self.loader()
-        except (usage.UsageError, ValueError, OSError) as e:
-            log.error(
-                "{why}: new configuration refused, the old one stays: {e}", why=why, e=e
-            )
-            raise ReloadRefused(str(e)) from None
-        back = self.state
-        old = self.config
-        self._enter(REBOOTING, why)
-        try:
-            await self._swapListeners(old, new)
-        except ReloadRefused as e:
-            log.error("{why}: reload refused, the old one stays: {e}", why=why, e=e)
-            if self.state is REBOOTING:
-                self._enter(back, "reload refused")
-            raise
-        if self.state is not REBOOTING:  # stopped meanwhile: nothing to apply
-            raise ReloadRefused(f"the server is {self.state.value}")
-        self._apply(new)
-        changed = _changes(old, new)
-        self._enter(back, "reloaded: " + (", ".join(changed) or "nothing changed"))
-        return changed
-
-    async def _swapListeners(self, old: Config, new: Config) -> None:
-        """Close the listeners whose endpoint went, open the new ones.
-
-        Old ones close first, so an endpoint that changed only in its options
-        can take the same port.  If a new one cannot bind, every change is
-        undone (best effort) and the reload is refused.
-        """
-        current = {x.description: x for x in self._listeners("chat")}
-        gone = [x for d, x in current.items() if d not in new.listen]
-        added = [d for d in new.listen if d not in current]
-        closing = list(gone)
-        sites = [
-            (role, description)
-            for role, description in self._sites(new)
-            if description != getattr(old, role)
-        ]
-        for role in ("admin", "web"):
-            if getattr(new, role) != getattr(old, role):
-                closing += self._listeners(role)
-        for listener in closing:
-            await defer.maybeDeferred(listener.disownServiceParent)
-        opened: list[Listener] = []
-        try:
-            for description in added:
-                opened.append(await self._bindNew("chat", description, self.factory))
-            for role, description in sites:
-                opened.append(await self._bindNew(role, description, self._site(role)))
-        except StartupError as e:
-            for listener in opened:
-                await listener.stopService()
-            await self._restore(closing)
-            raise ReloadRefused(str(e)) from None
-        if self.state is not REBOOTING:  # stopped while we awaited
-            for listener in opened:
-                await listener.stopService()
-            return
-        for listener in opened:
-            listener.setServiceParent(self)  # bound already: only marks it running
-            if listener.role == "chat":
-                self.acceptFailures.watch(listener.port)
-            log.info(
-                "listening on {endpoint} ({address})",
-                endpoint=listener.description,
-                address=listener.address,
-            )
-        for listener in gone:
-            log.info("stopped listening on {endpoint}", endpoint=listener.description)
-
-    async def _bindNew(self, role: str, description: str, factory: Any) -> Listener:
-        listener = self._listener(role, description, factory)
-        await listener.bind()
-        return listener
-
-    async def _restore(self, closed: list[Listener]) -> None:
-        """Reopen listeners a refused reload had closed."""
-        for old in closed:
-            try:
-                listener = await self._bindNew(old.role, old.description, old.factory)
-            except StartupError as e:
-                log.critical("could not restore the old listener: {e}", e=e)
-                continue
-            listener.setServiceParent(self)
-            if listener.role == "chat":
-                self.acceptFailures.watch(listener.port)
-
-    def _apply(self, new: Config) -> None:
+    def apply(self, new: Config) -> None:
         """Swap the new (immutable) config in; the factory reads it at use."""
         old = self.config
         self.config = new
@@ -644,40 +415,7 @@ class ChatService(service.MultiService):
             return defer.succeed(None)
         self._enter(STOPPING)
         self.acceptFailures.stop()
-        self._removePortFile()
-        factory = self.factory
-        factory.refusal = ErrorCode.SHUTDOWN
+        self.portFile.remove()
+        self.factory.refusal = ErrorCode.SHUTDOWN
         # Every listener and the stats timer, in reverse order.
-        stopped = service.MultiService.stopService(self)
-        n = factory.snapshot()["connections"]  # --workers: workers' clients too
-        closed = factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
-        waits = [stopped, closed]
-        if self.cluster is not None:  # cluster: sequence their LEAVEs, resign
-            waits.append(self.cluster.stop())
-        begun = self.reactor.seconds()
-        grace = self.reactor.callLater(self.config.shutdown_grace, self._abortAll)
-
-        def done(_: object) -> None:
-            if grace.active():
-                grace.cancel()
-            stats = factory.snapshot()
-            self._enter(STOPPED)
-            log.info(
-                "stopped: {n} connections closed in {secs:.2f}s; "
-                "connections_total={total} messages={messages} "
-                "deliveries={deliveries}",
-                n=n,
-                secs=self.reactor.seconds() - begun,
-                total=stats["connections_total"],
-                messages=stats["messages"],
-                deliveries=stats["deliveries"],
-            )
-
-        d = defer.DeferredList(waits)
-        d.addCallback(done)
-        return d
-
-    def _abortAll(self) -> None:
-        n = self.factory.abortAll()
-        if n:
-            log.info("shutdown grace over: aborted {n} connections", n=n)
+        return drain(self, service.MultiService.stopService(self))

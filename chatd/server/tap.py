@@ -6,19 +6,34 @@ binds its listeners here (its privilegedStartService, still as root), so
 that a port that cannot be bound ends twistd with one line saying why, in
 the foreground and the background alike.  twistd's own call of
 privilegedStartService later finds the work done.
+
+It is also the composition root (:func:`buildService`, for the plugin and
+``chatd.tac`` alike): the one module that picks the mode's factory
+(:mod:`chatd.cluster`, imported only when asked for) and the HTTP sites
+(admin, web) and gives them to the service, which imports none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from twisted.logger import Logger
 
-from chatd.server.config import Options, unknownVariables
+from chatd.server.config import Config, Options, unknownVariables
 from chatd.server.errors import StartupError
-from chatd.server.service import ChatService
+from chatd.server.factory import ChatFactory
+from chatd.server.service import ChatService, SiteMaker
 
-__all__ = ["Options", "bindOrExit", "makeService", "warnUnknownVariables"]
+__all__ = [
+    "Options",
+    "bindOrExit",
+    "buildService",
+    "makeFactory",
+    "makeService",
+    "sites",
+    "warnUnknownVariables",
+]
 
 log = Logger(namespace="chatd")
 
@@ -41,6 +56,52 @@ def bindOrExit(chat: ChatService) -> ChatService:
     return chat
 
 
+def makeFactory(config: Config, reactor: Any) -> ChatFactory:
+    """The one factory, composed with the mode ``config`` asks for: the
+    main process of --workers, a --redis node, or one process."""
+    if config.workers > 1:
+        from chatd.cluster.main import mainFactory
+
+        return mainFactory(config, reactor)
+    if config.redis:
+        from chatd.cluster.redisnode import redisFactory
+
+        return redisFactory(config, reactor)
+    return ChatFactory(config, clock=reactor)
+
+
+def _admin(service: ChatService) -> Any:
+    from chatd.server.admin import adminSite
+
+    return adminSite(service)
+
+
+def _web(service: ChatService) -> Any:
+    from chatd.web.site import webSite
+
+    return webSite(service)
+
+
+#: role -> the maker of its HTTP site; twisted.web (and for the web front
+#: end wsproto) are imported only when that site listens.
+sites: Mapping[str, SiteMaker] = {"admin": _admin, "web": _web}
+
+
+def buildService(
+    config: Config, loader: Callable[[], Config] | None = None, reactor: Any = None
+) -> ChatService:
+    """The service for ``config``, its factory and sites composed here."""
+    if reactor is None:
+        from twisted.internet import reactor
+    return ChatService(
+        config,
+        reactor,
+        loader=loader,
+        factory=makeFactory(config, reactor),
+        sites=sites,
+    )
+
+
 def makeService(options: Options) -> ChatService:
     warnUnknownVariables(options.environ)
-    return bindOrExit(ChatService(options.config, loader=options.reload))
+    return bindOrExit(buildService(options.config, loader=options.reload))

@@ -1,0 +1,61 @@
+"""The ``--redis`` mode: a :class:`~chatd.cluster.node.ClusterNode` behind
+the backend interface.
+
+The node is the room's sequencer and roster; it joins when the service
+starts (in the background: until it holds a lease, HELLO gets UNAVAILABLE)
+and leaves when it stops, after the local users were closed.  Only the
+node's public methods are used here (``nodeFor``, ``seams``, ``start``,
+``stop``, ``status``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from chatd.cluster.node import ClusterNode, nodeFor
+from chatd.server.backend import BackendStatus, IBackend, LocalBackend, NodeStatus
+from chatd.server.config import Config
+from chatd.server.factory import ChatFactory
+
+__all__ = ["RedisBackend", "redisFactory"]
+
+
+@implementer(IBackend)
+class RedisBackend(LocalBackend):
+    """One node of a cluster joined through Redis (docs/cluster.md)."""
+
+    mode = "redis"
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+        seams = node.seams()
+        self.sequencer = seams["sequencer"]
+        self.roster = seams["roster"]
+        self.factory: ChatFactory | None = None
+
+    def attach(self, factory: ChatFactory) -> None:
+        self.factory = factory
+
+    def start(self) -> None:
+        self.node.start(self.factory)
+
+    def stop(self) -> Deferred[None]:
+        """Sequence the local users' LEAVEs and resign."""
+        return self.node.stop()
+
+    def nodeStatus(self) -> NodeStatus:
+        """The node's ``status()``, typed (its fields, no others)."""
+        given: dict[str, Any] = self.node.status()
+        return NodeStatus(**{f.name: given[f.name] for f in fields(NodeStatus)})
+
+    def status(self) -> BackendStatus:
+        return BackendStatus(self.mode, node=self.nodeStatus())
+
+
+def redisFactory(config: Config, reactor: Any) -> ChatFactory:
+    """The factory of a ``--redis`` node."""
+    return ChatFactory(config, reactor, backend=RedisBackend(nodeFor(config, reactor)))
