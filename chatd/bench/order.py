@@ -1,10 +1,12 @@
 """The total-order check: did every user see the broadcasts in one order?
 
-Each user keeps a running hash of the (sender, seq) pairs it got and notes
-it every :data:`ORDER_CHECKPOINT` messages; the parent counts, per
+Each user keeps a running hash of the (sender, seq) pairs it got,
+``digest = hash((digest, sender, seq))`` from 0, and notes it every
+:data:`ORDER_CHECKPOINT` messages (:func:`note`); the parent counts, per
 checkpoint, how many distinct hashes the users of every process noted.
 Python hashes ints alike in every process, so the notes compare across
-``--processes``.
+``--processes``.  :class:`chatd.bench.fanout.FanUser` updates the hash
+inline: it is on the path of every delivery, where a call costs ~6%.
 """
 
 from __future__ import annotations
@@ -15,22 +17,10 @@ from collections.abc import Iterable
 ORDER_CHECKPOINT = 500
 
 
-class RunningOrder:
-    """One user's running hash of the messages it got, in their order."""
-
-    __slots__ = ("received", "digest")
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.digest = 0
-
-    def feed(self, sender: int, seq: int) -> str | None:
-        """Add one message; at a checkpoint, the note ``"n:hash"`` to count."""
-        self.received += 1
-        self.digest = hash((self.digest, sender, seq))
-        if self.received % ORDER_CHECKPOINT:
-            return None
-        return f"{self.received}:{self.digest}"
+def note(received: int, digest: int) -> str:
+    """What a user notes at a checkpoint (``received`` a multiple of
+    :data:`ORDER_CHECKPOINT`) for :func:`orderDisagreements`: ``"n:hash"``."""
+    return f"{received}:{digest}"
 
 
 def orderDisagreements(parts: Iterable[dict[str, int]]) -> int:
