@@ -17,8 +17,8 @@ from chatd.bench.checks import (
     sayText,
     tailGaps,
 )
-from chatd.bench.cli import merge
-from chatd.bench.load import Config
+from chatd.bench.config import Config
+from chatd.bench.figures import merge
 from chatd.wire import MAX_PAYLOAD, FrameType, valid_text
 
 

@@ -8,7 +8,7 @@ from collections import Counter
 
 from twisted.trial import unittest
 
-from chatd.bench.cli import configFrom, header, orderDisagreements, parser
+from chatd.bench.config import secret
 from chatd.bench.errors import (
     EXIT_SETUP,
     EXIT_USAGE,
@@ -16,7 +16,9 @@ from chatd.bench.errors import (
     mergeErrors,
     setupError,
 )
-from chatd.bench.load import secret
+from chatd.bench.options import configFrom, parser
+from chatd.bench.order import orderDisagreements
+from chatd.bench.report import header
 
 
 def parse(*argv: str) -> tuple[int | None, str]:

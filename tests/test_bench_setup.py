@@ -16,8 +16,9 @@ from twisted.internet.testing import (
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from chatd.bench.config import Config
 from chatd.bench.errors import EXIT_RATE_LIMITED, EXIT_SETUP, BenchError
-from chatd.bench.load import Config, LoadPart
+from chatd.bench.load import LoadPart
 from chatd.wire import ErrorCode, FrameType, encode, error_frame, join_fields
 
 
