@@ -250,6 +250,27 @@ class LinkFramingTests(unittest.SynchronousTestCase):
         with self.assertRaises(link.LinkError):
             link.configFrom(b'{"password": null, "evil": 1}')
 
+    def test_config_carries_the_login_back_off(self) -> None:
+        """A worker checks passwords: it gets the back-off and the addresses
+        it spares, as the single process has them (issue 18)."""
+        from chatd.server.admission import parseNetworks
+
+        config = Config(
+            auth_backoff=0.5,
+            auth_backoff_max=4.0,
+            limit_exempt=parseNetworks("127.0.0.0/8,::1"),
+        )
+        back = link.configFrom(link.configPayload(config))
+        self.assertEqual((back.auth_backoff, back.auth_backoff_max), (0.5, 4.0))
+        self.assertIn("127.0.0.1", back.limit_exempt)
+        self.assertNotIn("10.0.0.1", back.limit_exempt)
+
+    def test_login_verdict_round_trip(self) -> None:
+        payload = link.loginPayload("2001:db8::/64", 3, 2.0)
+        self.assertEqual(link.parseLogin(payload), ("2001:db8::/64", 3, 2.0))
+        with self.assertRaises(link.LinkError):
+            link.parseLogin(b"\0")
+
 
 class FakeLink:
     def __init__(self) -> None:
@@ -297,6 +318,27 @@ class MainBase(unittest.SynchronousTestCase):
 
 
 class MainTests(MainBase):
+    def test_login_verdict_reaches_the_other_workers(self) -> None:
+        """One worker's AUTH_FAILED lock is told to every other worker, kept
+        by main, and told to a worker that starts later (issue 18)."""
+        verdict = link.loginPayload("10.0.0.1", 1, 0.5)
+        self.cluster.workerMessage(self.handles[0], link.LOGIN, verdict)
+        self.assertEqual(self.handles[0].link.messages, [])  # type: ignore[union-attr]
+        self.assertEqual(
+            self.handles[1].link.messages,  # type: ignore[union-attr]
+            [bytes([link.LOGIN]) + verdict],
+        )
+        self.clock.advance(0.25)
+        [later] = self.cluster.logins()
+        self.assertEqual(link.parseLogin(later), ("10.0.0.1", 1, 0.25))
+        trusted = link.loginPayload("10.0.0.1", 0, 0)
+        self.cluster.workerMessage(self.handles[1], link.LOGIN, trusted)
+        self.assertEqual(self.cluster.logins(), [])
+        self.assertEqual(
+            self.handles[0].link.messages,  # type: ignore[union-attr]
+            [bytes([link.LOGIN]) + trusted],
+        )
+
     def test_names_unique_across_workers(self) -> None:
         self.claim(self.handles[0], b"alice")
         self.cluster.workerMessage(
@@ -718,6 +760,43 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         [(kind, payload)] = self.toMain()
         self.assertEqual(kind, link.STATS)
         self.assertIn(b'"active_users":0', payload)
+
+    def test_login_back_off_is_shared(self) -> None:
+        """A wrong password here locks the address and tells main; main's
+        word from another worker locks it here; a right password (after the
+        lock) trusts it again, and main is told that too."""
+        from chatd.server.admission import parseNetworks
+
+        config = Config(auth_backoff=0.5, limit_exempt=parseNetworks("none"))
+        self.fromMain(link.CONFIG, link.configPayload(config))
+        factory = self.worker.factory
+        assert factory is not None
+        guard = factory.room.logins
+        assert guard is not None
+
+        class Conn:
+            host, peer = "10.0.0.7", "10.0.0.7:4000"
+
+        self.assertEqual(guard.failed(Conn()), 0.5)
+        self.assertEqual(
+            self.loginsToMain(), [(link.LOGIN, link.loginPayload("10.0.0.7", 1, 0.5))]
+        )
+        self.clock.advance(0.5)
+        self.assertIsNone(guard.locked(Conn()))
+        self.fromMain(link.LOGIN, link.loginPayload("10.0.0.7", 2, 1.0))
+        self.assertIn("password not checked", guard.locked(Conn()) or "")
+        self.assertEqual(guard.failed(Conn()), 2.0)  # the third in a row
+        self.loginsToMain()
+        self.clock.advance(2.0)
+        guard.succeeded(Conn())
+        self.assertEqual(
+            self.loginsToMain(), [(link.LOGIN, link.loginPayload("10.0.0.7", 0, 0))]
+        )
+        guard.succeeded(Conn())  # nothing to tell this time
+        self.assertEqual(self.loginsToMain(), [])
+
+    def loginsToMain(self) -> list[tuple[int, bytes]]:
+        return [m for m in self.toMain() if m[0] == link.LOGIN]
 
     def test_a_bad_message_breaks_the_link_in_one_line(self) -> None:
         self.fromMain(link.ADOPT, link.ADOPT_HEAD.pack(1, 0, 0, 7777))

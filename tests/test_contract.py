@@ -609,13 +609,47 @@ class ContractTests(ContractHelpers):
         right = yield self.deployment.connect(0)
         started = reactor.seconds()
         guesser.send(T.HELLO, b"alice.wrong")
-        yield self.sync(right)  # connected; the guess is on its way first
+        yield self.lockedAddresses(1)  # the guess was checked
         right.send(T.HELLO, b"alice.s3cret")
         yield self.expectError(right, "AUTH_FAILED", closes=True)
         yield self.expectError(guesser, "AUTH_FAILED", closes=True)
         self.assertGreaterEqual(reactor.seconds() - started, 0.45)
         # The back-off is over once the late answer is out.
         yield self.named(b"alice.s3cret", 0)
+
+    @defer.inlineCallbacks
+    def test_login_backoff_everywhere(self):
+        """An address locked by a wrong password is locked in every process
+        that serves it: with --workers the guess and the right password
+        land on the two workers (docs/limits.md)."""
+        self.cannot("test_login_backoff_everywhere")
+        path = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
+        with open(path, "w") as f:
+            f.write("s3cret\n")
+        yield self.deploy("--limit-exempt", "none", "--password-file", path)
+        guesser = yield self.deployment.connect()
+        right = yield self.deployment.connect()  # the next worker or node
+        yield self.sync(right)
+        guesser.send(T.HELLO, b"alice.wrong")
+        yield self.lockedAddresses(1)
+        right.send(T.HELLO, b"alice.s3cret")
+        text = yield self.expectError(right, "AUTH_FAILED", closes=True)
+        self.assertIn(b"password not checked", text)  # type: ignore[attr-defined]
+        yield self.expectError(guesser, "AUTH_FAILED", closes=True)
+        yield self.lockedAddresses(0)
+
+    @defer.inlineCallbacks
+    def lockedAddresses(self, n: int):  # type: ignore[no-untyped-def]
+        """Wait (polling /status, at most 5 s) until the admitting process
+        shows ``n`` addresses locked by the login back-off; nothing else
+        tells a client when another connection's guess was checked."""
+        deadline = reactor.seconds() + 5
+        while True:
+            status = yield self.deployment.status()
+            if status["locked_addresses"] == n:
+                return
+            self.assertLess(reactor.seconds(), deadline, status)  # type: ignore[attr-defined]
+            yield task.deferLater(reactor, 0.02, lambda: None)
 
     # -- timeouts ---------------------------------------------------------------------
 

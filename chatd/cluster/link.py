@@ -15,10 +15,17 @@ main -> worker                           worker -> main
   NOTICE  code.text                        RELEASE uid:u32
   STOP    (SHUTDOWN everyone, exit)        STATS   json counters
   ABORT   (abort connections still open)
+  LOGIN   failures:u32 ms:u32 key          LOGIN   failures:u32 ms:u32 key
 
 A BATCH is one reactor turn of the one total order, the same bytes for
 every worker; the ``seq`` list numbers the worker's own submissions in it,
 in the order it sent them.
+
+LOGIN shares the login back-off (docs/limits.md): a worker tells main each
+verdict on an address (``failures`` in a row, locked ``ms`` more; 0
+failures: a right password trusted it again), and main tells every other
+worker, and a worker that starts later, so an address locked on one worker
+is locked on all of them.
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ if TYPE_CHECKING:
     from chatd.server.config import Config
 
 # main -> worker
-CONFIG, ADOPT, BATCH, NAMED, NOTICE, STOP, ABORT = b"CABNOSX"
-# worker -> main
+CONFIG, ADOPT, BATCH, NAMED, NOTICE, STOP, ABORT, LOGIN = b"CABNOSXL"
+# worker -> main (and LOGIN)
 SUBMIT, ADOPTED, DONE, CLAIM, RELEASE, STATS = b"EaDQRJ"
 
 U32 = struct.Struct("!I")
@@ -44,6 +51,7 @@ U64 = struct.Struct("!Q")
 ADOPT_HEAD = struct.Struct("!IBBH")
 NAMED_HEAD = struct.Struct("!IB")
 CLAIM_HEAD = U32
+LOGIN_HEAD = struct.Struct("!II")
 
 #: NAMED status: the name is the user's, taken, or no id is left.
 GRANTED, TAKEN, EXHAUSTED = 0, 1, 2
@@ -60,6 +68,8 @@ _WORKER_SETTINGS = (
     "shutdown_grace",
     "rate_limit",
     "rate_burst",
+    "auth_backoff",
+    "auth_backoff_max",
 )
 
 
@@ -75,18 +85,21 @@ def configPayload(config: Config) -> bytes:
     values: dict[str, Any] = {name: getattr(config, name) for name in _WORKER_SETTINGS}
     values["password"] = None if config.password is None else config.password.hex()
     values["listen"] = list(config.listen)  # a worker wraps TLS connections
+    values["limit_exempt"] = str(config.limit_exempt)  # spared the back-off
     return json.dumps(values).encode()
 
 
 def configFrom(payload: bytes) -> Config:
     """A worker's Config from a CONFIG payload: the main process admits,
     so the worker's own limits are off."""
+    from chatd.server.admission import parseNetworks
     from chatd.server.config import Config
 
     try:
         values = json.loads(payload)
         password = values.pop("password")
         values["listen"] = tuple(values.get("listen", ()))
+        values["limit_exempt"] = parseNetworks(values.get("limit_exempt", "none"))
         fields = {f.name for f in dataclasses.fields(Config)}
         if not set(values) <= fields:
             raise LinkError(f"unknown settings {sorted(set(values) - fields)}")
@@ -98,6 +111,20 @@ def configFrom(payload: bytes) -> Config:
         )
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise LinkError(f"bad CONFIG: {e}") from None
+
+
+def loginPayload(key: str, failures: int, delay: float) -> bytes:
+    """LOGIN: the verdict on address ``key`` (see the module doc)."""
+    ms = min(0xFFFFFFFF, max(0, round(delay * 1000)))
+    return LOGIN_HEAD.pack(min(failures, 0xFFFFFFFF), ms) + key.encode()
+
+
+def parseLogin(payload: bytes) -> tuple[str, int, float]:
+    """(key, failures, seconds locked) from a LOGIN payload."""
+    if len(payload) < LOGIN_HEAD.size:
+        raise LinkError("short LOGIN")
+    failures, ms = LOGIN_HEAD.unpack_from(payload)
+    return payload[LOGIN_HEAD.size :].decode(), failures, ms / 1000
 
 
 def jsonPayload(value: object) -> bytes:

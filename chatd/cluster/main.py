@@ -32,13 +32,14 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from chatd.cluster import link
+from chatd.cluster import link, logins
 from chatd.cluster.authority import Authority, Names
 from chatd.cluster.handle import WorkerHandle
 from chatd.cluster.handoff import Placement, RefusedProtocol, unsupportedListeners
 from chatd.cluster.supervisor import Supervisor
 from chatd.cluster.tally import Tally
 from chatd.core.eventcodec import decodeEvent
+from chatd.server.admission import Admission
 from chatd.server.backend import BackendStatus, IBackend, Refusal
 from chatd.server.config import Config
 from chatd.server.errors import StartupError
@@ -79,6 +80,14 @@ class MainBackend:
     def _room(self) -> Any:
         assert self.factory is not None, "the backend is not attached yet"
         return self.factory.room
+
+    def _admission(self) -> Admission:
+        assert self.factory is not None, "the backend is not attached yet"
+        return self.factory.admission
+
+    def logins(self) -> list[bytes]:
+        """LOGIN messages for a new worker: the back-off table of record."""
+        return logins.tableFor(self._admission().auth)
 
     def _seed(self) -> bytes:
         return self.authority.seed(self._room().replica)
@@ -172,6 +181,9 @@ class MainBackend:
         elif kind == link.DONE:
             (conn,) = link.U32.unpack_from(payload)
             self.placement.done(conn)
+        elif kind == link.LOGIN:
+            others = [w.send for w in self.authority.workers if w is not handle]
+            logins.relay(self._admission().auth, payload, others)
         elif kind == link.STATS:
             stats = json.loads(payload)
             if not isinstance(stats, dict):

@@ -155,6 +155,8 @@ class Supervisor:
         seed = self.seed()
         if seed:
             handle.sendBatch([], seed)
+        for verdict in self.owner.logins():
+            handle.send(link.LOGIN, verdict)
         self.authority.workers.append(handle)
         log.info(
             "worker={k} started: pid {pid} ({n} running)",

@@ -31,6 +31,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from chatd.cluster import link
+from chatd.cluster.logins import SharedLogins
 from chatd.cluster.remote import RemoteRoster, RemoteSequencer
 from chatd.server.backend import IBackend, LocalBackend
 from chatd.server.factory import ChatFactory
@@ -67,6 +68,9 @@ class WorkerBackend(LocalBackend):
 
     def attach(self, factory: ChatFactory) -> None:
         self.factory = factory
+        # One back-off for all workers (chatd.cluster.logins).
+        self.logins = SharedLogins(factory.admission, self.link.send)
+        factory.room.logins = self.logins
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
         assert self.factory is not None
@@ -108,6 +112,8 @@ class WorkerLink(link.Link):
             worker.adopt(self.fds.popleft(), conn, family, tls, port)
         elif kind == link.NAMED:
             worker.backend.remoteRoster.answered(payload)
+        elif kind == link.LOGIN:
+            worker.backend.logins.learned(payload)
         elif kind == link.CONFIG:
             worker.configure(link.configFrom(payload))
         elif kind == link.NOTICE:

@@ -277,6 +277,9 @@ def status(service: ChatService) -> dict:
             "min_workers": config.min_workers,
         },
         "counters": factory.snapshot(),
+        # Addresses refused unchecked now by the login back-off (with
+        # --workers: main's table, which every worker follows).
+        "locked_addresses": factory.admission.auth.lockedNow(),
         # Per front end (tcp, tls, unix, websocket) of this process.
         "front_ends": factory.frontEnds(),
         "users": users,

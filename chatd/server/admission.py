@@ -155,6 +155,41 @@ class AuthBackoff:
     def succeeded(self, key: str) -> None:
         self.entries.pop(key, None)
 
+    def failures(self, key: str) -> int:
+        """Consecutive failures counted for ``key`` (0: trusted)."""
+        entry = self.entries.get(key)
+        return int(entry[0]) if entry else 0
+
+    def learn(self, key: str, failures: int, delay: float) -> None:
+        """Another process's verdict on ``key`` (``--workers``): it has
+        ``failures`` consecutive failures and is locked ``delay`` seconds
+        more; 0 failures means a right password trusted it again.  An older
+        verdict (fewer failures) than the one held is ignored."""
+        if not failures:
+            self.entries.pop(key, None)
+            return
+        now = self.seconds()
+        entry = self.entries.pop(key, None)
+        if entry is None or failures >= entry[0]:
+            entry = [failures, now + delay]
+        self.entries[key] = entry
+        self._prune(now)
+
+    def lockedNow(self) -> int:
+        """How many addresses are locked at this moment (for /status)."""
+        now = self.seconds()
+        return sum(1 for _, until in self.entries.values() if until > now)
+
+    def verdicts(self) -> list[tuple[str, int, float]]:
+        """(key, failures, seconds still locked) of every address with
+        failures not yet forgotten, for a process that starts later."""
+        now = self.seconds()
+        return [
+            (key, int(failures), max(0.0, until - now))
+            for key, (failures, until) in self.entries.items()
+            if now - until <= AUTH_FORGET
+        ]
+
     def _prune(self, now: float) -> None:
         entries = self.entries
         for _ in range(2):
