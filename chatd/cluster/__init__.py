@@ -10,8 +10,9 @@ of:) :mod:`.handoff` (admission and the hand-off of sockets),
 sequencer and the roster), :mod:`.supervisor` (spawn, idle exit, crash
 loop, replacement), :mod:`.handle` (one worker's link and its
 back-pressure), :mod:`.tally` (status aggregation).  A worker process:
-:mod:`.worker`, with :mod:`.remote` (its sequencer and roster); both ends
-speak :mod:`.link`.
+:mod:`.worker`, with :mod:`.remote` (its sequencer and roster) and
+:mod:`.logins` (the login back-off, shared through main); both ends speak
+:mod:`.link`.
 
 ``--redis URL`` (docs/cluster.md): nodes joined through Redis --
 :mod:`.options` (the options, no Redis client needed), :mod:`.node` (the
