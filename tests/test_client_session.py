@@ -9,8 +9,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.client.app import Console, Session
+from chatd.client.console import Console
 from chatd.client.pacing import MAX_GAP, WINDOW, Pacer
+from chatd.client.session import Session
 from chatd.core.limits import TokenBucket
 from chatd.wire import FrameType as T
 from chatd.wire import encode, split_fields

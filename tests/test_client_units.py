@@ -11,10 +11,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.client import commands as c
-from chatd.client.app import UsageError, describe_failure, parse_address
+from chatd.client.connection import UsageError, parse_address
 from chatd.client.lineedit import CLEAR_LINE, Key, LineEditor, text_width
 from chatd.client.render import render_frame, safe, users_line
 from chatd.core.roster import PALETTE
+from chatd.netutil import describe_failure
 from chatd.wire import FrameType as T
 
 

@@ -209,3 +209,32 @@ class LayerTests(unittest.SynchronousTestCase):
                 if t.startswith(("chatd.cluster", "chatd.web", "chatd.server.admin"))
             )
             self.assertEqual(wrong, [], module)
+
+    #: chatd-client's parts without a reactor, a socket or a tty.
+    CLIENT_PURE = (
+        "chatd.client.commands",
+        "chatd.client.render",
+        "chatd.client.lineedit",
+        "chatd.client.pacing",
+        "chatd.client.inflight",
+    )
+
+    def test_the_client_points_one_way(self) -> None:
+        """chatd-client: app (the command line) -> session -> console,
+        connection, pipe -> the pure parts.  Only __main__ imports app; the
+        pure parts name no other part of the client; below the session, the
+        Session is named in type hints only (it is whom they call)."""
+        typed = importGraph(typeOnly=True)
+        run = importGraph()
+        wrong = []
+        for module, targets in typed.items():
+            if not module.startswith("chatd.client."):
+                continue
+            client = {t for t in targets if t.startswith("chatd.client.")}
+            if module != "chatd.client.__main__" and "chatd.client.app" in client:
+                wrong.append(f"{module} -> chatd.client.app")
+            if module in self.CLIENT_PURE:
+                wrong += [f"{module} -> {t}" for t in client - set(self.CLIENT_PURE)]
+            if module != "chatd.client.app" and "chatd.client.session" in run[module]:
+                wrong.append(f"{module} -> chatd.client.session (at run time)")
+        self.assertEqual(sorted(set(wrong)), [])
