@@ -65,9 +65,18 @@ def _frameCount(multi: dict[int, int], elements: int) -> int:
 class FanOut:
     """Batched delivery of sequenced frames to local recipients."""
 
-    def __init__(self, callLater: Callable, maxBacklog: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        callLater: Callable,
+        maxBacklog: int = 1 << 20,
+        encode: Callable[[Event], bytes] | None = None,
+    ) -> None:
         self._callLater = callLater
         self.maxBacklog = maxBacklog
+        #: The recipients' codec's spelling of an event (IClientCodec.event),
+        #: called once per event for all of them; None: the event's own
+        #: chatd frame, with no call at all (the binary front end).
+        self._encode = encode
         self._live: dict[IRecipient, None] = {}
         # Local users by user id (targeted events), and those whose JOIN is
         # on its way through the sequencer.  Ids, not User objects: an event
@@ -146,7 +155,9 @@ class FanOut:
         joining = None
         if self._expected and isinstance(event, Join):
             joining = self._expected.pop(event.user.id, None)
-        self.deliverFrames(event.frame, joining, event.count)
+        encode = self._encode
+        frame = event.frame if encode is None else encode(event)
+        self.deliverFrames(frame, joining, event.count)
 
     def deliverFrames(
         self, frame: bytes, joining: IRecipient | None = None, frames: int = 1

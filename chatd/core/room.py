@@ -13,6 +13,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface
 
+from chatd.core.codec import IClientCodec
 from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
@@ -69,17 +70,32 @@ class Room:
         self.stats = Stats()
         self.roster: IRoster = roster if roster is not None else Roster()
         self.replica = Replica()
-        self.fanout = FanOut(clock.callLater, config.max_backlog)
         self.sequencer: ISequencer = (
             sequencer if sequencer is not None else LocalSequencer()
         )
         self.sequencer.subscribe(self.replica)
+        #: The fan-out of chatd frames (every binary front end).
+        self.fanout = FanOut(clock.callLater, config.max_backlog)
         self.sequencer.subscribe(self.fanout)
+        #: One fan-out per wire format, so an event is encoded once per
+        #: format, not once per recipient.
+        self.fanouts: dict[str, FanOut] = {"binary": self.fanout}
         self.errorLog = ErrorLog()
         #: Sessions admitted and not yet gone, in order of arrival.
         self.sessions: dict[Session, None] = {}
         #: Guards password checks (a server's per-address login backoff).
         self.logins: ILoginGuard | None = None
+
+    def fanoutFor(self, codec: IClientCodec) -> FanOut:
+        """The fan-out of recipients that speak ``codec`` (made on first
+        use: it delivers what is sequenced from then on, which is all a
+        user who becomes active later needs)."""
+        fanout = self.fanouts.get(codec.name)
+        if fanout is None:
+            fanout = FanOut(self.clock.callLater, self.config.max_backlog, codec.event)
+            self.fanouts[codec.name] = fanout
+            self.sequencer.subscribe(fanout)
+        return fanout
 
     @property
     def password(self) -> bytes | None:
@@ -89,7 +105,8 @@ class Room:
         """New rules for everyone (a reload); timeouts and rate limits of
         sessions already active keep what they started with."""
         self.config = config
-        self.fanout.maxBacklog = config.max_backlog
+        for fanout in self.fanouts.values():
+            fanout.maxBacklog = config.max_backlog
 
     def kick(self, name: str) -> bool:
         """Remove the active user ``name`` (any case), wherever it is

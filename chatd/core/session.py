@@ -1,9 +1,12 @@
 """One user's session: CONNECTED -> NAMED -> ACTIVE -> CLOSED, by PROTOCOL.md.
 
 A :class:`Session` holds every rule of the protocol (the handshake, the
-text rules, the rate limit, which error wins, timeouts) and no transport:
-a front end (binary TCP/TLS, WebSocket) hands it decoded frames and gives it
-an :class:`IConnection` to write whole frames to.  It submits events to the
+text rules, the rate limit, which error wins, timeouts) and no transport
+and no wire format: a front end calls its semantic inputs (:meth:`hello`,
+:meth:`ready`, :meth:`say`, :meth:`whisper`, :meth:`who`, :meth:`bye`,
+:meth:`echo`, :meth:`ping`, :meth:`pong`, :meth:`unknown`) and gives it an
+:class:`IConnection` whose :class:`~chatd.core.codec.IClientCodec` spells
+the outputs (chatd.server.binary for chatd frames).  It submits events to the
 room's sequencer and is the fan-out's :class:`~chatd.core.fanout.IRecipient`.
 
 Replies produced while one chunk of input is handled are collected and
@@ -23,26 +26,17 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from chatd.core.codec import IClientCodec
 from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisper
 from chatd.core.fanout import IRecipient
 from chatd.core.limits import TokenBucket
-from chatd.wire import (
-    HEADER,
-    ErrorCode,
-    FrameType,
-    LeaveReason,
-    error_frame,
-    valid_name,
-    valid_text,
-)
+from chatd.wire import ErrorCode, LeaveReason, valid_name, valid_text
 
 if TYPE_CHECKING:
     from chatd.core.room import Room
     from chatd.core.roster import User
 
 log = Logger(namespace="chatd")
-
-_PACK = HEADER.pack
 
 
 class State(enum.Enum):
@@ -71,6 +65,7 @@ class IConnection(Interface):
     number = Attribute("Connection number, for the log.")
     peer = Attribute("The client's address and port, for the log and /status.")
     host = Attribute("The client's address, for per-address limits.")
+    codec = Attribute("The IClientCodec that spells outputs for this client.")
 
     def write(data: bytes) -> None:
         """Send whole frames after everything written before."""
@@ -106,12 +101,23 @@ class Session(TimeoutMixin):
     ended: str | None = None
     _lateAnswer: Any = None
 
-    def __init__(self, room: Room, conn: IConnection) -> None:
+    def __init__(self, room: Room, conn: IConnection | None = None) -> None:
         self.room = room
-        self.conn = conn
         self.stats = room.stats
-        self.fanout = room.fanout
         self.callLater = room.clock.callLater  # type: ignore[method-assign,assignment]
+        if conn is not None:
+            self.attach(conn)
+
+    def attach(self, conn: IConnection) -> None:
+        """Give the session the connection it speaks through.
+
+        Once per session today; the session is not the connection, so a
+        resumed one (docs/protocol.md, history and resume) can be attached
+        to a new connection after :meth:`detach` without surgery.
+        """
+        self.conn = conn
+        self.codec: IClientCodec = conn.codec
+        self.fanout = self.room.fanoutFor(self.codec)
         # The fan-out writes to every recipient every turn: skip a call by
         # binding the connection's write (it changes when output pauses).
         self.write = conn.write  # type: ignore[method-assign]
@@ -139,15 +145,6 @@ class Session(TimeoutMixin):
         if self._overBacklog and self.state is not CLOSED:
             self.slowConsumer()
 
-    def frameReceived(self, ftype: int, payload: bytes) -> None:
-        handler = _HANDLERS.get(ftype)
-        if handler is None:
-            self.error(
-                ErrorCode.UNKNOWN_TYPE, f"type {ftype} not accepted from clients"
-            )
-        else:
-            handler(self, payload)
-
     def reply(self, frames: bytes, count: int = 1) -> None:
         """Send frames answering this client (ECHO, PONG, USERS, ERROR...),
         in request order and after every broadcast sequenced before."""
@@ -172,8 +169,10 @@ class Session(TimeoutMixin):
         self.stats.messages += count
         self._submit(Messages(messages, count))
 
-    def connectionLost(self, why: str = "disconnected") -> None:
-        """The connection is gone; ``why`` (for the log) if we did not end it."""
+    def detach(self, why: str = "disconnected") -> None:
+        """The connection is gone; ``why`` (for the log) if we did not end
+        it.  The user leaves now (LEAVE ``error``); a resume window would
+        keep the session here instead, to be attached again."""
         self._disconnected = True
         self.setTimeout(None)
         if self._lateAnswer is not None and self._lateAnswer.active():
@@ -234,7 +233,7 @@ class Session(TimeoutMixin):
         else:
             if error is not None:
                 self._countError(error)
-                self.reply(error_frame(error, text))
+                self.reply(self.codec.error(error, text))
             self._flushBatch()
             self.conn.hangUp()
         if user is not None:
@@ -250,24 +249,26 @@ class Session(TimeoutMixin):
         """Turn a new connection away with a fatal ERROR (full, maintenance)."""
         self.close(LeaveReason.ERROR, code, text)
 
-    # -- frame handlers ----------------------------------------------------
+    # -- inputs: what the client asked ---------------------------------------
 
-    def do_ECHO(self, payload: bytes) -> None:
-        self.reply(_PACK(FrameType.ECHO, len(payload)) + payload)
+    def echo(self, payload: bytes) -> None:
+        self.reply(self.codec.echo(payload))
 
-    def do_PING(self, payload: bytes) -> None:
-        self.reply(_PACK(FrameType.PONG, len(payload)) + payload)
+    def ping(self, payload: bytes) -> None:
+        self.reply(self.codec.pong(payload))
 
-    def do_PONG(self, payload: bytes) -> None:
+    def pong(self) -> None:
         """An answer to our PING, or unsolicited: activity, nothing more."""
 
-    def do_HELLO(self, payload: bytes) -> None:
+    def unknown(self, text: str) -> None:
+        """A request this protocol does not have (``text`` says which)."""
+        self.error(ErrorCode.UNKNOWN_TYPE, text)
+
+    def hello(self, name: bytes, password: bytes | None) -> None:
+        """HELLO ``name`` (``password`` None: none given)."""
         if self.state is not CONNECTED:
             return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
-        name, dot, password = payload.partition(b".")
-        if self.room.password is not None and not self._passwordAccepted(
-            password if dot else None
-        ):
+        if self.room.password is not None and not self._passwordAccepted(password):
             return
         if not valid_name(name):
             return self.error(ErrorCode.BAD_NAME)
@@ -322,7 +323,7 @@ class Session(TimeoutMixin):
             return
         self.user = user
         self.state = NAMED
-        self.reply(user.welcome())
+        self.reply(self.codec.welcome(user))
         log.info(
             "hello conn={conn} id={id} name={name}",
             conn=self.conn.number,
@@ -338,7 +339,7 @@ class Session(TimeoutMixin):
         else:
             self._unavailable(failure)
 
-    def do_READY(self, payload: bytes) -> None:
+    def ready(self) -> None:
         if self.state is not NAMED:
             return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
         self.state = ACTIVE
@@ -363,7 +364,7 @@ class Session(TimeoutMixin):
             n=len(self.fanout),
         )
 
-    def do_SAY(self, text: bytes) -> None:
+    def say(self, text: bytes) -> None:
         if self.state is not ACTIVE:
             return self.error(ErrorCode.NOT_READY)
         user: User = self.user  # type: ignore[assignment]
@@ -378,17 +379,18 @@ class Session(TimeoutMixin):
         self.stats.messages += 1
         self._submit(Message(user, text))
 
-    def do_WHO(self, payload: bytes) -> None:
+    def who(self) -> None:
         if self.state is not ACTIVE:
             return self.error(ErrorCode.NOT_READY)
-        for frame in self.room.replica.whoFrames():
+        for frame in self.codec.users(self.room.replica):
             self.reply(frame)
 
-    def do_WHISPER(self, payload: bytes) -> None:
+    def whisper(self, name: bytes, text: bytes | None) -> None:
+        """WHISPER ``text`` to ``name`` (``text`` None: the request had no
+        text part at all)."""
         if self.state is not ACTIVE:
             return self.error(ErrorCode.NOT_READY)
-        name, dot, text = payload.partition(b".")
-        if not dot:
+        if text is None:
             return self.error(ErrorCode.BAD_TEXT, "WHISPER is name.text")
         if not self._textAllowed(text):
             return
@@ -399,7 +401,7 @@ class Session(TimeoutMixin):
             return
         self._submit(Whisper(self.user, target, text))  # type: ignore[arg-type]
 
-    def do_BYE(self, payload: bytes) -> None:
+    def bye(self) -> None:
         self.close(LeaveReason.QUIT)
 
     def _textAllowed(self, text: bytes) -> bool:
@@ -448,15 +450,15 @@ class Session(TimeoutMixin):
 
     # -- output --------------------------------------------------------------
 
-    def notice(self, frame: bytes) -> None:
+    def notice(self, code: str, text: str) -> None:
         """A NOTICE for this connection, after what it was already sent."""
         if self.state is not CLOSED:
-            self.reply(frame)
+            self.reply(self.codec.notice(code, text))
 
     def error(self, code: ErrorCode, text: str | None = None) -> None:
         """A non-fatal ERROR: the connection stays open."""
         self._countError(code)
-        self.reply(error_frame(code, text))
+        self.reply(self.codec.error(code, text))
 
     def _countError(self, code: ErrorCode) -> None:
         self.stats.errors[code.name] += 1
@@ -512,11 +514,4 @@ class Session(TimeoutMixin):
         if type(event) is Kick:
             self.close(LeaveReason.KICKED, ErrorCode.KICKED)
         elif self.state is ACTIVE:
-            self.reply(event.frame)
-
-
-_HANDLERS = {
-    int(t): getattr(Session, "do_" + t.name)
-    for t in FrameType
-    if hasattr(Session, "do_" + t.name)
-}
+            self.reply(self.codec.event(event))

@@ -25,7 +25,7 @@ from chatd.server.admission import Admission, addressKey
 from chatd.server.backend import BackendStatus, IBackend, LocalBackend, Refusal
 from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatProtocol
-from chatd.wire import ErrorCode, FrameType, LeaveReason, encode
+from chatd.wire import ErrorCode, LeaveReason
 
 if TYPE_CHECKING:
     from chatd.core.roster import User
@@ -224,11 +224,10 @@ class ChatFactory(protocol.Factory):
         Sent as a reply, so it follows what each was already sent.
         Returns how many connections got it.
         """
-        frame = encode(FrameType.NOTICE, f"{code}.{text}".encode())
         told = 0
         for proto in list(self.connections):
             if proto.session.state is not CLOSED:
-                proto.session.notice(frame)
+                proto.session.notice(code, text)
                 told += 1
         return told + self.backend.notice(code, text)
 

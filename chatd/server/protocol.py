@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.core.session import CLOSED, IConnection, Session
+from chatd.server.binary import BINARY, INPUTS, unknown
 from chatd.server.internals import (
     Unsent,
     canHalfClose,
@@ -81,6 +82,8 @@ class ChatProtocol(FrameReceiver):
     _lingerCall: Any = None
     #: Fired once the connection is gone (the service waits on it at stop).
     onClosed: Deferred | None = None
+    #: Chatd frames, over any stream (the WebSocket too).
+    codec = BINARY
 
     def __init__(self, factory: ChatFactory, number: int) -> None:
         self.factory = factory
@@ -88,7 +91,8 @@ class ChatProtocol(FrameReceiver):
         room = factory.room
         self.callLater = room.clock.callLater
         self.stats = room.stats
-        self.session = Session(room, self)
+        self.session = Session(room)
+        self.session.attach(self)
         self.peer = self.host = "?"
         self.since = room.clock.seconds()
 
@@ -132,7 +136,7 @@ class ChatProtocol(FrameReceiver):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.stopFraming = True
         session = self.session
-        session.connectionLost(_why(reason))
+        session.detach(_why(reason))
         if self in self.factory.connections:  # refused ones: admission logs
             log.info(
                 "close conn={conn} peer={peer} after={secs:.1f}s: {why}",
@@ -312,7 +316,11 @@ class ChatProtocol(FrameReceiver):
         return offset, count
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
-        self.session.frameReceived(ftype, payload)
+        handler = INPUTS.get(ftype)  # chatd.server.binary.dispatch, inlined
+        if handler is None:
+            unknown(self.session, ftype)
+        else:
+            handler(self.session, payload)
 
     def frameTooLarge(self, ftype: int, size: int) -> None:
         self.session.close(
