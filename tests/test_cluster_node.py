@@ -9,14 +9,11 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 from zope.interface import implementer
 
-from chatd.cluster.node import (
-    MAX_IN_FLIGHT,
-    NAME_LOST,
-    ClusterNode,
-    ClusterUnavailable,
-    connectRedis,
-)
+from chatd.cluster.membership import NAME_LOST
+from chatd.cluster.node import ClusterNode
 from chatd.cluster.options import parseRedisURL
+from chatd.cluster.redislink import ClusterUnavailable, connectRedis
+from chatd.cluster.streamseq import MAX_IN_FLIGHT
 from chatd.core.events import Event, Join, Leave, Message
 from chatd.core.roster import Replica, User
 from chatd.core.sequencer import IEventSink
@@ -111,9 +108,9 @@ class RedisCase(unittest.TestCase):
 
     @defer.inlineCallbacks
     def redisCommand(self, *args):
-        conn = connectRedis(self.target, 5)
+        conn = connectRedis(reactor, self.target, 5)
         self.addCleanup(conn.disconnect)
-        yield conn._factory.deferred
+        yield conn.handler._factory.deferred
         result = yield conn.execute_command(*args)
         return result
 
@@ -156,7 +153,7 @@ class ClusterNodeTests(RedisCase):
         self.assertEqual(seen(sinkA), seen(sinkB))
         numbers = [e.seq for e in sinkA.events]
         self.assertEqual(numbers, list(range(numbers[0], numbers[0] + 40)))
-        self.assertEqual((a.gaps, b.gaps), (0, 0))
+        self.assertEqual((a.seq.gaps, b.seq.gaps), (0, 0))
 
     @defer.inlineCallbacks
     def test_names_are_unique_across_nodes(self):
@@ -193,11 +190,11 @@ class ClusterNodeTests(RedisCase):
         for user in users:
             yield c.submit(Join(user))
         yield sinkA.until(2)
-        c._heartbeat.stop()  # c "dies": its lease goes, its records stay
+        c.membership.heartbeat.stop()  # c "dies": its lease goes, its records stay
         yield self.redisCommand("DEL", "chatd:node:c")
-        c.token = ""
+        c.standing.token = ""
         yield defer.gatherResults(
-            [defer.ensureDeferred(n._reap("c")) for n in (a, b, a)]
+            [defer.ensureDeferred(n.membership.reap("c")) for n in (a, b, a)]
         )
         yield a.submit(Message(users[0], b"marker"))
         yield sinkA.until(5)
@@ -228,7 +225,7 @@ class ClusterNodeTests(RedisCase):
         alice = yield a.claim(b"alice")
         yield a.submit(Join(alice))
         yield sink.until(1)
-        lost = a._cmd._factory.pool[0].whenDisconnected()
+        lost = a.link.cmd.handler._factory.pool[0].whenDisconnected()
         yield self.redis.stop()
         yield lost
         bob = User(999, 33, b"bob")
@@ -279,7 +276,7 @@ class ClusterNodeTests(RedisCase):
         yield a.submit(Message(User(1, 33, b"u"), b"after the gap"))
         events = yield sink.until(1)
         self.assertEqual(events[0].seq, 6)
-        self.assertEqual(a.gaps, 1)
+        self.assertEqual(a.seq.gaps, 1)
 
 
 class RedisLostItsStateTests(RedisCase):
@@ -301,14 +298,14 @@ class RedisLostItsStateTests(RedisCase):
         a, sinkA = yield self.node("a", factory=fa)
         b, sinkB = yield self.node("b", factory=fb)
         for n in (a, b):
-            n._heartbeat.stop()
+            n.membership.heartbeat.stop()
         alice = yield self.joined(a, fa, sinkA, b"alice")
         bob = yield self.joined(b, fb, sinkB, b"bob")
         yield self.redisCommand("FLUSHALL")
         markA, markB = len(sinkA.events), len(sinkB.events)
         # b notices first and registers again, with bob.
-        yield defer.ensureDeferred(b._renewAsync())
-        self.assertEqual((b.registered, b.resets), (True, 1))
+        yield defer.ensureDeferred(b.membership.renew())
+        self.assertEqual((b.registered, b.membership.resets), (True, 1))
         self.assertEqual((yield self.redisCommand("GET", "chatd:name:bob")), b"b")
         self.assertEqual(
             (yield self.redisCommand("HGET", "chatd:users", bob.id)), bob.entry
@@ -317,12 +314,12 @@ class RedisLostItsStateTests(RedisCase):
         other = yield self.joined(b, fb, sinkB, b"ALICE")
         self.assertGreater(other.id, max(alice.id, bob.id))  # ids not reused
         # a registers again: its alice was active first and keeps the name.
-        yield defer.ensureDeferred(a._renewAsync())
-        self.assertEqual((a.registered, a.resets), (True, 1))
+        yield defer.ensureDeferred(a.membership.renew())
+        self.assertEqual((a.registered, a.membership.resets), (True, 1))
         self.assertEqual((yield self.redisCommand("GET", "chatd:name:alice")), b"a")
         self.assertEqual(fa.users[0][1].session.closed, [])
         # b's heartbeat finds the name gone and cuts its own ALICE.
-        yield defer.ensureDeferred(b._renewAsync())
+        yield defer.ensureDeferred(b.membership.renew())
         self.assertEqual(
             fb.users[1][1].session.closed,
             [(LeaveReason.ERROR, ErrorCode.SHUTDOWN, NAME_LOST)],
@@ -355,7 +352,7 @@ class RedisLostItsStateTests(RedisCase):
             [(e.seq, e.frame) for e in events[mark:]],
             [(1, Message(User(99, 33, b"zed"), b"new").frame)],
         )
-        self.assertEqual(a.resets, 1)
+        self.assertEqual(a.membership.resets, 1)
         self.assertTrue(a.registered)
         self.assertEqual(
             (yield self.redisCommand("HGET", "chatd:users", alice.id)), alice.entry
@@ -390,10 +387,10 @@ class RedisLostItsStateTests(RedisCase):
         dead, _ = yield self.node("c", ttl=1.0)
         user = yield dead.claim(b"x")
         yield dead.submit(Join(user))
-        dead._heartbeat.stop()
-        dead._stopping = True  # dies: no clean stop
+        dead.membership.heartbeat.stop()
+        dead.standing.stopping = True  # dies: no clean stop
         heir, sink = yield self.node("c", ttl=1.0)
-        self.assertNotEqual(heir.token, dead.token)
+        self.assertNotEqual(heir.standing.token, dead.standing.token)
         self.assertEqual((yield self.redisCommand("HLEN", "chatd:users")), 0)
         self.assertIsNotNone((yield heir.claim(b"X")))
 
@@ -409,7 +406,7 @@ class RedisLostItsStateTests(RedisCase):
         yield self.redisCommand("HSET", "chatd:users", 8, missed.entry)
         yield self.redisCommand("INCRBY", "chatd:seq", 5)
         yield a.submit(Message(User(1, 33, b"u"), b"after the gap"))
-        self.assertIsNotNone(a.rebuilding)
-        yield a.rebuilding
-        self.assertEqual((a.gaps, a.rebuilds), (1, 1))
+        self.assertIsNotNone(a.who.rebuilding)
+        yield a.who.rebuilding
+        self.assertEqual((a.seq.gaps, a.who.rebuilds), (1, 1))
         self.assertEqual([u.entry for u in f.room.replica.active], [missed.entry])

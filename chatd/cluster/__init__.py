@@ -16,8 +16,12 @@ back-pressure), :mod:`.tally` (status aggregation).  A worker process:
 
 ``--redis URL`` (docs/cluster.md): nodes joined through Redis --
 :mod:`.options` (the options, no Redis client needed), :mod:`.node` (the
-member that is the room's sequencer and roster), :mod:`.redisnode` (its
-backend), :mod:`.scripts` (the Lua that makes each step atomic in Redis).
+member that is the room's sequencer and roster), composed of
+:mod:`.redislink` (the connections, scripts by name), :mod:`.streamseq`
+(the stream), :mod:`.leases` (names), :mod:`.membership` (lease, heartbeat,
+reaping, recovery), :mod:`.who` (WHO after a gap) and :mod:`.standing` (the
+lease as they all see it); :mod:`.redisnode` (its backend), :mod:`.scripts`
+(the Lua that makes each step atomic in Redis).
 
 It may import :mod:`chatd.wire`, :mod:`chatd.core` and :mod:`chatd.server`;
 nothing in :mod:`chatd.server` but the tap imports it.

@@ -1,0 +1,195 @@
+"""The chatd scripts done in Python, for :mod:`tests.fakeredis`.
+
+Each function is the Lua of :mod:`chatd.cluster.scripts` of its name, line
+by line, on the fake's keys: ``a`` is ARGV (``a[0]`` is ARGV[1], the
+prefix).  Lua numbers come back as ints, strings as bytes, tables as lists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from chatd.cluster.scripts import SCRIPTS, SHA
+
+if TYPE_CHECKING:
+    from tests.fakeredis import FakeRedis
+
+
+class FakeRedisError(Exception):
+    """An error reply (its text is what Redis would say)."""
+
+
+def _lease(r: FakeRedis, a: list[bytes]) -> None:
+    if r.get(a[0] + b"node:" + a[1]) != a[2]:
+        epoch = r.get(a[0] + b"epoch") or b"-"
+        raise FakeRedisError("LEASE lost " + epoch.decode())
+
+
+def _sequence(
+    r: FakeRedis, P: bytes, n: int, node: bytes, batch: bytes, maxlen: bytes
+) -> tuple[int, bytes]:
+    last = r.incrby(P + b"seq", n)
+    first = last - n + 1
+    fields: list[object] = [b"s", first, b"n", node, b"b", batch]
+    return first, r.xadd(P + b"stream", maxlen, fields)
+
+
+def _submit(r: FakeRedis, a: list[bytes]) -> list[object]:
+    _lease(r, a)
+    P, node = a[0], a[1]
+    first, entryId = _sequence(r, P, int(a[3]), node, a[4], a[5])
+    i = 6
+    while a[i] != b"-":
+        uid, entry, lower = a[i : i + 3]
+        r.hash(P + b"users")[uid] = entry
+        r.hash(P + b"nodeusers:" + node)[uid] = entry
+        since = r.hash(P + b"since").get(lower)
+        if since is None or since.rsplit(b" ", 1)[-1] != uid:
+            r.hash(P + b"since")[lower] = entryId + b" " + uid
+        i += 3
+    for uid in a[i + 1 :]:
+        r.hdel(P + b"users", uid)
+        r.hdel(P + b"nodeusers:" + node, uid)
+    return [first, entryId]
+
+
+def _claim(r: FakeRedis, a: list[bytes]) -> int:
+    _lease(r, a)
+    P, node = a[0], a[1]
+    key = P + b"name:" + a[3]
+    if not r.set(key, node, px=int(a[4]), nx=True):
+        return 0
+    uid = r.incrby(P + b"ids", 1)
+    if uid > int(a[5]):
+        r._delete(key)
+        return -1
+    r.sadd(P + b"nodenames:" + node, a[3])
+    return uid
+
+
+def _release(r: FakeRedis, a: list[bytes]) -> int:
+    P, node, lower = a[0], a[1], a[2]
+    if r.get(P + b"name:" + lower) == node:
+        r._delete(P + b"name:" + lower)
+        r.hdel(P + b"since", lower)
+    r.srem(P + b"nodenames:" + node, lower)
+    return 1
+
+
+def _heartbeat(r: FakeRedis, a: list[bytes]) -> list[object]:
+    P, node, ttl = a[0], a[1], int(a[3])
+    if r.get(P + b"epoch") != a[4]:
+        return [2]
+    key = P + b"node:" + node
+    if r.get(key) != a[2]:
+        return [0]
+    r.set(key, a[2], px=ttl)
+    lost = []
+    for lower in r.members(P + b"nodenames:" + node):
+        holder = r.get(P + b"name:" + lower)
+        if holder is None or holder == node:
+            r.set(P + b"name:" + lower, node, px=ttl)
+        else:
+            r.srem(P + b"nodenames:" + node, lower)
+            lost.append(lower)
+    dead = [
+        other for other in r.members(P + b"nodes") if not r.exists(P + b"node:" + other)
+    ]
+    seq = r.get(P + b"seq") or b"0"
+    return [1, seq, len(r.hashes.get(P + b"users", {})), dead, lost]
+
+
+def _register(r: FakeRedis, a: list[bytes]) -> list[object]:
+    P, node = a[0], a[1]
+    r.set(P + b"epoch", a[4], nx=True)
+    epoch = r.get(P + b"epoch")
+    held = r.get(P + b"node:" + node)
+    if held is not None and held != a[2]:
+        return [0, epoch]
+    r.set(P + b"node:" + node, a[2], px=int(a[3]))
+    r.sadd(P + b"nodes", node)
+    return [1, epoch]
+
+
+def _reclaim(r: FakeRedis, a: list[bytes]) -> list[object]:
+    _lease(r, a)
+    P, node, ttl = a[0], a[1], int(a[3])
+
+    def rank(since: bytes | None, uid: bytes | None) -> tuple[float, ...]:
+        n = float(uid) if uid and uid.isdigit() else float("inf")
+        m = re.fullmatch(rb"(\d+)-(\d+)", since or b"")
+        return (float(m[1]), float(m[2]), n) if m else (float("inf"), 0, n)
+
+    if int(r.get(P + b"ids") or 0) < int(a[4]):
+        r.strings[P + b"ids"] = a[4]
+    lost, won = [], []
+    for i in range(5, len(a), 4):
+        uid, entry, lower, since = a[i : i + 4]
+        holder = r.get(P + b"name:" + lower)
+        keep = True
+        if holder is not None and holder != node:
+            other = r.hash(P + b"since").get(lower, b"")
+            m = re.fullmatch(rb"(\S*) (\d+)", other)
+            osince, ouid = (m[1], m[2]) if m else (None, None)
+            if rank(since, uid) < rank(osince, ouid):
+                if ouid:
+                    r.hdel(P + b"users", ouid)
+                    r.hdel(P + b"nodeusers:" + holder, ouid)
+                won.append(uid)
+            else:
+                keep = False
+                lost.append(lower)
+        if keep:
+            r.set(P + b"name:" + lower, node, px=ttl)
+            r.sadd(P + b"nodenames:" + node, lower)
+            if since != b"":
+                r.hash(P + b"users")[uid] = entry
+                r.hash(P + b"nodeusers:" + node)[uid] = entry
+                r.hash(P + b"since")[lower] = since + b" " + uid
+    return [lost, won]
+
+
+def _resign(r: FakeRedis, a: list[bytes]) -> int:
+    key = a[0] + b"node:" + a[1]
+    if r.get(key) == a[2]:
+        r._delete(key)
+    return 1
+
+
+def _reap(r: FakeRedis, a: list[bytes]) -> Any:
+    P, dead, n = a[0], a[1], int(a[3])
+    if r.exists(P + b"node:" + dead):
+        return 0
+    users, names = P + b"nodeusers:" + dead, P + b"nodenames:" + dead
+    if dead not in r.sets.get(P + b"nodes", set()) and not (
+        r.exists(users) or r.exists(names)
+    ):
+        return 0
+    if len(r.hashes.get(users, {})) != n:
+        return -1
+    for lower in r.members(names):
+        if r.get(P + b"name:" + lower) == dead:
+            r._delete(P + b"name:" + lower)
+            r.hdel(P + b"since", lower)
+    for uid in list(r.hashes.get(users, {})):
+        r.hdel(P + b"users", uid)
+    r._delete(users, names)
+    r.srem(P + b"nodes", dead)
+    if n == 0:
+        return 1
+    return list(_sequence(r, P, n, a[2], a[4], a[5]))
+
+
+def _snapshot(r: FakeRedis, a: list[bytes]) -> list[object]:
+    P = a[0]
+    stream = r.streams.get(P + b"stream", [])
+    last = stream[-1][0] if stream else b"0-0"
+    return [last, r.get(P + b"seq") or b"0", r.flat(P + b"users")]
+
+
+#: The scripts by SHA, as EVALSHA finds them.
+BY_SHA: dict[bytes, Callable[[FakeRedis, list[bytes]], Any]] = {
+    SHA[name].encode(): globals()["_" + name] for name in SCRIPTS
+}
