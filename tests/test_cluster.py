@@ -361,7 +361,7 @@ class MainTests(MainBase):
             [(e.user.id, e.reason) for e in leaves], [(alice.id, LeaveReason.ERROR)]
         )
         self.assertNotIn(self.handles[0], self.cluster.authority.workers)
-        self.assertEqual([u.name for u in self.factory.room.replica.active], [b"bob"])
+        self.assertEqual([u.name for u in self.factory.hub.replica.active], [b"bob"])
         self.claim(self.handles[1], b"alice")  # free again
 
     def test_kick_reaches_every_worker(self) -> None:
@@ -755,7 +755,7 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         join.seq = 5
         self.fromMain(link.BATCH, link.batchPayload([], encodeBatch([join])))
         self.assertEqual(sink.events, [("Join", 5, join.frame)])
-        self.assertEqual([u.name for u in factory.room.replica.active], [b"alice"])
+        self.assertEqual([u.name for u in factory.hub.replica.active], [b"alice"])
         self.clock.advance(1.0)
         [(kind, payload)] = self.toMain()
         self.assertEqual(kind, link.STATS)
@@ -771,7 +771,7 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         self.fromMain(link.CONFIG, link.configPayload(config))
         factory = self.worker.factory
         assert factory is not None
-        guard = factory.room.logins
+        guard = factory.hub.logins
         assert guard is not None
 
         class Conn:

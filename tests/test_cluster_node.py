@@ -68,7 +68,7 @@ class FakeFactory:
 
     def __init__(self) -> None:
         self.users: list[tuple[User, FakeProto]] = []
-        self.room = type("Room", (), {"replica": Replica()})()
+        self.hub = type("Hub", (), {"replica": Replica()})()
 
     @property
     def connections(self) -> list[FakeProto]:
@@ -99,7 +99,7 @@ class RedisCase(unittest.TestCase):
         node = ClusterNode(self.target, name, ttl, reactor)
         sink = Collect()
         if factory is not None:  # first: it has the event when sink fires
-            node.subscribe(factory.room.replica)
+            node.subscribe(factory.hub.replica)
         node.subscribe(sink)
         node.start(factory)
         self.addCleanup(node.stop)
@@ -332,7 +332,7 @@ class RedisLostItsStateTests(RedisCase):
         newB = seen(sinkB)[markB:]
         self.assertEqual(newB, [(1, Join(other).frame), (2, Join(alice).frame)])
         self.assertEqual(seen(sinkA)[markA:], newB)
-        self.assertEqual(fa.room.replica.find(b"alice").id, alice.id)
+        self.assertEqual(fa.hub.replica.find(b"alice").id, alice.id)
 
     @defer.inlineCallbacks
     def test_the_sequence_going_back_is_noticed_at_once(self):
@@ -401,7 +401,7 @@ class RedisLostItsStateTests(RedisCase):
         f = FakeFactory()
         a, sink = yield self.node("a", factory=f)
         ghost = User(7, 33, b"ghost")
-        f.room.replica.deliver(Join(ghost))  # its LEAVE is in the gap
+        f.hub.replica.deliver(Join(ghost))  # its LEAVE is in the gap
         missed = User(8, 37, b"missed")  # its JOIN is in the gap
         yield self.redisCommand("HSET", "chatd:users", 8, missed.entry)
         yield self.redisCommand("INCRBY", "chatd:seq", 5)
@@ -409,4 +409,4 @@ class RedisLostItsStateTests(RedisCase):
         self.assertIsNotNone(a.who.rebuilding)
         yield a.who.rebuilding
         self.assertEqual((a.seq.gaps, a.who.rebuilds), (1, 1))
-        self.assertEqual([u.entry for u in f.room.replica.active], [missed.entry])
+        self.assertEqual([u.entry for u in f.hub.replica.active], [missed.entry])

@@ -37,7 +37,7 @@ class FakeClusterCase(unittest.SynchronousTestCase):
         node = ClusterNode(TARGET, name, TTL, self.clock, connect=self.redis.connect)
         sink = Collect()
         if factory is not None:
-            node.subscribe(factory.room.replica)
+            node.subscribe(factory.hub.replica)
         node.subscribe(sink)
         node.start(factory)
         self.clock.advance(0)
@@ -135,14 +135,14 @@ class SequencerTests(FakeClusterCase):
         f = FakeFactory()
         a, sink = self.node("a", f)
         ghost = User(7, 33, b"ghost")
-        f.room.replica.deliver(Join(ghost))  # its LEAVE is in the gap
+        f.hub.replica.deliver(Join(ghost))  # its LEAVE is in the gap
         missed = User(8, 37, b"missed")  # its JOIN is in the gap
         self.redis.hash(b"chatd:users")[b"8"] = missed.entry
         self.redis.incrby(b"chatd:seq", 5)
         self.assertEqual(self.result(a.submit(Message(U, b"after"))), 6)
         self.clock.advance(0)
         self.assertEqual((a.seq.gaps, a.who.rebuilds), (1, 1))
-        self.assertEqual([u.entry for u in f.room.replica.active], [missed.entry])
+        self.assertEqual([u.entry for u in f.hub.replica.active], [missed.entry])
 
 
 class LeaseTests(FakeClusterCase):

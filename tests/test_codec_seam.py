@@ -89,7 +89,7 @@ class LineConnection:
 class CodecSeamTests(ChatTestCase):
     def setUp(self) -> None:
         self.server = Server()
-        self.room = self.server.factory.room
+        self.hub = self.server.factory.hub
         self.codec = LineCodec()
         verifyObject(IClientCodec, self.codec)
         verifyObject(IClientCodec, BINARY)
@@ -97,7 +97,7 @@ class CodecSeamTests(ChatTestCase):
     def lineUser(self, number: int = 1) -> tuple[Session, LineConnection]:
         conn = LineConnection(number, self.codec)
         verifyObject(IConnection, conn)
-        session = Session(self.room)
+        session = Session(self.hub)
         session.attach(conn)
         session.begin()
         return session, conn

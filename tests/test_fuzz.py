@@ -80,9 +80,9 @@ class FuzzTests(SynchronousTestCase):
             peer.lose()
         server.clock.advance(0)
         factory = server.factory
-        self.assertEqual(factory.room.roster.named, 0)
-        self.assertEqual(factory.room.replica.active, [])
-        self.assertEqual(factory.room.sessions, {})
+        self.assertEqual(factory.hub.roster.named, 0)
+        self.assertEqual(factory.hub.replica.active, [])
+        self.assertEqual(factory.hub.sessions, {})
         self.assertEqual(len(factory.fanout), 0)
         self.assertEqual(factory.fanout.heldBytes, 0)
         self.assertEqual(factory.connections, {})

@@ -66,7 +66,7 @@ class SayRunTests(SynchronousTestCase):
         server = Server()
         alice, bob = server.users(b"alice", b"bob")
         calls = []
-        sequencer = server.factory.room.sequencer
+        sequencer = server.factory.hub.sequencer
         submit = sequencer.submit
         self.patch(sequencer, "submit", lambda e: calls.append(e.count) or submit(e))
         alice.sendRaw(b"".join(encode(T.SAY, b"line %d\tok" % i) for i in range(10)))

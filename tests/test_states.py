@@ -165,7 +165,7 @@ class ServiceTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), ["max_clients", "password"])
         self.assertIs(self.service.state, S.ACTIVE)
         self.assertEqual(self.service.factory.config.max_clients, 7)
-        self.assertEqual(self.service.factory.room.password, b"new")
+        self.assertEqual(self.service.factory.hub.password, b"new")
 
     def test_reload_keeps_maintenance(self) -> None:
         self.service.setMaintenance(True)

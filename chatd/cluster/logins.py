@@ -20,7 +20,7 @@ from typing import Any
 from zope.interface import implementer
 
 from chatd.cluster import link
-from chatd.core.room import ILoginGuard
+from chatd.core.hub import ILoginGuard
 from chatd.server.admission import Admission, AuthBackoff, addressKey
 
 Send = Callable[[int, bytes], None]

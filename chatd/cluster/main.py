@@ -79,7 +79,7 @@ class MainBackend:
 
     def _room(self) -> Any:
         assert self.factory is not None, "the backend is not attached yet"
-        return self.factory.room
+        return self.factory.hub
 
     def _admission(self) -> Admission:
         assert self.factory is not None, "the backend is not attached yet"

@@ -111,7 +111,7 @@ class ClusterNode:
         lease, HELLO gets UNAVAILABLE)."""
         self.factory = self.users.factory = factory
         if factory is not None and self.who.replica is None:
-            self.who.replica = factory.room.replica
+            self.who.replica = factory.hub.replica
         self.link.open(self.membership.linkEvent)
         log.info(
             "cluster: node {node} joining through {redis}",
@@ -149,7 +149,7 @@ class ClusterNode:
 
     def status(self) -> dict[str, Any]:
         """What /status shows under ``cluster``."""
-        replica = len(self.factory.room.replica) if self.factory is not None else 0
+        replica = len(self.factory.hub.replica) if self.factory is not None else 0
         return {
             "node": self.name,
             "redis": self.target.display,

@@ -70,7 +70,7 @@ class WorkerBackend(LocalBackend):
         self.factory = factory
         # One back-off for all workers (chatd.cluster.logins).
         self.logins = SharedLogins(factory.admission, self.link.send)
-        factory.room.logins = self.logins
+        factory.hub.logins = self.logins
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
         assert self.factory is not None

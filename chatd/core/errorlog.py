@@ -56,7 +56,7 @@ class ErrorLog:
         )
 
     def record(self, session: Session, code: ErrorCode) -> None:
-        if session not in session.room.sessions or code is ErrorCode.AUTH_FAILED:
+        if session not in session.hub.sessions or code is ErrorCode.AUTH_FAILED:
             return
         n = self._counts.get(session, 0) + 1
         self._counts[session] = n

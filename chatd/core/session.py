@@ -7,7 +7,7 @@ and no wire format: a front end calls its semantic inputs (:meth:`hello`,
 :meth:`echo`, :meth:`ping`, :meth:`pong`, :meth:`unknown`) and gives it an
 :class:`IConnection` whose :class:`~chatd.core.codec.IClientCodec` spells
 the outputs (chatd.server.binary for chatd frames).  It submits events to the
-room's sequencer and is the fan-out's :class:`~chatd.core.fanout.IRecipient`.
+hub's sequencer and is the fan-out's :class:`~chatd.core.fanout.IRecipient`.
 
 Replies produced while one chunk of input is handled are collected and
 written at the end of the chunk (:meth:`beginChunk`, :meth:`endChunk`), so
@@ -33,7 +33,7 @@ from chatd.core.limits import TokenBucket
 from chatd.wire import ErrorCode, LeaveReason, valid_name, valid_text
 
 if TYPE_CHECKING:
-    from chatd.core.room import Room
+    from chatd.core.hub import Hub
     from chatd.core.roster import User
 
 log = Logger(namespace="chatd")
@@ -88,7 +88,7 @@ class IConnection(Interface):
 
 @implementer(IRecipient)
 class Session(TimeoutMixin):
-    """The rules of one connection, between a front end and the room."""
+    """The rules of one connection, between a front end and the hub."""
 
     state = CONNECTED
     user: User | None = None
@@ -101,10 +101,10 @@ class Session(TimeoutMixin):
     ended: str | None = None
     _lateAnswer: Any = None
 
-    def __init__(self, room: Room, conn: IConnection | None = None) -> None:
-        self.room = room
-        self.stats = room.stats
-        self.callLater = room.clock.callLater  # type: ignore[method-assign,assignment]
+    def __init__(self, hub: Hub, conn: IConnection | None = None) -> None:
+        self.hub = hub
+        self.stats = hub.stats
+        self.callLater = hub.clock.callLater  # type: ignore[method-assign,assignment]
         if conn is not None:
             self.attach(conn)
 
@@ -117,7 +117,7 @@ class Session(TimeoutMixin):
         """
         self.conn = conn
         self.codec: IClientCodec = conn.codec
-        self.fanout = self.room.fanoutFor(self.codec)
+        self.fanout = self.hub.fanoutFor(self.codec)
         # The fan-out writes to every recipient every turn: skip a call by
         # binding the connection's write (it changes when output pauses).
         self.write = conn.write  # type: ignore[method-assign]
@@ -127,8 +127,8 @@ class Session(TimeoutMixin):
     def begin(self) -> None:
         """The connection was admitted: the handshake clock starts."""
         self.write = self.conn.write  # type: ignore[method-assign]
-        self.room.sessions[self] = None
-        self.setTimeout(self.room.config.handshake_timeout or None)
+        self.hub.sessions[self] = None
+        self.setTimeout(self.hub.config.handshake_timeout or None)
 
     def activity(self) -> None:
         """Bytes arrived (even part of a frame)."""
@@ -180,8 +180,8 @@ class Session(TimeoutMixin):
         if self.state is not CLOSED:
             self.close(LeaveReason.ERROR)
             self.ended = why
-        self.room.sessions.pop(self, None)
-        self.room.errorLog.forget(self)
+        self.hub.sessions.pop(self, None)
+        self.hub.errorLog.forget(self)
 
     def outputPaused(self) -> None:
         """The front end's transport is full: stop writing broadcasts."""
@@ -224,7 +224,7 @@ class Session(TimeoutMixin):
         self.setTimeout(None)
         user = self.user
         if user is not None:
-            self.room.roster.release(user)
+            self.hub.roster.release(user)
         if wasActive:
             self.fanout.remove(self, drain=drain and not self._disconnected)
             self._submit(Leave(user, reason), hold=False)  # type: ignore[arg-type]
@@ -268,11 +268,11 @@ class Session(TimeoutMixin):
         """HELLO ``name`` (``password`` None: none given)."""
         if self.state is not CONNECTED:
             return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
-        if self.room.password is not None and not self._passwordAccepted(password):
+        if self.hub.password is not None and not self._passwordAccepted(password):
             return
         if not valid_name(name):
             return self.error(ErrorCode.BAD_NAME)
-        d = self.room.roster.claim(name)
+        d = self.hub.roster.claim(name)
         if not settled(d):
             # A remote roster: later frames wait until it answers.
             self.conn.holdInput(True)
@@ -280,19 +280,19 @@ class Session(TimeoutMixin):
         d.addCallbacks(self._named, self._notNamed)
 
     def _passwordAccepted(self, password: bytes | None) -> bool:
-        """Check the password (None: none given), through the room's login
+        """Check the password (None: none given), through the hub's login
         guard if it has one (docs/limits.md: a locked address is refused
         unchecked, and a wrong password answered late, so guessing is
         slow).  On False the session is closing, or will once the delay is
         over."""
-        guard = self.room.logins
+        guard = self.hub.logins
         conn = self.conn
         if guard is not None:
             locked = guard.locked(conn)
             if locked is not None:
                 self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED, locked)
                 return False
-        expected = self.room.password or b""
+        expected = self.hub.password or b""
         if password is not None and hmac.compare_digest(password, expected):
             if guard is not None:
                 guard.succeeded(conn)
@@ -305,7 +305,7 @@ class Session(TimeoutMixin):
         # stands in for the handshake timeout.
         self.setTimeout(None)
         self.conn.holdInput(True)
-        self._lateAnswer = self.room.clock.callLater(
+        self._lateAnswer = self.hub.clock.callLater(
             delay, self.close, LeaveReason.ERROR, ErrorCode.AUTH_FAILED
         )
         return False
@@ -319,7 +319,7 @@ class Session(TimeoutMixin):
         if user is None:
             return self.error(ErrorCode.NAME_TAKEN)
         if self.state is not CONNECTED:  # closed while the roster answered
-            self.room.roster.release(user)
+            self.hub.roster.release(user)
             return
         self.user = user
         self.state = NAMED
@@ -343,11 +343,11 @@ class Session(TimeoutMixin):
         if self.state is not NAMED:
             return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
         self.state = ACTIVE
-        config = self.room.config
+        config = self.hub.config
         self.setTimeout(config.idle_timeout or None)
         if config.rate_limit:
             self._bucket = TokenBucket(
-                config.rate_limit, config.rate_burst, self.room.clock.seconds
+                config.rate_limit, config.rate_burst, self.hub.clock.seconds
             )
         user = self.user
         # The WELCOME must go out before the JOIN the fan-out will send.
@@ -382,7 +382,7 @@ class Session(TimeoutMixin):
     def who(self) -> None:
         if self.state is not ACTIVE:
             return self.error(ErrorCode.NOT_READY)
-        for frame in self.codec.users(self.room.replica):
+        for frame in self.codec.users(self.hub.replica):
             self.reply(frame)
 
     def whisper(self, name: bytes, text: bytes | None) -> None:
@@ -394,7 +394,7 @@ class Session(TimeoutMixin):
             return self.error(ErrorCode.BAD_TEXT, "WHISPER is name.text")
         if not self._textAllowed(text):
             return
-        target = self.room.replica.find(name) if name else None
+        target = self.hub.replica.find(name) if name else None
         if target is None:
             return self.error(ErrorCode.NO_SUCH_USER)
         if not self._withinRate():
@@ -430,7 +430,7 @@ class Session(TimeoutMixin):
         request order, the sender's own MESSAGE or JOIN first, and WHO
         lists a user who has just joined, as in one process.
         """
-        d = self.room.sequencer.submit(event)
+        d = self.hub.sequencer.submit(event)
         done = settled(d)
         if done and not isinstance(d.result, Failure):
             return  # sequenced already: the usual, local case
@@ -462,7 +462,7 @@ class Session(TimeoutMixin):
 
     def _countError(self, code: ErrorCode) -> None:
         self.stats.errors[code.name] += 1
-        self.room.errorLog.record(self, code)
+        self.hub.errorLog.record(self, code)
 
     def _flushBatch(self) -> None:
         batch = self._batch

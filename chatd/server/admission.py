@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
+from chatd.core.hub import ILoginGuard
 from chatd.core.limits import BucketTable, PerAddress
-from chatd.core.room import ILoginGuard
 from chatd.server.logsummary import LogSummary
 from chatd.wire import ErrorCode
 

@@ -1,6 +1,6 @@
 """The factory every binary front-end connection of one process shares.
 
-:class:`ChatFactory` owns the process's :class:`~chatd.core.room.Room` and
+:class:`ChatFactory` owns the process's :class:`~chatd.core.hub.Hub` and
 admits new connections (--max-clients, the per-address limits of
 :mod:`chatd.server.admission`, maintenance and shutdown); the service asks it
 for notices, kicks, counts and the graceful close of everyone.  It is the
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList
 
-from chatd.core.room import Room
+from chatd.core.hub import Hub
 from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
@@ -57,9 +57,9 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
-        self.room = Room(config, clock, sequencer, roster)
-        self.stats = self.room.stats
-        self.fanout = self.room.fanout
+        self.hub = Hub(config, clock, sequencer, roster)
+        self.stats = self.hub.stats
+        self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}
         # Connections that have sent everything and their FIN, and linger
         # only to read what the client still sends: not counted in limits.
@@ -68,8 +68,8 @@ class ChatFactory(protocol.Factory):
         # asks it about logins, and protocol errors are summarised through it.
         self.admission = Admission(config, clock)
         self.perAddress = self.admission.perAddress
-        self.room.logins = self.admission
-        self.room.errorLog.emit = self._logError
+        self.hub.logins = self.admission
+        self.hub.errorLog.emit = self._logError
         #: When set (MAINTENANCE, SHUTDOWN), new connections get this error.
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
@@ -150,7 +150,7 @@ class ChatFactory(protocol.Factory):
     def applyConfig(self, config: Config) -> None:
         """Take a reloaded configuration; connections read it at use."""
         self.config = config
-        self.room.applyConfig(config)
+        self.hub.applyConfig(config)
         self.admission.applyConfig(config)
         keepRotated(config.log_keep)
         self.backend.applyConfig(config)
@@ -233,4 +233,4 @@ class ChatFactory(protocol.Factory):
 
     def kick(self, name: str) -> bool:
         """An operator removes user ``name``: ERROR KICKED, LEAVE kicked."""
-        return self.room.kick(name)
+        return self.hub.kick(name)

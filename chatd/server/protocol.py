@@ -8,7 +8,7 @@ runs of ECHO and SAY, flow control (it is the transport's push producer and
 counts the bytes it wrote while the transport was full: the session's
 backlog), and a lingering close so a client still sending gets its final
 ERROR.  :class:`ChatFactory` admits connections (limits, maintenance) and
-owns the process's :class:`~chatd.core.room.Room`
+owns the process's :class:`~chatd.core.hub.Hub`
 (:mod:`chatd.server.factory`).
 """
 
@@ -88,13 +88,13 @@ class ChatProtocol(FrameReceiver):
     def __init__(self, factory: ChatFactory, number: int) -> None:
         self.factory = factory
         self.number = number
-        room = factory.room
-        self.callLater = room.clock.callLater
-        self.stats = room.stats
-        self.session = Session(room)
+        hub = factory.hub
+        self.callLater = hub.clock.callLater
+        self.stats = hub.stats
+        self.session = Session(hub)
         self.session.attach(self)
         self.peer = self.host = "?"
-        self.since = room.clock.seconds()
+        self.since = hub.clock.seconds()
 
     # -- connection lifecycle --------------------------------------------
 

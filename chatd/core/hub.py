@@ -1,9 +1,10 @@
-"""The room: what every session of one process shares.
+"""The hub: what every session of one process shares.
 
 The rules (a configuration read at use, so a reload applies to everyone),
 the clock, the roster authority and its replica, the sequencer and this
-process's fan-out, the counters and the error log.  Front ends make
-sessions in a room; the server's factory owns one.
+process's fan-outs (one per wire format), the counters and the error log.
+Front ends make sessions on the hub; the server's factory owns one.  It is
+not a chat room: the rooms of protocol 1.2 are :mod:`chatd.core.rooms`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class ILoginGuard(Interface):
         """A right password: the address is trusted again."""
 
 
-class Room:
+class Hub:
     """Sessions, and what they share."""
 
     def __init__(
