@@ -142,3 +142,18 @@ class SharedThroughRedisTests(unittest.TestCase):
         self.b.guard.failed(Conn())  # b's second failure in a row
         yield learned
         self.assertEqual(self.a.guard.admission.auth.failures("10.0.0.7"), 2)
+
+
+class WiringTests(unittest.SynchronousTestCase):
+    def test_a_redis_node_checks_passwords_through_the_shared_guard(self) -> None:
+        from dataclasses import replace
+
+        from chatd.cluster.redisnode import redisFactory
+
+        config = replace(CONFIG, redis="redis://127.0.0.1:1/0", node_name="n1")
+        factory = redisFactory(config, task.Clock())
+        logins = factory.backend.logins  # type: ignore[attr-defined]
+        self.assertIs(factory.room.logins, logins.guard)
+        self.assertIs(logins.guard.admission, factory.admission)
+        self.assertEqual((logins.name, logins.channel), (b"n1", "chatd:logins:0"))
+        self.assertEqual(factory.admission.auth.first, 0.5)  # from the config

@@ -17,7 +17,8 @@ back-pressure), :mod:`.tally` (status aggregation).  A worker process:
 ``--redis URL`` (docs/cluster.md): nodes joined through Redis --
 :mod:`.options` (the options, no Redis client needed), :mod:`.node` (the
 member that is the room's sequencer and roster), :mod:`.redisnode` (its
-backend), :mod:`.scripts` (the Lua that makes each step atomic in Redis).
+backend), :mod:`.scripts` (the Lua that makes each step atomic in Redis),
+:mod:`.redislogins` (the login back-off, shared through a Redis channel).
 
 It may import :mod:`chatd.wire`, :mod:`chatd.core` and :mod:`chatd.server`;
 nothing in :mod:`chatd.server` but the tap imports it.
