@@ -157,11 +157,6 @@ class Redis(Deployment):
     """Two nodes on one real redis-server; connection k goes to node k % 2."""
 
     mode = "redis"
-    cannot = {
-        "test_login_backoff_everywhere": "the login back-off is kept per node "
-        "(docs/limits.md): an address locked on one node may still guess on "
-        "the other until it is shared through Redis"
-    }
 
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]

@@ -621,7 +621,8 @@ class ContractTests(ContractHelpers):
     def test_login_backoff_everywhere(self):
         """An address locked by a wrong password is locked in every process
         that serves it: with --workers the guess and the right password
-        land on the two workers (docs/limits.md)."""
+        land on the two workers, with --redis on the two nodes
+        (docs/limits.md)."""
         self.cannot("test_login_backoff_everywhere")
         path = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
         with open(path, "w") as f:
@@ -640,16 +641,18 @@ class ContractTests(ContractHelpers):
 
     @defer.inlineCallbacks
     def lockedAddresses(self, n: int):  # type: ignore[no-untyped-def]
-        """Wait (polling /status, at most 5 s) until the admitting process
-        shows ``n`` addresses locked by the login back-off; nothing else
-        tells a client when another connection's guess was checked."""
+        """Wait (polling /status, at most 5 s) until every admitting process
+        (with --redis, every node: the lock travels through Redis) shows
+        ``n`` addresses locked by the login back-off; nothing else tells a
+        client when another connection's guess was checked."""
         deadline = reactor.seconds() + 5
-        while True:
-            status = yield self.deployment.status()
-            if status["locked_addresses"] == n:
-                return
-            self.assertLess(reactor.seconds(), deadline, status)  # type: ignore[attr-defined]
-            yield task.deferLater(reactor, 0.02, lambda: None)
+        for server in range(self.deployment.servers):
+            while True:
+                status = yield self.deployment.status(server)
+                if status["locked_addresses"] == n:
+                    break
+                self.assertLess(reactor.seconds(), deadline, status)  # type: ignore[attr-defined]
+                yield task.deferLater(reactor, 0.02, lambda: None)
 
     # -- timeouts ---------------------------------------------------------------------
 

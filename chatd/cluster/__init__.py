@@ -21,7 +21,8 @@ member that is the room's sequencer and roster), composed of
 (the stream), :mod:`.leases` (names), :mod:`.membership` (lease, heartbeat,
 reaping, recovery), :mod:`.who` (WHO after a gap) and :mod:`.standing` (the
 lease as they all see it); :mod:`.redisnode` (its backend), :mod:`.scripts`
-(the Lua that makes each step atomic in Redis).
+(the Lua that makes each step atomic in Redis), :mod:`.redislogins`
+(the login back-off, shared through a Redis channel).
 
 It may import :mod:`chatd.wire`, :mod:`chatd.core` and :mod:`chatd.server`;
 nothing in :mod:`chatd.server` but the tap imports it.

@@ -9,7 +9,8 @@ address goes to main (link LOGIN), which keeps the table of record and
 tells every other worker at once, and a worker started later is told the
 table.  The lock reaches the other workers within one link hop: two
 guesses landing on two workers in the very same instant may both be
-checked, never more than one per worker.
+checked, never more than one per worker.  The nodes of ``--redis`` use
+the same guard, its ``send`` a Redis PUBLISH (:mod:`.redislogins`).
 """
 
 from __future__ import annotations
