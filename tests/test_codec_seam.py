@@ -41,6 +41,15 @@ class LineCodec:
     def users(self, replica):  # type: ignore[no-untyped-def]
         return [b"users " + b",".join(u.name for u in replica.active) + b"\n"]
 
+    def version(self, minor: int) -> bytes:
+        return b"version 1.%d\n" % minor
+
+    def rooms(self, listing):  # type: ignore[no-untyped-def]
+        return [b"rooms " + b",".join(name for name, _, _ in listing) + b"\n"]
+
+    def members(self, users):  # type: ignore[no-untyped-def]
+        return [b"members " + b",".join(u.name for u in users) + b"\n"]
+
     def event(self, event: Event) -> bytes:
         self.encoded += 1
         if isinstance(event, Message | Messages):  # Messages: a run of frames

@@ -197,10 +197,14 @@ class FieldTests(SynchronousTestCase):
             "BAD_STATE BAD_TEXT TOO_LONG NO_SUCH_USER RATE_LIMITED SERVER_FULL "
             "MAINTENANCE SLOW_CONSUMER IDLE_TIMEOUT HANDSHAKE_TIMEOUT SHUTDOWN KICKED "
             "UNAVAILABLE"  # protocol 1.1
+            " BAD_ROOM NO_SUCH_ROOM NOT_IN_ROOM TOO_MANY_ROOMS TOPIC_LOCKED"  # 1.2
         ).split()
         self.assertEqual(sorted(c.name for c in wire.ErrorCode), sorted(spec))
         self.assertFalse(wire.ErrorCode.UNAVAILABLE.fatal)
-        self.assertEqual([int(t) for t in wire.FrameType], list(range(1, 18)))
+        for code in spec[-5:]:  # no 1.2 code closes the connection
+            self.assertFalse(wire.ErrorCode[code].fatal)
+        # 1..17: protocol 1.1; 18..29: 1.2 (docs/protocol.md)
+        self.assertEqual([int(t) for t in wire.FrameType], list(range(1, 30)))
 
 
 GOOD_NAMES = [b"a", b"Z", b"0", b"_", b"-", b"a" * 32, b"Alice_-9"]

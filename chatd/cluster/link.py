@@ -70,6 +70,10 @@ _WORKER_SETTINGS = (
     "rate_burst",
     "auth_backoff",
     "auth_backoff_max",
+    "default_room",
+    "max_rooms",
+    "max_rooms_per_user",
+    "rooms",
 )
 
 
@@ -99,6 +103,7 @@ def configFrom(payload: bytes) -> Config:
         values = json.loads(payload)
         password = values.pop("password")
         values["listen"] = tuple(values.get("listen", ()))
+        values["rooms"] = tuple(tuple(r) for r in values.get("rooms", ()))
         values["limit_exempt"] = parseNetworks(values.get("limit_exempt", "none"))
         fields = {f.name for f in dataclasses.fields(Config)}
         if not set(values) <= fields:

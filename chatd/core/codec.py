@@ -55,3 +55,14 @@ class IClientCodec(Interface):
         A :class:`~chatd.core.events.Messages` is a run of SAYs a binary
         client sent in one read, carried as ``count`` MESSAGE frames: a
         codec of another format spells each of them."""
+
+    # -- protocol 1.2 (docs/protocol.md) --
+
+    def version(minor: int) -> bytes:
+        """The answer to a client that asked for 1.2 or later: ``1.minor``."""
+
+    def rooms(listing: list[tuple[bytes, int, bytes]]) -> list[bytes]:
+        """The answer to LIST: (name, users, topic) of every room."""
+
+    def members(users: list[User]) -> list[bytes]:
+        """The answer to ROOM_WHO: a room's members, in the order they came."""

@@ -27,6 +27,9 @@ class Event:
     __slots__ = ("seq", "frame", "count")
     #: The user a targeted event is for; None for a broadcast.
     target: User | None = None  # a slot in targeted events
+    #: The 1.2 room of a room event (chatd.core.roomevents); None for the
+    #: default room's (1.1's) events.
+    room: bytes | None = None  # a slot in room events
 
     def __init__(self, frame: bytes, count: int = 1) -> None:
         self.seq = 0

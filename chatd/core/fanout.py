@@ -152,6 +152,8 @@ class FanOut:
             if recipient is not None:  # else not one of ours, or gone
                 recipient.targeted(event)
             return
+        if event.room is not None:
+            return  # a 1.2 room's: chatd.core.roomcast delivers those
         joining = None
         if self._expected and isinstance(event, Join):
             joining = self._expected.pop(event.user.id, None)

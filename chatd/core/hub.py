@@ -18,6 +18,7 @@ from chatd.core.codec import IClientCodec
 from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
+from chatd.core.roomcast import RoomCast
 from chatd.core.roster import IRoster, Replica, Roster
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import Session
@@ -39,6 +40,14 @@ class Rules(Protocol):
     def rate_burst(self) -> int: ...
     @property
     def max_backlog(self) -> int: ...
+    @property
+    def default_room(self) -> str: ...
+    @property
+    def max_rooms(self) -> int: ...
+    @property
+    def max_rooms_per_user(self) -> int: ...
+    @property
+    def rooms(self) -> tuple[tuple[str, str], ...]: ...
 
 
 class ILoginGuard(Interface):
@@ -81,6 +90,16 @@ class Hub:
         #: One fan-out per wire format, so an event is encoded once per
         #: format, not once per recipient.
         self.fanouts: dict[str, FanOut] = {"binary": self.fanout}
+        #: Protocol 1.2's rooms and their members' fan-outs.
+        self.rooms = RoomCast(
+            clock.callLater,
+            config.max_backlog,
+            config.default_room.encode(),
+            config.max_rooms,
+            config.max_rooms_per_user,
+            [(n.encode(), t.encode(), bool(t)) for n, t in config.rooms],
+        )
+        self.sequencer.subscribe(self.rooms)
         self.errorLog = ErrorLog()
         #: Sessions admitted and not yet gone, in order of arrival.
         self.sessions: dict[Session, None] = {}
@@ -108,6 +127,7 @@ class Hub:
         self.config = config
         for fanout in self.fanouts.values():
             fanout.maxBacklog = config.max_backlog
+        self.rooms.applyConfig(config.max_backlog)
 
     def kick(self, name: str) -> bool:
         """Remove the active user ``name`` (any case), wherever it is

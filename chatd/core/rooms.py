@@ -121,7 +121,8 @@ class Directory:
         room = self.rooms.get(key(name))
         if room is not None and member in room.members:
             raise RoomError(ALREADY_IN_ROOM, f"already in {room.name.decode()}")
-        if len(self.memberships.get(member, ())) >= self.maxPerUser:
+        # + 1: the default room, which every active user is in.
+        if len(self.memberships.get(member, ())) + 1 >= self.maxPerUser:
             raise RoomError(
                 TOO_MANY_ROOMS,
                 f"in {self.maxPerUser} rooms already (max-rooms-per-user)",
@@ -132,12 +133,23 @@ class Directory:
     def enter(self, member: Hashable, name: bytes) -> Room:
         """``member`` enters ``name`` (created if need be)."""
         self.checkEnter(member, name)
+        return self.add(member, name)
+
+    def add(self, member: Hashable, name: bytes) -> Room:
+        """``member`` is in ``name`` (created if need be), unchecked: a
+        sequenced ROOM_JOIN, which every process applies alike."""
         room = self.rooms.get(key(name))
         if room is None:
             room = self.rooms[key(name)] = Room(name)
         room.members[member] = None
         self.memberships.setdefault(member, {})[key(name)] = room
         return room
+
+    def drop(self, member: Hashable, name: bytes) -> None:
+        """A sequenced ROOM_LEAVE: ``member`` is no longer in ``name``."""
+        room = self.rooms.get(key(name))
+        if room is not None and member in room.members:
+            self._drop(member, room)
 
     def part(self, member: Hashable, name: bytes) -> Room:
         """``member`` leaves ``name``; an emptied room goes unless permanent."""

@@ -152,18 +152,23 @@ class Replica:
         return self._who
 
     def _packWho(self) -> list[bytes]:
-        frames = []
-        chunk: list[bytes] = []
-        size = 0
-        for user in self._active.values():
-            entry = user.entry
-            extra = len(entry) + (1 if chunk else 0)
-            if chunk and size + extra > MAX_PAYLOAD:
-                frames.append(encode(FrameType.USERS, b"\n".join(chunk)))
-                chunk, size, extra = [], 0, len(entry)
-            chunk.append(entry)
-            size += extra
-        if chunk:
-            frames.append(encode(FrameType.USERS, b"\n".join(chunk)))
-        frames.append(encode(FrameType.USERS))
-        return frames
+        return packList(FrameType.USERS, [u.entry for u in self._active.values()])
+
+
+def packList(ftype: int, entries: list[bytes]) -> list[bytes]:
+    """``entries`` as frames of ``ftype`` (USERS, 1.2's ROOMS): separated by
+    newlines, packed greedily, an entry never split, an empty frame last."""
+    frames = []
+    chunk: list[bytes] = []
+    size = 0
+    for entry in entries:
+        extra = len(entry) + (1 if chunk else 0)
+        if chunk and size + extra > MAX_PAYLOAD:
+            frames.append(encode(ftype, b"\n".join(chunk)))
+            chunk, size, extra = [], 0, len(entry)
+        chunk.append(entry)
+        size += extra
+    if chunk:
+        frames.append(encode(ftype, b"\n".join(chunk)))
+    frames.append(encode(ftype))
+    return frames

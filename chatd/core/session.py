@@ -30,6 +30,7 @@ from chatd.core.codec import IClientCodec
 from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisper
 from chatd.core.fanout import IRecipient
 from chatd.core.limits import TokenBucket
+from chatd.core.roomrequests import RoomRequests
 from chatd.wire import ErrorCode, LeaveReason, valid_name, valid_text
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ class IConnection(Interface):
 
 
 @implementer(IRecipient)
-class Session(TimeoutMixin):
+class Session(RoomRequests, TimeoutMixin):
     """The rules of one connection, between a front end and the hub."""
 
     state = CONNECTED
@@ -103,6 +104,7 @@ class Session(TimeoutMixin):
 
     def __init__(self, hub: Hub, conn: IConnection | None = None) -> None:
         self.hub = hub
+        self.roomFanouts = {}
         self.stats = hub.stats
         self.callLater = hub.clock.callLater  # type: ignore[method-assign,assignment]
         if conn is not None:
@@ -188,11 +190,15 @@ class Session(TimeoutMixin):
         self._outputBlocked = True
         self.write = self.conn.write  # type: ignore[method-assign]
         self.fanout.pause(self)
+        for fanout in self.roomFanouts.values():
+            fanout.pause(self)
 
     def outputResumed(self) -> None:
         self._outputBlocked = False
         self.write = self.conn.write  # type: ignore[method-assign]
         self.fanout.resume(self)
+        for fanout in list(self.roomFanouts.values()):
+            fanout.resume(self)
 
     def timeoutConnection(self) -> None:
         if self.state is ACTIVE:
@@ -227,6 +233,8 @@ class Session(TimeoutMixin):
             self.hub.roster.release(user)
         if wasActive:
             self.fanout.remove(self, drain=drain and not self._disconnected)
+            if self.roomFanouts:
+                self.hub.rooms.depart(self, drain and not self._disconnected)
             self._submit(Leave(user, reason), hold=False)  # type: ignore[arg-type]
         if self._disconnected:
             self._batch = None
@@ -353,6 +361,7 @@ class Session(TimeoutMixin):
         # The WELCOME must go out before the JOIN the fan-out will send.
         self._flushBatch()
         self.fanout.expect(self)
+        self.hub.rooms.arrive(self)
         self._submit(Join(user))  # type: ignore[arg-type]
         if self._outputBlocked:  # its transport was already full: not live
             self.fanout.pause(self)
@@ -479,13 +488,15 @@ class Session(TimeoutMixin):
         self.stats.framesOut += frames
         self.stats.bytesOut += len(data)
         if self.state is ACTIVE:
+            for fanout in self.roomFanouts.values():  # 1.2: its rooms' first
+                fanout.send(self, b"")
             self.fanout.send(self, data)
         else:
             self.conn.write(data)
         if (
             self._outputBlocked
             and self.state is not CLOSED
-            and self.fanout.backlog(self) > self.fanout.maxBacklog
+            and self._backlog() > self.fanout.maxBacklog
         ):
             if self._batch is None:
                 self.slowConsumer()
@@ -494,6 +505,21 @@ class Session(TimeoutMixin):
                 # state from under it (a LEAVE before its MESSAGE, a close
                 # within close).  Cut off once the chunk is handled.
                 self._overBacklog = True
+
+    def _backlog(self) -> int:
+        """Bytes held for this client: its front end's, and every queue of
+        the fan-outs it is in."""
+        held = self.fanout.backlog(self)
+        for fanout in self.roomFanouts.values():
+            held += fanout.backlog(self) - self.conn.backlog()
+        return held
+
+    def _active(self) -> bool:
+        """Whether the request may go on: NOT_READY before ACTIVE."""
+        if self.state is ACTIVE:
+            return True
+        self.error(ErrorCode.NOT_READY)
+        return False
 
     # -- IRecipient ----------------------------------------------------------
 

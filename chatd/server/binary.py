@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from zope.interface import implementer
 
 from chatd.core.codec import IClientCodec
+from chatd.core.roster import packList
 from chatd.core.session import Session
 from chatd.wire import HEADER, FrameType, encode, error_frame
 
@@ -57,6 +58,16 @@ class BinaryCodec:
     def event(self, event: Event) -> bytes:
         return event.frame
 
+    def version(self, minor: int) -> bytes:
+        return encode(FrameType.VERSION, b"1.%d" % minor)
+
+    def rooms(self, listing: list[tuple[bytes, int, bytes]]) -> list[bytes]:
+        entries = [b"%s.%d.%s" % entry for entry in listing]
+        return packList(FrameType.ROOMS, entries)
+
+    def members(self, users: list[User]) -> list[bytes]:
+        return packList(FrameType.USERS, [u.entry for u in users])
+
 
 BINARY = BinaryCodec()
 
@@ -71,6 +82,57 @@ def _whisper(session: Session, payload: bytes) -> None:
     session.whisper(name, text if dot else None)
 
 
+def _version(session: Session, payload: bytes) -> None:
+    """VERSION ``1.N``, N >= 2 with no leading zeros; anything else is the
+    UNKNOWN_TYPE a 1.1 server gives it."""
+    major, dot, minor = payload.partition(b".")
+    if (
+        major == b"1"
+        and dot
+        and 0 < len(minor) < 10
+        and minor.isdigit()
+        and minor[:1] != b"0"
+        and int(minor) >= 2
+    ):
+        session.version(2)
+    else:
+        unknown(session, FrameType.VERSION)
+
+
+def _split(method: Callable[[Session, bytes, bytes | None], None]) -> Callable:
+    """A 1.2 request whose payload is ``room.rest`` (rest None: no dot)."""
+
+    def request(session: Session, payload: bytes) -> None:
+        room, dot, rest = payload.partition(b".")
+        method(session, room, rest if dot else None)
+
+    return request
+
+
+#: 1.2 requests: only for a connection that sent VERSION; before, as 1.1,
+#: UNKNOWN_TYPE.
+ROOM_INPUTS: dict[int, Callable[[Session, bytes], None]] = {
+    FrameType.ENTER: Session.enter,
+    FrameType.PART: Session.part,
+    FrameType.ROOM_SAY: _split(Session.roomSay),
+    FrameType.LIST: lambda s, p: s.listRooms(),
+    FrameType.ROOM_WHO: Session.roomWho,
+    FrameType.TOPIC: _split(Session.topic),
+}
+
+
+def _room(ftype: int) -> Callable[[Session, bytes], None]:
+    handler = ROOM_INPUTS[ftype]
+
+    def gated(session: Session, payload: bytes) -> None:
+        if session.speaks12:
+            handler(session, payload)
+        else:
+            unknown(session, ftype)
+
+    return gated
+
+
 #: Frame type -> input.  The frequent ones are the session's own methods
 #: (one call per frame, no adapter in between).
 INPUTS: dict[int, Callable[[Session, bytes], None]] = {
@@ -83,6 +145,8 @@ INPUTS: dict[int, Callable[[Session, bytes], None]] = {
     FrameType.WHO: lambda s, p: s.who(),
     FrameType.WHISPER: _whisper,
     FrameType.BYE: lambda s, p: s.bye(),
+    FrameType.VERSION: _version,
+    **{ftype: _room(ftype) for ftype in ROOM_INPUTS},
 }
 
 

@@ -70,6 +70,12 @@ class Config:
     max_clients_per_worker: int = 1000
     worker_idle_exit: float = 60.0
     min_workers: int = 1
+    # Protocol 1.2's rooms (docs/protocol.md)
+    default_room: str = "lobby"
+    max_rooms: int = 1000
+    max_rooms_per_user: int = 20
+    #: (name, topic) of each --room; a topic given here is locked.
+    rooms: tuple[tuple[str, str], ...] = ()
 
 
 # name -> (parser, default, help).  The option is --name, the variable
@@ -110,6 +116,10 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "max-clients-per-worker": (_values.positiveInt, 1000, "Most clients one worker process serves (with --workers above 1)."),
     "worker-idle-exit": (_values.seconds, 60.0, "Seconds a worker with no clients lives on before it exits (never the last one)."),
     "min-workers": (_values.positiveInt, 1, "Workers started at once and kept while idle (at most --workers): clients spread over them from the first."),
+    # Protocol 1.2's rooms (docs/protocol.md)
+    "default-room": (_values.roomName, "lobby", "The room every user is in (1.1's one room)."),
+    "max-rooms": (_values.positiveInt, 1000, "Most rooms at once (1.2 clients create rooms by entering them)."),
+    "max-rooms-per-user": (_values.positiveInt, 20, "Most rooms one user is in, the default room counted."),
 }  # fmt: skip
 
 
@@ -119,7 +129,7 @@ def envName(option: str) -> str:
 
 #: Every CHATD_ variable chatd reads.
 KNOWN_VARIABLES = frozenset(
-    {envName(name) for name in PARAMETERS} | {envName("listen")}
+    {envName(name) for name in PARAMETERS} | {envName("listen"), envName("room")}
 )
 
 HELP_HINT = "see twistd chatd --help"
@@ -150,6 +160,11 @@ class Options(usage.Options):
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
+
+    def opt_room(self, spec: str) -> None:
+        """A room that always exists, NAME or NAME:topic (a topic given
+        here is locked); repeatable [env: CHATD_ROOM, ';'-separated]"""
+        self.setdefault("room", []).append(spec)
 
     def opt_version(self) -> None:
         """Print chatd's version and exit."""
@@ -288,7 +303,22 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         raise usage.UsageError(
             "--workers: not together with --redis yet; run one node per core instead"
         )
-    return Config(listen=tuple(listen), password=password, admin_token=token, **values)
+    rooms = list(given.get("room") or ())
+    source = "--room"
+    if not rooms:
+        rooms = [r for r in environ.get(envName("room"), "").split(";") if r.strip()]
+        source = envName("room")
+    try:
+        specs = tuple(_values.roomSpec(r.strip()) for r in rooms)
+    except ValueError as e:
+        raise usage.UsageError(f"{source}: {e}") from None
+    return Config(
+        listen=tuple(listen),
+        password=password,
+        admin_token=token,
+        rooms=specs,
+        **values,
+    )
 
 
 def fromEnvironment(environ: Mapping[str, str] | None = None) -> Config:

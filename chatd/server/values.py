@@ -98,3 +98,23 @@ def workers(value: str) -> int:
     if not value.strip().isdigit() or int(value) < 1:
         raise ValueError("must be a whole number of at least 1, or auto")
     return int(value)
+
+
+def roomName(value: str) -> str:
+    """A room name: the user-name rules (1 to 32 of letters, digits, _ -)."""
+    from chatd.wire import valid_name
+
+    if not valid_name(value.encode()):
+        raise ValueError("a room name is 1 to 32 ASCII letters, digits, _ or -")
+    return value
+
+
+def roomSpec(value: str) -> tuple[str, str]:
+    """``NAME`` or ``NAME:topic`` (a --room): the name and its topic."""
+    from chatd.wire import valid_text
+
+    name, _, topic = value.partition(":")
+    roomName(name)
+    if topic and (len(topic.encode()) > 300 or not valid_text(topic.encode())):
+        raise ValueError("a topic is at most 300 bytes of one line of text")
+    return name, topic

@@ -59,6 +59,19 @@ class FrameType(enum.IntEnum):
     WHISPERED = 15
     NOTICE = 16
     BYE = 17
+    # Protocol 1.2 (docs/protocol.md): only for connections that sent VERSION.
+    VERSION = 18
+    ENTER = 19
+    PART = 20
+    ROOM_SAY = 21
+    ROOM_MESSAGE = 22
+    ROOM_JOIN = 23
+    ROOM_LEAVE = 24
+    LIST = 25
+    ROOMS = 26
+    ROOM_WHO = 27
+    TOPIC = 28
+    ROOM_TOPIC = 29
 
 
 class ErrorCode(enum.Enum):
@@ -83,6 +96,12 @@ class ErrorCode(enum.Enum):
     SHUTDOWN = "server is shutting down"
     KICKED = "removed by an operator"
     UNAVAILABLE = "the chat backend is unreachable; not delivered, try again"
+    # Protocol 1.2: only for connections that sent VERSION.
+    BAD_ROOM = "a room name is 1 to 32 ASCII letters, digits, _ or -"
+    NO_SUCH_ROOM = "no such room"
+    NOT_IN_ROOM = "you are not in that room"
+    TOO_MANY_ROOMS = "too many rooms"
+    TOPIC_LOCKED = "the topic of that room is locked"
 
     @property
     def fatal(self) -> bool:
@@ -112,6 +131,8 @@ class LeaveReason(enum.Enum):
     SLOW = "slow"
     SHUTDOWN = "shutdown"
     KICKED = "kicked"
+    #: 1.2: ROOM_LEAVE of a user who left one room (PART).
+    PART = "part"
 
 
 def encode(ftype: int, payload: bytes = b"") -> bytes:

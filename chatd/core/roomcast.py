@@ -1,0 +1,182 @@
+"""Delivery of protocol 1.2's room events to the members of each room.
+
+:class:`RoomCast` is an :class:`~chatd.core.sequencer.IEventSink` beside
+the 1.1 fan-out.  From the sequenced room events it keeps this process's
+:class:`~chatd.core.rooms.Directory` (which rooms exist, who is in each:
+the same in every process of a cluster, because every process reads the
+same events in the same order), and it delivers each room event to the
+room's local members through a :class:`~chatd.core.fanout.FanOut` of
+their own (one per room and wire format, made when the first local member
+enters and dropped when the last leaves), so a delivery costs nothing for
+rooms a connection is not in, and an idle room holds no fan-out.
+
+A user who leaves the server (a 1.1 LEAVE, sequenced once) leaves every
+room it was in: each process turns that one LEAVE into the ROOM_LEAVEs
+its local members are owed, at the LEAVE's place in the order, so no
+extra event is sequenced and a node that died still has its users leave
+their rooms everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from zope.interface import implementer
+
+from chatd.core.events import Event, Leave
+from chatd.core.fanout import FanOut
+from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomTopic
+from chatd.core.rooms import Directory, key
+from chatd.core.sequencer import IEventSink
+
+if TYPE_CHECKING:
+    from chatd.core.roster import User
+    from chatd.core.session import Session
+
+
+@implementer(IEventSink)
+class RoomCast:
+    """The rooms of one process and their local members (module doc)."""
+
+    def __init__(
+        self,
+        callLater: Callable[..., Any],
+        maxBacklog: int,
+        default: bytes = b"lobby",
+        maxRooms: int = 1000,
+        maxPerUser: int = 20,
+        configured: Iterable[tuple[bytes, bytes, bool]] = (),
+    ) -> None:
+        self._callLater = callLater
+        self.maxBacklog = maxBacklog
+        self.directory = Directory(default, maxRooms, maxPerUser, configured)
+        #: Users in some room (ROOM_WHO lists them), by id.
+        self.users: dict[int, User] = {}
+        #: Local active sessions by user id: the ones delivered to here.
+        self.local: dict[int, Session] = {}
+        #: room key -> codec name -> the fan-out of its local members.
+        self.fanouts: dict[bytes, dict[str, FanOut]] = {}
+        #: Room events delivered, per room key (for /status).
+        self.messages: dict[bytes, int] = {}
+
+    # -- local sessions -------------------------------------------------------
+
+    def arrive(self, session: Session) -> None:
+        """``session`` is active here: room events for its user reach it."""
+        self.local[session.user.id] = session  # type: ignore[union-attr]
+
+    def depart(self, session: Session, drain: bool) -> None:
+        """``session`` is closing: it gets nothing more from any room (its
+        user leaves the rooms when its LEAVE is sequenced)."""
+        uid = session.user.id  # type: ignore[union-attr]
+        if self.local.get(uid) is session:
+            del self.local[uid]
+        for roomKey, fanout in list(session.roomFanouts.items()):
+            self._drop(roomKey, session, fanout, drain)
+
+    # -- IEventSink -------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        room = event.room
+        if room is not None:
+            self._roomEvent(event, room)  # type: ignore[arg-type]
+        elif type(event) is Leave:
+            self._leftServer(event)
+
+    def _roomEvent(self, event: RoomEvent, name: bytes) -> None:
+        roomKey = key(name)
+        directory = self.directory
+        self.messages[roomKey] = self.messages.get(roomKey, 0) + 1
+        if type(event) is RoomJoin:
+            user = event.user
+            room = directory.add(user.id, name)
+            self.users[user.id] = user
+            session = self.local.get(user.id)
+            if session is not None:
+                fanout = self._fanoutFor(roomKey, session)
+                session.roomFanouts[roomKey] = fanout
+                self._send(roomKey, event, joining=session)
+                if room.topic:
+                    topic = RoomTopic(room.name, room.topic)
+                    fanout.send(session, session.codec.event(topic))
+                return
+        elif type(event) is RoomTopic:
+            topical = directory.get(name)
+            if topical is not None:
+                topical.topic = event.topic
+        self._send(roomKey, event)
+        if type(event) is RoomLeave:
+            uid = event.user.id
+            directory.drop(uid, name)
+            self._forgetUser(uid)
+            session = self.local.get(uid)
+            if session is not None:
+                mine = session.roomFanouts.get(roomKey)
+                if mine is not None:  # it got its own ROOM_LEAVE: the ack
+                    self._drop(roomKey, session, mine, drain=True)
+
+    def _leftServer(self, event: Leave) -> None:
+        uid = event.user.id
+        for room in self.directory.leaveAll(uid):
+            self._send(key(room.name), RoomLeave(room.name, event.user, event.reason))
+        self.users.pop(uid, None)
+
+    # -- fan-outs -----------------------------------------------------------------
+
+    def _send(
+        self, roomKey: bytes, event: Event, joining: Session | None = None
+    ) -> None:
+        """``event`` to every local member of the room, in each one's format;
+        ``joining`` (already counted in the directory) from this event on."""
+        for codecName, fanout in list(self.fanouts.get(roomKey, {}).items()):
+            if joining is not None and joining.codec.name == codecName:
+                fanout.deliverFrames(joining.codec.event(event), joining)
+            elif len(fanout):
+                fanout.deliverFrames(self._encode(fanout, event))
+
+    def _encode(self, fanout: FanOut, event: Event) -> bytes:
+        encode = fanout._encode
+        return event.frame if encode is None else encode(event)
+
+    def _fanoutFor(self, roomKey: bytes, session: Session) -> FanOut:
+        codec = session.codec
+        byCodec = self.fanouts.setdefault(roomKey, {})
+        fanout = byCodec.get(codec.name)
+        if fanout is None:
+            encode = None if codec.name == "binary" else codec.event
+            fanout = byCodec[codec.name] = FanOut(
+                self._callLater, self.maxBacklog, encode
+            )
+        return fanout
+
+    def _drop(
+        self, roomKey: bytes, session: Session, fanout: FanOut, drain: bool
+    ) -> None:
+        fanout.remove(session, drain=drain)
+        session.roomFanouts.pop(roomKey, None)
+        if not len(fanout):
+            fanout.flush()
+            byCodec = self.fanouts.get(roomKey, {})
+            byCodec.pop(session.codec.name, None)
+            if not byCodec:
+                self.fanouts.pop(roomKey, None)
+
+    def _forgetUser(self, uid: int) -> None:
+        if uid not in self.directory.memberships:
+            self.users.pop(uid, None)
+
+    # -- questions ------------------------------------------------------------
+
+    def members(self, name: bytes) -> list[User]:
+        room = self.directory.get(name)
+        if room is None:
+            return []
+        users = self.users
+        return [users[uid] for uid in room.members if uid in users]
+
+    def applyConfig(self, maxBacklog: int) -> None:
+        self.maxBacklog = maxBacklog
+        for byCodec in self.fanouts.values():
+            for fanout in byCodec.values():
+                fanout.maxBacklog = maxBacklog
