@@ -191,3 +191,35 @@ class RoomsTests(ChatTestCase):
         ann.send(T.ROOM_SAY, b"a.hi")  # two
         ann.send(T.SAY, b"hi")  # none left
         self.assertEqual(ann.types(), [T.ROOM_MESSAGE, T.ERROR])
+
+
+class RoomEventCodecTests(ChatTestCase):
+    """Room events cross the links between processes (workers, Redis)."""
+
+    def test_round_trip(self) -> None:
+        from chatd.core.eventcodec import (
+            BadEvent,
+            decodeBatch,
+            decodeEvent,
+            encodeBatch,
+        )
+        from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
+        from chatd.core.roster import User
+        from chatd.wire import LeaveReason
+
+        ann = User(7, 33, b"ann")
+        events = [
+            RoomJoin(b"Dev", ann),
+            RoomMessage(b"Dev", ann, b"a.b"),
+            RoomTopic(b"Dev", b"ship. it"),
+            RoomLeave(b"Dev", ann, LeaveReason.PART),
+        ]
+        back = decodeBatch(encodeBatch(events))
+        self.assertEqual([type(e) for e in back], [type(e) for e in events])
+        self.assertEqual(
+            [(e.room, e.frame) for e in back], [(e.room, e.frame) for e in events]
+        )
+        self.assertEqual(back[0].user.entry, ann.entry)  # type: ignore[attr-defined]
+        self.assertEqual(back[2].topic, b"ship. it")  # type: ignore[attr-defined]
+        self.assertEqual(back[3].reason, LeaveReason.PART)  # type: ignore[attr-defined]
+        self.assertRaises(BadEvent, decodeEvent, b"\x09" + b"\0" * 14)  # no room

@@ -252,7 +252,7 @@ class EventCodecTests(ChatTestCase):
     def test_bad_bytes_raise_bad_event(self) -> None:
         from chatd.core.eventcodec import BadEvent, decodeBatch, decodeEvent
 
-        for data in (b"", b"\x09" + b"\0" * 14, b"\x07" + b"\0" * 14):
+        for data in (b"", b"\x63" + b"\0" * 14, b"\x07" + b"\0" * 14):
             self.assertRaises(BadEvent, decodeEvent, data)
         self.assertRaises(BadEvent, decodeBatch, b"\0\0\0\x09abc")
 

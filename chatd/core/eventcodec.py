@@ -23,6 +23,13 @@ from chatd.core.events import (
     Notice,
     Whisper,
 )
+from chatd.core.roomevents import (
+    RoomEvent,
+    RoomJoin,
+    RoomLeave,
+    RoomMessage,
+    RoomTopic,
+)
 from chatd.core.roster import User
 from chatd.wire import HEADER_SIZE, LeaveReason, split_fields
 
@@ -38,6 +45,10 @@ _KINDS: dict[type[Event], int] = {
     Notice: 5,
     Whisper: 6,
     Kick: 7,
+    RoomMessage: 8,
+    RoomJoin: 9,
+    RoomLeave: 10,
+    RoomTopic: 11,
 }
 
 
@@ -80,16 +91,38 @@ def decodeEvent(data: bytes) -> Event:
         if not targetLen:
             raise BadEvent("a targeted event without a target")
         event.target = userFromEntry(data[_HEAD.size : start])
+    elif isinstance(event, RoomMessage | RoomJoin | RoomLeave | RoomTopic):
+        _roomFields(event, frame[HEADER_SIZE:])
     elif isinstance(event, Join):
         event.user = userFromEntry(frame[HEADER_SIZE:])
     elif isinstance(event, Leave):
         entry, _, reason = frame[HEADER_SIZE:].rpartition(b".")
         event.user = userFromEntry(entry)
-        try:
-            event.reason = LeaveReason(reason.decode("ascii"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise BadEvent(f"bad leave reason {reason[:20]!r}") from e
+        event.reason = _reason(reason)
     return event
+
+
+def _roomFields(event: RoomEvent, payload: bytes) -> None:
+    """A room event's fields, read back from its frame (``room.`` first)."""
+    room, dot, rest = payload.partition(b".")
+    if not (room and dot):
+        raise BadEvent(f"a room event without its room: {payload[:40]!r}")
+    event.room = room
+    if isinstance(event, RoomTopic):
+        event.topic = rest
+    elif isinstance(event, RoomJoin):
+        event.user = userFromEntry(rest)
+    elif isinstance(event, RoomLeave):
+        entry, _, reason = rest.rpartition(b".")
+        event.user = userFromEntry(entry)
+        event.reason = _reason(reason)
+
+
+def _reason(reason: bytes) -> LeaveReason:
+    try:
+        return LeaveReason(reason.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise BadEvent(f"bad leave reason {reason[:20]!r}") from e
 
 
 def encodeBatch(events: list[Event]) -> bytes:

@@ -1,0 +1,125 @@
+"""Protocol 1.2's rooms, in every deployment mode (tests/contract.py):
+members on different processes see one order per room, errors are the
+same everywhere, a user who leaves the server leaves its rooms, and a 1.1
+user beside them sees nothing new.  tests/test_rooms_protocol.py checks
+the rules in depth in memory."""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from chatd.wire import FrameType as T
+from tests.contractcase import ContractHelpers
+
+
+class RoomContractTests(ContractHelpers):
+    @defer.inlineCallbacks
+    def speakers(self, *names: bytes):  # type: ignore[no-untyped-def]
+        """ACTIVE users (spread over the processes) that asked for 1.2."""
+        done = yield self.users(*names)
+        for client, _ in done:
+            client.send(T.VERSION, b"1.2")
+            self.assertEqual((yield self.expect(client, T.VERSION)), b"1.2")
+        return done
+
+    @defer.inlineCallbacks
+    def enter(self, room: bytes, client, entry: bytes, *members):  # type: ignore[no-untyped-def]
+        """``client`` enters ``room``; it and every member see its ROOM_JOIN."""
+        client.send(T.ENTER, room)
+        for c in (client, *members):
+            self.assertEqual((yield self.expect(c, T.ROOM_JOIN)), room + b"." + entry)
+
+    @defer.inlineCallbacks
+    def test_one_order_per_room_across_processes(self):
+        yield self.deploy("--rate-limit", "0")
+        [(ann, aentry), (bob, bentry), (cat, centry)] = yield self.speakers(
+            b"ann", b"bob", b"cat"
+        )
+        old, _ = (yield self.users(b"old"))[0]
+        for c in (ann, bob, cat):
+            yield self.expect(c, T.JOIN)  # old's
+        yield self.enter(b"dev", ann, aentry)
+        yield self.enter(b"dev", bob, bentry, ann)
+        for i in range(10):  # both at once, pipelined: one order for both
+            ann.send(T.ROOM_SAY, b"dev.a%d" % i)
+            bob.send(T.ROOM_SAY, b"dev.b%d" % i)
+        seen = []
+        for c in (ann, bob):
+            frames = []
+            for _ in range(20):
+                frames.append((yield self.expect(c, T.ROOM_MESSAGE)))
+            seen.append(frames)
+        self.assertEqual(seen[0], seen[1])
+        self.assertEqual(
+            sorted(seen[0]),
+            sorted([b"dev." + aentry + b".a%d" % i for i in range(10)]
+                   + [b"dev." + bentry + b".b%d" % i for i in range(10)]),
+        )  # fmt: skip
+        # Nothing of the room reached cat (1.2, not a member) or old (1.1).
+        yield self.marker(ann, aentry, bob, cat, old)
+
+    @defer.inlineCallbacks
+    def test_errors_the_same_everywhere(self):
+        yield self.deploy()
+        [(ann, aentry), (bob, _)] = yield self.speakers(b"ann", b"bob")
+        yield self.enter(b"dev", ann, aentry)
+        old, _ = (yield self.users(b"old"))[0]
+        yield self.expect(ann, T.JOIN)
+        yield self.expect(bob, T.JOIN)
+        for ftype, payload, code in [
+            (T.ENTER, b"bad name", "BAD_ROOM"),
+            (T.ROOM_SAY, b"nosuch.\xff", "BAD_TEXT"),
+            (T.ROOM_SAY, b"nosuch.hi", "NO_SUCH_ROOM"),
+            (T.ROOM_SAY, b"dev.hi", "NOT_IN_ROOM"),  # ann is, on the other server
+            (T.PART, b"dev", "NOT_IN_ROOM"),
+            (T.PART, b"lobby", "BAD_STATE"),
+            (T.TOPIC, b"lobby.x", "TOPIC_LOCKED"),
+        ]:
+            bob.send(ftype, payload)
+            yield self.expectError(bob, code)
+        old.send(T.ENTER, b"dev")  # no VERSION: as 1.1
+        yield self.expectError(old, "UNKNOWN_TYPE")
+        bob.send(T.LIST)
+        self.assertEqual((yield self.expect(bob, T.ROOMS)), b"lobby.3.\ndev.1.")
+        self.assertEqual((yield self.expect(bob, T.ROOMS)), b"")
+        bob.send(T.ROOM_WHO, b"DEV")
+        self.assertEqual((yield self.expect(bob, T.USERS)), aentry)
+        self.assertEqual((yield self.expect(bob, T.USERS)), b"")
+
+    @defer.inlineCallbacks
+    def test_leaving_the_server_leaves_its_rooms(self):
+        yield self.deploy()
+        [(ann, aentry), (bob, bentry)] = yield self.speakers(b"ann", b"bob")
+        yield self.enter(b"dev", ann, aentry)
+        yield self.enter(b"dev", bob, bentry, ann)
+        ann.send(T.TOPIC, b"dev.ship it")
+        for c in (ann, bob):
+            self.assertEqual((yield self.expect(c, T.ROOM_TOPIC)), b"dev.ship it")
+        bob.abort()  # no BYE: reason error, in the room too
+        self.assertEqual((yield self.expect(ann, T.LEAVE)), bentry + b".error")
+        self.assertEqual(
+            (yield self.expect(ann, T.ROOM_LEAVE)), b"dev." + bentry + b".error"
+        )
+        ann.send(T.PART, b"dev")
+        self.assertEqual(
+            (yield self.expect(ann, T.ROOM_LEAVE)), b"dev." + aentry + b".part"
+        )
+        ann.send(T.LIST)  # the emptied room is gone, in every process
+        self.assertEqual((yield self.expect(ann, T.ROOMS)), b"lobby.1.")
+
+
+class SingleProcessRooms(RoomContractTests, unittest.TestCase):
+    mode = "single"
+
+
+class WorkersRooms(RoomContractTests, unittest.TestCase):
+    mode = "workers"
+
+
+class RedisRooms(RoomContractTests, unittest.TestCase):
+    mode = "redis"
+
+
+class WebSocketRooms(RoomContractTests, unittest.TestCase):
+    mode = "websocket"
