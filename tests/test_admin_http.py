@@ -172,6 +172,9 @@ class EarlyRefusalTests(AdminHTTPTestCase):
         channel, transport = self.connect()
         channel.dataReceived(request(b"GET", b"/metrics", token=None))
         self.assertEqual(self.status(transport), b"HTTP/1.1 200 OK")
+        # Per 1.2 room (the default room is always there).
+        self.assertIn(b'chatd_room_users{room="lobby"} 0.0', transport.value())
+        self.assertIn(b'chatd_room_events_total{room="lobby"} 0.0', transport.value())
 
     def test_authorized_request_keeps_alive(self):
         """A good request is served and the connection stays open for more."""

@@ -108,6 +108,30 @@ class RoomContractTests(ContractHelpers):
         ann.send(T.LIST)  # the emptied room is gone, in every process
         self.assertEqual((yield self.expect(ann, T.ROOMS)), b"lobby.1.")
 
+    @defer.inlineCallbacks
+    def test_operator_sees_rooms_and_kicks_from_one(self):
+        yield self.deploy("--room", "news:daily")
+        [(ann, aentry), (bob, bentry)] = yield self.speakers(b"ann", b"bob")
+        yield self.enter(b"dev", ann, aentry)
+        yield self.enter(b"dev", bob, bentry, ann)
+        # bob is on the second server where there are two: any server's
+        # admin interface may kick him from the room.
+        code, _ = yield self.deployment.admin("/kick", b"name=bob&room=dev")
+        self.assertEqual(code, 200)
+        for c in (ann, bob):  # the user too: its connection stays open
+            self.assertEqual(
+                (yield self.expect(c, T.ROOM_LEAVE)), b"dev." + bentry + b".kicked"
+            )
+        bob.send(T.ROOM_SAY, b"dev.still here?")
+        yield self.expectError(bob, "NOT_IN_ROOM")
+        code, _ = yield self.deployment.admin("/kick", b"name=bob&room=dev")
+        self.assertEqual(code, 404)  # not in it any more
+        rooms = (yield self.deployment.status())["rooms"]
+        self.assertEqual(
+            [(r["name"], r["users"], r["topic"], r["topic_locked"]) for r in rooms],
+            [("lobby", 2, "", True), ("news", 0, "daily", True), ("dev", 1, "", False)],
+        )
+
 
 class SingleProcessRooms(RoomContractTests, unittest.TestCase):
     mode = "single"

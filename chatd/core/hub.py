@@ -19,10 +19,12 @@ from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
 from chatd.core.roomcast import RoomCast
+from chatd.core.roomevents import RoomLeave
 from chatd.core.roster import IRoster, Replica, Roster
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import Session
 from chatd.core.stats import Stats
+from chatd.wire import LeaveReason
 
 
 class Rules(Protocol):
@@ -137,3 +139,30 @@ class Hub:
             return False
         self.sequencer.submit(Kick(user))
         return True
+
+    def kickFromRoom(self, name: str, room: str) -> bool:
+        """Remove user ``name`` from 1.2 room ``room`` only: ROOM_LEAVE
+        ``kicked`` to the members and to the user, who stays connected."""
+        user = self.replica.find(name.encode())
+        found = self.rooms.directory.get(room.encode())
+        if user is None or found is None or user.id not in found.members:
+            return False
+        self.sequencer.submit(RoomLeave(found.name, user, LeaveReason.KICKED))
+        return True
+
+    def roomReport(self) -> list[dict[str, object]]:
+        """Every room: name, members, topic, whether it is the operator's,
+        and the room events sequenced in it (for /status and /metrics)."""
+        rooms = self.rooms
+        default = rooms.directory.default
+        return [
+            {
+                "name": room.name.decode(),
+                "users": len(self.replica) if room is default else len(room.members),
+                "topic": room.topic.decode(errors="replace"),
+                "topic_locked": room.locked or room is default,
+                "permanent": room.permanent,
+                "events": rooms.messages.get(roomKey, 0),
+            }
+            for roomKey, room in rooms.directory.rooms.items()
+        ]

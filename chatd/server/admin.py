@@ -185,6 +185,14 @@ class Admin(resource.Resource):
         name = _param(request, b"name")
         if not name:
             return self._json(request, 400, {"error": "say which user: name=..."})
+        room = _param(request, b"room")
+        if room:  # from one 1.2 room only: the user stays connected
+            if not self.service.factory.kickFromRoom(name, room):
+                return self._json(
+                    request, 404, {"error": f"no user {name!r} in room {room!r}"}
+                )
+            self._did(request, f"kicked {name} from room {room}")
+            return self._json(request, 200, {"kicked": name, "room": room})
         if not self.service.factory.kick(name):
             return self._json(request, 404, {"error": f"no user {name!r}"})
         self._did(request, f"kicked {name}")
@@ -283,6 +291,9 @@ def status(service: ChatService) -> dict:
         # Per front end (tcp, tls, unix, websocket) of this process.
         "front_ends": factory.frontEnds(),
         "users": users,
+        # Protocol 1.2's rooms, the default room first (this process's view,
+        # the same in every process: built from the one order).
+        "rooms": factory.hub.roomReport(),
         # --workers: one entry per worker (pid, users, connections, counters)
         "workers": None if workers is None else [asdict(w) for w in workers],
         # cluster (--redis): node, Redis link, stream lag, users cluster-wide

@@ -234,3 +234,7 @@ class ChatFactory(protocol.Factory):
     def kick(self, name: str) -> bool:
         """An operator removes user ``name``: ERROR KICKED, LEAVE kicked."""
         return self.hub.kick(name)
+
+    def kickFromRoom(self, name: str, room: str) -> bool:
+        """An operator removes user ``name`` from 1.2 room ``room``."""
+        return self.hub.kickFromRoom(name, room)

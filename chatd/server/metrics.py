@@ -9,7 +9,7 @@ defaults leaks in or is shared between services in one process (tests).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -99,11 +99,30 @@ class ChatCollector:
         for code, count in snap["errors"].items():
             errors.add_metric([code], count)
         yield errors
+        yield from roomMetrics(factory.hub.roomReport())
         report = factory.status()
         if report.workers is not None:  # --workers: per-worker families
             yield from workerMetrics(report.workers)
         if report.node is not None:  # --redis: this node's view of the cluster
             yield from clusterMetrics(report.node)
+
+
+def roomMetrics(rooms: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per 1.2 room (at most --max-rooms of them): members and events."""
+    users = GaugeMetricFamily(
+        "chatd_room_users", "Users in the room now.", labels=["room"]
+    )
+    events = CounterMetricFamily(
+        "chatd_room_events",
+        "Room events (messages, joins, leaves, topics) sequenced in the room; "
+        "the default room's are the 1.1 counters.",
+        labels=["room"],
+    )
+    for room in rooms:
+        users.add_metric([room["name"]], room["users"])
+        events.add_metric([room["name"]], room["events"])
+    yield users
+    yield events
 
 
 def registry(service: ChatService) -> CollectorRegistry:
