@@ -106,3 +106,32 @@ class DescribeErrorTests(SynchronousTestCase):
         ]  # fmt: skip
         for error, text in cases:
             self.assertEqual(describeError(error), text)
+
+
+class RoomOptionsTests(SynchronousTestCase):
+    """Protocol 1.2's room options: --room is repeatable, CHATD_ROOM is
+    ';'-separated, bad names and topics are one line."""
+
+    def parse(self, argv: list[str], environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        options = Options(environ or {})
+        options.parseOptions(argv)
+        return options.config
+
+    def test_rooms(self) -> None:
+        config = self.parse(["--room", "news:daily news", "--room", "dev"])
+        self.assertEqual(config.rooms, (("news", "daily news"), ("dev", "")))
+        self.assertEqual(
+            (config.default_room, config.max_rooms_per_user), ("lobby", 20)
+        )
+        config = self.parse(
+            [], {"CHATD_ROOM": "a:one; b", "CHATD_DEFAULT_ROOM": "hall"}
+        )
+        self.assertEqual(config.rooms, (("a", "one"), ("b", "")))
+        self.assertEqual(config.default_room, "hall")
+
+    def test_bad_rooms(self) -> None:
+        for argv in (["--room", "bad name"], ["--room", "a:\x1b"], ["--max-rooms", "0"],
+                     ["--default-room", ""]):  # fmt: skip
+            with self.assertRaises(SystemExit) as caught:
+                self.parse(argv)
+            self.assertIn(argv[0], str(caught.exception))

@@ -162,8 +162,7 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def opt_room(self, spec: str) -> None:
-        """A room that always exists, NAME or NAME:topic (a topic given
-        here is locked); repeatable [env: CHATD_ROOM, ';'-separated]"""
+        """A room that always exists: NAME or NAME:topic (topic locked); repeatable [env: CHATD_ROOM, ';'-separated]"""  # noqa: E501 (one line: --help)
         self.setdefault("room", []).append(spec)
 
     def opt_version(self) -> None:
