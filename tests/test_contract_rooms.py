@@ -13,7 +13,7 @@ from chatd.wire import FrameType as T
 from tests.contractcase import ContractHelpers
 
 
-class RoomContractTests(ContractHelpers):
+class RoomHelpers(ContractHelpers):
     @defer.inlineCallbacks
     def speakers(self, *names: bytes):  # type: ignore[no-untyped-def]
         """ACTIVE users (spread over the processes) that asked for 1.2."""
@@ -30,6 +30,8 @@ class RoomContractTests(ContractHelpers):
         for c in (client, *members):
             self.assertEqual((yield self.expect(c, T.ROOM_JOIN)), room + b"." + entry)
 
+
+class RoomContractTests(RoomHelpers):
     @defer.inlineCallbacks
     def test_one_order_per_room_across_processes(self):
         yield self.deploy("--rate-limit", "0")
@@ -147,3 +149,36 @@ class RedisRooms(RoomContractTests, unittest.TestCase):
 
 class WebSocketRooms(RoomContractTests, unittest.TestCase):
     mode = "websocket"
+
+
+class LateWorkerRooms(RoomHelpers, unittest.TestCase):
+    """A worker started after rooms exist is told them (the seed)."""
+
+    mode = "workers"
+
+    @defer.inlineCallbacks
+    def test_a_late_worker_knows_the_rooms(self):
+        yield self.deploy("--min-workers", "1", "--max-clients-per-worker", "2")
+        [(ann, aentry), (bob, bentry)] = yield self.speakers(b"ann", b"bob")
+        yield self.enter(b"dev", ann, aentry)
+        ann.send(T.TOPIC, b"dev.ship it")
+        self.assertEqual((yield self.expect(ann, T.ROOM_TOPIC)), b"dev.ship it")
+        # The first worker is full: cat is served by a second one, started now.
+        [(cat, centry)] = yield self.speakers(b"cat")
+        self.assertEqual((yield self.expect(ann, T.JOIN)), centry)
+        status = yield self.deployment.status()
+        self.assertEqual(len(status["workers"]), 2)
+        cat.send(T.LIST)
+        self.assertEqual((yield self.expect(cat, T.ROOMS)), b"lobby.3.\ndev.1.ship it")
+        self.assertEqual((yield self.expect(cat, T.ROOMS)), b"")
+        cat.send(T.ROOM_WHO, b"dev")
+        self.assertEqual((yield self.expect(cat, T.USERS)), aentry)
+        yield self.expect(cat, T.USERS)
+        yield self.enter(b"dev", cat, centry, ann)
+        self.assertEqual((yield self.expect(cat, T.ROOM_TOPIC)), b"dev.ship it")
+        cat.send(T.ROOM_SAY, b"dev.hi from the new worker")
+        for c in (cat, ann):
+            self.assertEqual(
+                (yield self.expect(c, T.ROOM_MESSAGE)),
+                b"dev." + centry + b".hi from the new worker",
+            )

@@ -223,3 +223,30 @@ class RoomEventCodecTests(ChatTestCase):
         self.assertEqual(back[2].topic, b"ship. it")  # type: ignore[attr-defined]
         self.assertEqual(back[3].reason, LeaveReason.PART)  # type: ignore[attr-defined]
         self.assertRaises(BadEvent, decodeEvent, b"\x09" + b"\0" * 14)  # no room
+
+
+class SnapshotTests(ChatTestCase):
+    """A process that starts later (a new worker) is told the rooms."""
+
+    def test_snapshot_rebuilds_the_directory(self) -> None:
+        from chatd.core.roomcast import RoomCast
+
+        server = Server(rooms=(("news", "daily"), ("open", "")))
+        ann = server.active(b"ann")
+        bob = server.active(b"bob")
+        for peer, rooms in ((ann, (b"dev", b"open")), (bob, (b"DEV",))):
+            peer.send(T.VERSION, b"1.2")
+            for room in rooms:
+                peer.send(T.ENTER, room)
+        ann.send(T.TOPIC, b"open.anyone")
+        ann.send(T.TOPIC, b"dev.ship it")
+        ann.received()
+        hub = server.factory.hub
+        late = RoomCast(lambda *a: None, 1 << 20, configured=[(b"news", b"daily", True),
+                                                              (b"open", b"", False)])  # fmt: skip
+        for event in hub.rooms.snapshot():
+            late.deliver(event)
+        self.assertEqual(late.directory.listing(), hub.rooms.directory.listing())
+        self.assertEqual(
+            [u.entry for u in late.members(b"dev")], [ann.entry, bob.entry]
+        )

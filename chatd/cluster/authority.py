@@ -22,6 +22,7 @@ from chatd.core.sequencer import IEventSink, ISequencer
 
 if TYPE_CHECKING:
     from chatd.cluster.handle import WorkerHandle
+    from chatd.core.roomcast import RoomCast
     from chatd.core.roster import Replica
     from chatd.wire import LeaveReason
 
@@ -77,9 +78,14 @@ class Authority:
         if worker in self.workers:
             self.workers.remove(worker)
 
-    def seed(self, replica: Replica) -> bytes:
-        """A JOIN of everyone here, as a batch blob for a new worker."""
-        seed = [encodeEvent(Join(user)) for user in replica.active]
+    def seed(self, replica: Replica, rooms: RoomCast | None = None) -> bytes:
+        """A JOIN of everyone here, and (protocol 1.2) a ROOM_JOIN of every
+        member of every room and each room's topic, as a batch blob for a
+        new worker: it knows the rooms before its first user does."""
+        events: list[Event] = [Join(user) for user in replica.active]
+        if rooms is not None:
+            events += rooms.snapshot()
+        seed = [encodeEvent(event) for event in events]
         return b"".join(link.U32.pack(len(e)) + e for e in seed)
 
 

@@ -90,7 +90,8 @@ class MainBackend:
         return logins.tableFor(self._admission().auth)
 
     def _seed(self) -> bytes:
-        return self.authority.seed(self._room().replica)
+        hub = self._room()
+        return self.authority.seed(hub.replica, hub.rooms)
 
     # -- IBackend: admission and hand-off ----------------------------------
 

@@ -97,6 +97,8 @@ class RoomCast:
                 fanout = self._fanoutFor(roomKey, session)
                 session.roomFanouts[roomKey] = fanout
                 self._send(roomKey, event, joining=session)
+                if session.outputBlocked:  # its transport is full: not live
+                    fanout.pause(session)
                 if room.topic:
                     topic = RoomTopic(room.name, room.topic)
                     fanout.send(session, session.codec.event(topic))
@@ -167,6 +169,20 @@ class RoomCast:
             self.users.pop(uid, None)
 
     # -- questions ------------------------------------------------------------
+
+    def snapshot(self) -> list[Event]:
+        """The rooms as events (every member's ROOM_JOIN, then each topic),
+        for a process that starts later (a new worker)."""
+        joins: list[Event] = []
+        topics: list[Event] = []
+        default = self.directory.default
+        for room in self.directory.rooms.values():
+            if room is default:
+                continue
+            joins += [RoomJoin(room.name, user) for user in self.members(room.name)]
+            if room.topic and not room.locked:
+                topics.append(RoomTopic(room.name, room.topic))
+        return joins + topics
 
     def members(self, name: bytes) -> list[User]:
         room = self.directory.get(name)

@@ -233,8 +233,7 @@ class Session(RoomRequests, TimeoutMixin):
             self.hub.roster.release(user)
         if wasActive:
             self.fanout.remove(self, drain=drain and not self._disconnected)
-            if self.roomFanouts:
-                self.hub.rooms.depart(self, drain and not self._disconnected)
+            self.hub.rooms.depart(self, drain and not self._disconnected)
             self._submit(Leave(user, reason), hold=False)  # type: ignore[arg-type]
         if self._disconnected:
             self._batch = None
@@ -513,6 +512,12 @@ class Session(RoomRequests, TimeoutMixin):
         for fanout in self.roomFanouts.values():
             held += fanout.backlog(self) - self.conn.backlog()
         return held
+
+    @property
+    def outputBlocked(self) -> bool:
+        """Its front end's transport is full (a fan-out it joins now starts
+        it paused)."""
+        return self._outputBlocked
 
     def _active(self) -> bool:
         """Whether the request may go on: NOT_READY before ACTIVE."""
