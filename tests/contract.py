@@ -161,19 +161,20 @@ class Redis(Deployment):
     @defer.inlineCallbacks
     def start(self):  # type: ignore[no-untyped-def]
         self.redis = yield startRedis(self.case)
-        starting = []
-        for name in ("node-a", "node-b"):
-            daemon = Daemon(
-                *self.options,
-                *("--redis", self.redis.url, "--node-name", name),
-            )
-            self.case.addCleanup(daemon.stop)  # type: ignore[attr-defined]
-            self.daemons.append(daemon)
-            d = daemon.start()
-            d.addCallback(lambda _, d=daemon, n=name: d.waitForLog(f"node {n} joined"))
-            starting.append(d)
-        yield defer.gatherResults(starting, consumeErrors=True)
+        yield defer.gatherResults(
+            [self.addNode(name) for name in ("node-a", "node-b")], consumeErrors=True
+        )
         return self
+
+    def addNode(self, name: str) -> defer.Deferred:
+        """Start one more node on the same Redis; fires once it joined."""
+        daemon = Daemon(
+            *self.options, *("--redis", self.redis.url, "--node-name", name)
+        )
+        self.case.addCleanup(daemon.stop)  # type: ignore[attr-defined]
+        self.daemons.append(daemon)
+        d = daemon.start()
+        return d.addCallback(lambda _: daemon.waitForLog(f"node {name} joined"))
 
 
 class Web(Deployment):

@@ -49,10 +49,46 @@ def _submit(r: FakeRedis, a: list[bytes]) -> list[object]:
         if since is None or since.rsplit(b" ", 1)[-1] != uid:
             r.hash(P + b"since")[lower] = entryId + b" " + uid
         i += 3
-    for uid in a[i + 1 :]:
-        r.hdel(P + b"users", uid)
-        r.hdel(P + b"nodeusers:" + node, uid)
+    j = i + 1
+    while j < len(a) and a[j] != b"-":
+        r.hdel(P + b"users", a[j])
+        r.hdel(P + b"nodeusers:" + node, a[j])
+        _leaveRooms(r, P, a[j])
+        j += 1
+    j += 1
+    while j < len(a):
+        step, lower = a[j], a[j + 1]
+        if step == b"J":
+            r.sadd(P + b"roomset", lower)
+            r.hash(P + b"roomnames").setdefault(lower, a[j + 2])
+            members = r.hash(P + b"roommembers:" + lower)
+            members[a[j + 3]] = str(first + int(a[j + 4])).encode()
+            r.sadd(P + b"userrooms:" + a[j + 3], lower)
+            j += 5
+        elif step == b"L":
+            _leaveRoom(r, P, lower, a[j + 2])
+            j += 3
+        else:
+            if lower in r.sets.get(P + b"roomset", set()):
+                r.hash(P + b"roomtopics")[lower] = a[j + 2]
+            j += 3
     return [first, entryId]
+
+
+def _leaveRoom(r: FakeRedis, P: bytes, lower: bytes, uid: bytes) -> None:
+    key = P + b"roommembers:" + lower
+    r.hdel(key, uid)
+    r.srem(P + b"userrooms:" + uid, lower)
+    if not r.hashes.get(key):
+        r.srem(P + b"roomset", lower)
+        r.hdel(P + b"roomnames", lower)
+        r.hdel(P + b"roomtopics", lower)
+
+
+def _leaveRooms(r: FakeRedis, P: bytes, uid: bytes) -> None:
+    for lower in r.members(P + b"userrooms:" + uid):
+        _leaveRoom(r, P, lower, uid)
+    r._delete(P + b"userrooms:" + uid)
 
 
 def _claim(r: FakeRedis, a: list[bytes]) -> int:
@@ -175,6 +211,7 @@ def _reap(r: FakeRedis, a: list[bytes]) -> Any:
             r.hdel(P + b"since", lower)
     for uid in list(r.hashes.get(users, {})):
         r.hdel(P + b"users", uid)
+        _leaveRooms(r, P, uid)
     r._delete(users, names)
     r.srem(P + b"nodes", dead)
     if n == 0:
@@ -186,7 +223,14 @@ def _snapshot(r: FakeRedis, a: list[bytes]) -> list[object]:
     P = a[0]
     stream = r.streams.get(P + b"stream", [])
     last = stream[-1][0] if stream else b"0-0"
-    return [last, r.get(P + b"seq") or b"0", r.flat(P + b"users")]
+    rooms: list[object] = []
+    for lower in r.members(P + b"roomset"):
+        members = r.hashes.get(P + b"roommembers:" + lower, {})
+        order = sorted(members, key=lambda uid: int(members[uid]))
+        rooms += [r.hashes.get(P + b"roomnames", {}).get(lower, lower)]
+        topic = r.hashes.get(P + b"roomtopics", {}).get(lower, b"")
+        rooms += [topic, len(order), *order]
+    return [last, r.get(P + b"seq") or b"0", r.flat(P + b"users"), rooms]
 
 
 #: The scripts by SHA, as EVALSHA finds them.

@@ -182,3 +182,52 @@ class LateWorkerRooms(RoomHelpers, unittest.TestCase):
                 (yield self.expect(c, T.ROOM_MESSAGE)),
                 b"dev." + centry + b".hi from the new worker",
             )
+
+
+class LateNodeRooms(RoomHelpers, unittest.TestCase):
+    """A Redis node started after rooms exist reads them from Redis (the
+    snapshot the submit script keeps), without a user who left."""
+
+    mode = "redis"
+
+    @defer.inlineCallbacks
+    def test_a_late_node_knows_the_rooms(self):
+        yield self.deploy()
+        [(ann, aentry), (bob, bentry), (cat, centry)] = yield self.speakers(
+            b"ann", b"bob", b"cat"
+        )
+        yield self.enter(b"Dev", ann, aentry)
+        yield self.enter(b"Dev", bob, bentry, ann)
+        yield self.enter(b"Dev", cat, centry, ann, bob)
+        ann.send(T.TOPIC, b"dev.ship it")
+        for c in (ann, bob, cat):
+            self.assertEqual((yield self.expect(c, T.ROOM_TOPIC)), b"Dev.ship it")
+        bob.send(T.PART, b"dev")
+        self.assertEqual(
+            (yield self.expect(ann, T.ROOM_LEAVE)), b"Dev." + bentry + b".part"
+        )
+        cat.send(T.BYE)  # leaves the server: its room leave follows its LEAVE
+        self.assertEqual((yield self.expect(ann, T.LEAVE)), centry + b".quit")
+        self.assertEqual(
+            (yield self.expect(ann, T.ROOM_LEAVE)), b"Dev." + centry + b".quit"
+        )
+        yield self.deployment.addNode("node-c")
+        [(dan, dentry)] = yield self.speakersOn(2, b"dan")
+        dan.send(T.LIST)
+        self.assertEqual((yield self.expect(dan, T.ROOMS)), b"lobby.3.\nDev.1.ship it")
+        self.assertEqual((yield self.expect(dan, T.ROOMS)), b"")
+        dan.send(T.ROOM_WHO, b"dev")
+        self.assertEqual((yield self.expect(dan, T.USERS)), aentry)
+        yield self.expect(dan, T.USERS)
+        dan.send(T.ENTER, b"DEV")
+        self.assertEqual((yield self.expect(dan, T.ROOM_JOIN)), b"Dev." + dentry)
+        self.assertEqual((yield self.expect(dan, T.ROOM_TOPIC)), b"Dev.ship it")
+
+    @defer.inlineCallbacks
+    def speakersOn(self, server: int, name: bytes):  # type: ignore[no-untyped-def]
+        client, entry = yield self.named(name, server)
+        client.send(T.READY)
+        self.assertEqual((yield self.expect(client, T.JOIN)), entry)
+        client.send(T.VERSION, b"1.2")
+        self.assertEqual((yield self.expect(client, T.VERSION)), b"1.2")
+        return [(client, entry)]

@@ -17,6 +17,13 @@ ARGV[2].  Keys (with the default prefix ``chatd:``):
   activation time that settles a name held twice after Redis lost its state;
 * ``epoch``: a random token set by the first node to register: a node that
   finds it gone or changed knows Redis lost its state (restarted empty).
+* protocol 1.2's rooms, for the snapshot a starting node reads (the events
+  themselves are in the stream): ``roomset``: set of the lower-case names
+  of rooms with members; ``roomnames``/``roomtopics``: hash lower-case name
+  -> kept spelling / topic; ``roommembers:<lower>``: hash uid -> the
+  sequence number of its ROOM_JOIN (the order they entered);
+  ``userrooms:<uid>``: set of the rooms a user is in (so that leaving the
+  server, or being reaped, leaves them).
 
 A script run by a node whose lease is gone fails with ``LEASE lost <epoch>``
 (the current epoch, ``-`` if none): a node that was declared dead cannot
@@ -35,9 +42,30 @@ if redis.call('GET', P..'node:'..node) ~= ARGV[3] then
 end
 """
 
+_ROOMS = """
+local function leaveRoom(P, lower, uid)
+  local key = P..'roommembers:'..lower
+  redis.call('HDEL', key, uid)
+  redis.call('SREM', P..'userrooms:'..uid, lower)
+  if redis.call('HLEN', key) == 0 then
+    redis.call('SREM', P..'roomset', lower)
+    redis.call('HDEL', P..'roomnames', lower)
+    redis.call('HDEL', P..'roomtopics', lower)
+  end
+end
+local function leaveRooms(P, uid)
+  for _, lower in ipairs(redis.call('SMEMBERS', P..'userrooms:'..uid)) do
+    leaveRoom(P, lower, uid)
+  end
+  redis.call('DEL', P..'userrooms:'..uid)
+end
+"""
+
 # ARGV: prefix node token n batch maxlen joins(uid entry lower)* '-' leaves(uid)*
+# '-' room steps: J lower name uid index | L lower uid | T lower topic
 SUBMIT = (
     _LEASE
+    + _ROOMS
     + """
 local n = tonumber(ARGV[4])
 local last = redis.call('INCRBY', P..'seq', n)
@@ -54,9 +82,31 @@ while ARGV[i] ~= '-' do
   end
   i = i + 3
 end
-for j = i + 1, #ARGV do
+local j = i + 1
+while j <= #ARGV and ARGV[j] ~= '-' do
   redis.call('HDEL', P..'users', ARGV[j])
   redis.call('HDEL', P..'nodeusers:'..node, ARGV[j])
+  leaveRooms(P, ARGV[j])
+  j = j + 1
+end
+j = j + 1
+while j <= #ARGV do
+  local step, lower = ARGV[j], ARGV[j + 1]
+  if step == 'J' then
+    redis.call('SADD', P..'roomset', lower)
+    redis.call('HSETNX', P..'roomnames', lower, ARGV[j + 2])
+    redis.call('HSET', P..'roommembers:'..lower, ARGV[j + 3], first + ARGV[j + 4])
+    redis.call('SADD', P..'userrooms:'..ARGV[j + 3], lower)
+    j = j + 5
+  elseif step == 'L' then
+    leaveRoom(P, lower, ARGV[j + 2])
+    j = j + 3
+  else
+    if redis.call('SISMEMBER', P..'roomset', lower) == 1 then
+      redis.call('HSET', P..'roomtopics', lower, ARGV[j + 2])
+    end
+    j = j + 3
+  end
 end
 return {first, id}
 """
@@ -216,7 +266,9 @@ return 1
 # sequence), 0 (alive, or reaped already), -1 (its users changed: read again)
 # Exactly once: the first reaper deletes the dead node's records, so any
 # other finds nothing left and sequences nothing.
-REAP = """
+REAP = (
+    _ROOMS
+    + """
 local P, dead = ARGV[1], ARGV[2]
 if redis.call('EXISTS', P..'node:'..dead) == 1 then
   return 0
@@ -239,6 +291,7 @@ for _, lower in ipairs(redis.call('SMEMBERS', names)) do
 end
 for _, uid in ipairs(redis.call('HKEYS', users)) do
   redis.call('HDEL', P..'users', uid)
+  leaveRooms(P, uid)
 end
 redis.call('DEL', users, names)
 redis.call('SREM', P..'nodes', dead)
@@ -251,8 +304,10 @@ local id = redis.call('XADD', P..'stream', 'MAXLEN', '~', ARGV[6], '*',
                       's', first, 'n', ARGV[3], 'b', ARGV[5])
 return {first, id}
 """
+)
 
-# ARGV: prefix -> {last stream id, seq, users hash as a flat list}
+# ARGV: prefix -> {last stream id, seq, users hash as a flat list, rooms:
+# (name, topic, member count, uids in the order they entered)*}
 SNAPSHOT = """
 local P = ARGV[1]
 local last = redis.call('XREVRANGE', P..'stream', '+', '-', 'COUNT', 1)
@@ -260,7 +315,23 @@ local id = '0-0'
 if #last > 0 then
   id = last[1][1]
 end
-return {id, redis.call('GET', P..'seq') or '0', redis.call('HGETALL', P..'users')}
+local rooms = {}
+for _, lower in ipairs(redis.call('SMEMBERS', P..'roomset')) do
+  local flat = redis.call('HGETALL', P..'roommembers:'..lower)
+  local members = {}
+  for k = 1, #flat, 2 do
+    table.insert(members, {tonumber(flat[k + 1]), flat[k]})
+  end
+  table.sort(members, function(x, y) return x[1] < y[1] end)
+  table.insert(rooms, redis.call('HGET', P..'roomnames', lower) or lower)
+  table.insert(rooms, redis.call('HGET', P..'roomtopics', lower) or '')
+  table.insert(rooms, #members)
+  for _, m in ipairs(members) do
+    table.insert(rooms, m[2])
+  end
+end
+return {id, redis.call('GET', P..'seq') or '0', redis.call('HGETALL', P..'users'),
+        rooms}
 """
 
 SCRIPTS = {

@@ -26,6 +26,7 @@ from chatd.cluster.standing import Standing
 from chatd.cluster.who import usersOf
 from chatd.core.eventcodec import BadEvent, decodeBatch, encodeBatch
 from chatd.core.events import Event, Join, Leave
+from chatd.core.roomevents import RoomJoin, RoomLeave, RoomTopic
 from chatd.core.roster import User
 from chatd.core.sequencer import IEventSink
 
@@ -136,11 +137,14 @@ class StreamSequencer:
         events = [event for event, _ in batch]
         joins: list[object] = []
         leaves: list[object] = []
-        for event in events:
+        rooms: list[object] = []  # protocol 1.2: what the snapshot needs
+        for index, event in enumerate(events):
             if isinstance(event, Join):
                 joins += [event.user.id, event.user.entry, event.user.name.lower()]
             elif isinstance(event, Leave):
                 leaves.append(event.user.id)
+            elif event.room is not None:
+                rooms += roomStep(event, index)
         self._inFlight += 1
         d = self.link.script(
             "submit",
@@ -152,6 +156,8 @@ class StreamSequencer:
             *joins,
             "-",
             *leaves,
+            "-",
+            *rooms,
         )
 
         def sequenced(result: list[Any]) -> None:
@@ -297,14 +303,15 @@ class StreamSequencer:
 
     async def snapshot(self) -> None:
         """Start from now, the active users delivered as JOINs first."""
-        lastId, seq, flat = await self.link.script("snapshot")
+        lastId, seq, flat, rooms = await self.link.script("snapshot")
         self.lastId = lastId
         self.lastSeq = self.clusterSeq = int(seq)
         users = usersOf(flat)
-        for user in users:
-            join = Join(user)
+        events: list[Event] = [Join(user) for user in users]
+        events += roomsOf(rooms, {user.id: user for user in users})
+        for event in events:
             for sink in self._sinks:
-                sink.deliver(join)
+                sink.deliver(event)
         log.info(
             "cluster: {n} users active, sequence at {seq}",
             n=len(users),
@@ -324,6 +331,39 @@ class StreamSequencer:
         if fromStart:
             self.lastId, self.lastSeq, self.clusterSeq = b"0-0", 0, 0
             return
-        lastId, seq, _ = await self.link.call("snapshot")
+        lastId, seq, *_ = await self.link.call("snapshot")
         self.lastId, self.lastSeq = lastId, int(seq)
         self.rebuildWho()
+
+
+def roomStep(event: Event, index: int) -> list[object]:
+    """A room event's step for the snapshot the submit script keeps (the
+    ``index``-th event of its batch): J lower name uid index, L lower uid,
+    T lower topic; nothing for a ROOM_MESSAGE."""
+    room = event.room or b""
+    if isinstance(event, RoomJoin):
+        return [b"J", room.lower(), room, event.user.id, index]
+    if isinstance(event, RoomLeave):
+        return [b"L", room.lower(), event.user.id]
+    if isinstance(event, RoomTopic):
+        return [b"T", room.lower(), event.topic]
+    return []
+
+
+def roomsOf(flat: list[Any], users: dict[int, User]) -> list[Event]:
+    """The snapshot's rooms as events: every member's ROOM_JOIN (in the
+    order they entered; a user no longer active is left out), then each
+    room's topic."""
+    joins: list[Event] = []
+    topics: list[Event] = []
+    i = 0
+    while i + 2 < len(flat):
+        name, topic, count = flat[i], flat[i + 1], int(flat[i + 2])
+        for uid in flat[i + 3 : i + 3 + count]:
+            user = users.get(int(uid))
+            if user is not None:
+                joins.append(RoomJoin(name, user))
+        if topic:
+            topics.append(RoomTopic(name, topic))
+        i += 3 + count
+    return joins + topics

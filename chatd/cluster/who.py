@@ -57,7 +57,7 @@ class WhoRebuilder:
         """The replica (WHO) as the active-users snapshot has it: after a
         gap it may miss JOINs and LEAVEs.  Events read later apply on top
         (each user's JOIN comes before its LEAVE), so it converges."""
-        _, _, flat = await self.link.call("snapshot")
+        _, _, flat, *_ = await self.link.call("snapshot")
         users = usersOf(flat)
         snapshot = {u.id: u for u in users}
         replica = self.replica
