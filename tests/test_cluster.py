@@ -165,6 +165,34 @@ class OrderTests(unittest.SynchronousTestCase):
         self.failureResultOf(waiting, LinkLost)
         self.failureResultOf(remote.submit(Message(User(1, 33, b"a"), b"y")), LinkLost)
 
+    def test_room_messages_only_to_workers_with_members(self) -> None:
+        """1.2: a ROOM_MESSAGE reaches the workers serving a member of its
+        room when it was sequenced; joins, leaves and the rest reach all."""
+        from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage
+        from chatd.wire import LeaveReason
+
+        ann, bob = User(1, 33, b"ann"), User(2, 37, b"bob")
+        self.remotes[0].submit(RoomJoin(b"dev", ann))
+        self.remotes[0].submit(RoomMessage(b"dev", ann, b"only worker 0"))
+        self.remotes[1].submit(Message(bob, b"everyone"))
+        self.carry()
+        kinds = [[name for name, _, _ in sink.events] for sink in self.sinks]
+        self.assertEqual(kinds[0], ["RoomJoin", "RoomMessage", "Message"])
+        self.assertEqual(kinds[1], ["RoomJoin", "Message"])
+        self.remotes[1].submit(RoomJoin(b"DEV", bob))
+        self.carry()
+        self.remotes[0].submit(RoomMessage(b"dev", ann, b"both"))
+        self.remotes[0].submit(RoomLeave(b"dev", ann, LeaveReason.PART))
+        self.remotes[1].submit(Leave(bob, LeaveReason.QUIT))
+        self.carry()
+        self.remotes[0].submit(RoomMessage(b"dev", ann, b"nobody left"))
+        self.carry()
+        self.assertEqual(
+            [f[-4:] for name, _, f in self.sinks[1].events if name == "RoomMessage"],
+            [b"both"],
+        )
+        self.assertEqual(self.authority.routing.routes, {})
+
     def test_sequence_number_for_nothing_is_a_link_error(self) -> None:
         with self.assertRaises(link.LinkError):
             self.remotes[0].batchReceived([7], b"")

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.cluster import link
+from chatd.cluster.roomrouting import RoomRouting
 from chatd.core.eventcodec import encodeEvent
 from chatd.core.events import Event, Join, Leave
 from chatd.core.roster import Roster, User
@@ -37,6 +38,10 @@ class Authority:
         self.last = 0
         self._sinks: list[IEventSink] = []
         self._parts: list[bytes] = []
+        #: This turn's parts that only some workers get (1.2 room messages):
+        #: part index -> those workers.
+        self._only: dict[int, frozenset] = {}
+        self.routing = RoomRouting()
         self._own: dict[WorkerHandle, list[int]] = {}
         self._flushCall: Any = None
         self.workers: list[WorkerHandle] = []
@@ -52,8 +57,10 @@ class Authority:
         for sink in self._sinks:
             sink.deliver(event)
         data = encodeEvent(event)
-        self._parts.append(link.U32.pack(len(data)))
-        self._parts.append(data)
+        targets = self.routing.targets(event, origin)
+        if targets is not None:
+            self._only[len(self._parts)] = targets
+        self._parts.append(link.U32.pack(len(data)) + data)
         if origin is not None:
             self._own.setdefault(origin, []).append(seq)
         if self._flushCall is None:
@@ -68,10 +75,17 @@ class Authority:
             self._flushCall = None
         if not self._parts:
             return
-        blob = b"".join(self._parts)
-        own, self._parts, self._own = self._own, [], {}
-        for worker in self.workers:
-            worker.sendBatch(own.get(worker, []), blob)
+        parts, only = self._parts, self._only
+        own, self._parts, self._own, self._only = self._own, [], {}, {}
+        if not only:
+            blob = b"".join(parts)
+            for worker in self.workers:
+                worker.sendBatch(own.get(worker, []), blob)
+            return
+        for worker in self.workers:  # some parts are not for every worker
+            mine = [p for i, p in enumerate(parts) if worker in only.get(i, (worker,))]
+            if mine or own.get(worker):
+                worker.sendBatch(own.get(worker, []), b"".join(mine))
 
     def drop(self, worker: WorkerHandle) -> None:
         """``worker`` gets no more batches (gone, or cut off)."""
