@@ -9,9 +9,9 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.client import commands as c
+from chatd.client.render import render_frame, rooms_line, users_line
 from chatd.client.roomchat import NO_ROOMS
 from chatd.client.rooms import Request, RoomBook, topic_target
-from chatd.client.render import render_frame, rooms_line, users_line
 from chatd.wire import FrameType as T
 from tests.test_client_session import SessionHarness
 
@@ -246,6 +246,11 @@ class RoomSessionTests(SynchronousTestCase):
         h.console.editor.set("")
         self.assertEqual(self.type("/room lobby"), [])
         self.assertEqual(h.console.editor.prompt, "> ")
+        self.assertEqual(self.type("/topic dev " + "t" * 301), [])  # fits no frame
+        self.assertIn("topic too long: 301 bytes, at most 300", h.shown())
+        h.session.typed("/topic dev bell\x07")  # the editor would drop the key
+        self.assertEqual(h.sent(), [])
+        self.assertIn("topic must be one line", h.shown())
 
     def test_room_commands_wait_for_the_version_answer(self):
         h = self.h

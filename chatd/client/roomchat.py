@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 NO_ROOMS = "this server speaks protocol 1.1: it has no rooms"
 #: The version asked for (docs/protocol.md, "Opting in").
 VERSION = b"1.2"
+#: The longest topic in bytes (docs/protocol.md, TOPIC).
+MAX_TOPIC = 300
 _ROOM_FRAMES = {
     FrameType.ROOM_MESSAGE,
     FrameType.ROOM_JOIN,
@@ -119,6 +121,9 @@ class RoomChat:
             room, topic = topic_target(command.words, book)
             if room is None:
                 return self.console.warn("the default room's topic is the operator's")
+            problem = topic and commands.check_text(topic, MAX_TOPIC)
+            if problem:
+                return self.console.warn(problem.replace("text", "topic"))
             payload = join_fields(room, topic).decode("utf-8")
             return self._request(Request("topic", room), FrameType.TOPIC, payload)
         assert isinstance(command, (commands.Who, commands.Part))

@@ -6,7 +6,7 @@ does the handshake (asking for a name or password on a terminal), sends
 commands, keeps an idle connection alive, leaves with BYE and, with
 ``--reconnect``, dials again with backoff.  A script's lines go through
 chatd.client.pipe; on a terminal chatd.client.inflight says which request a
-reply answers.  Given its reactor and ``connect``: tests use a task.Clock.
+reply answers and chatd.client.roomchat does rooms (protocol 1.2).  Given its reactor and ``connect``: tests use a task.Clock.
 """
 
 from __future__ import annotations
@@ -81,7 +81,6 @@ class Session:
         )
         #: Terminal mode: SAYs and WHISPERs whose reply may still come, in order.
         self.requests = InFlight()
-        #: Terminal mode: rooms (protocol 1.2), and who-is-here answers.
         self.rooms = RoomChat(console, self._send, self.requests)
         self.eof = False
         self.heard = False
