@@ -135,6 +135,45 @@ class InteractiveTests(DaemonTestCase):
         self.assertEqual((yield client.ended), 0)
 
 
+class RoomTests(DaemonTestCase):
+    daemonOptions = ("--room", "ops:read only")
+
+    @defer.inlineCallbacks
+    def test_two_people_in_a_room(self):
+        """/join, lines marked [room], /topic, /rooms, /who, /part, room errors."""
+        alice = spawn(self, "--no-color", "--name", "alice", self.server, pty=True)
+        yield alice.waitFor("* you joined as alice")
+        bob = spawn(self, "--no-color", "--name", "bob", self.server, pty=True)
+        yield bob.waitFor("* you joined as bob")
+        listing = (
+            rb"(?s)\x1b\[Klobby \(2 users\)\r.*Kops \(0 users\): read only"
+            rb"\r.*Kdev \(2 users\): ship it\r"
+        )
+        # Who types what, then what each one sees (in this order).
+        script = [
+            (alice, b"/join dev", [(alice, "[dev] * you joined"), (alice, "[dev]> ")]),
+            # The first spelling of a room is kept:
+            (bob, b"/join DEV", [(bob, "[dev] * you joined"), (alice, "[dev] * bob joined")]),
+            (alice, b"/topic ship it", [(bob, "[dev] topic: ship it")]),
+            (bob, b"hi", [(alice, "[dev] bob: hi"), (bob, "[dev] You: hi")]),
+            (alice, b"/rooms", [(alice, listing)]),
+            (alice, b"/who", [(alice, "[dev] * 2 here: alice, bob")]),
+            (bob, b"/part", [(bob, "[dev] * you left"), (alice, "[dev] * bob left (part)")]),
+            (bob, b"in the lobby", [(alice, re.escape(b"\r\x1b[Kbob: in the lobby"))]),
+            (alice, b"/join ops", [(alice, "[ops] topic: read only")]),
+            (alice, b"/topic mine", [(alice, "[TOPIC_LOCKED]")]),
+            (alice, b"/who nosuch", [(alice, "[NO_SUCH_ROOM]")]),
+        ]  # fmt: skip
+        for typist, line, seen in script:
+            typist.type(line + b"\r")
+            for client, pattern in seen:
+                yield client.waitFor(pattern)
+        for client in (alice, bob):
+            client.type(b"/quit\r")
+            self.assertEqual((yield client.ended), 0)
+            self.assertNotIn(b"UNKNOWN_TYPE", client.output)
+
+
 class ScriptedTests(DaemonTestCase):
     @defer.inlineCallbacks
     def test_pipe_chat(self):

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from chatd.wire import MAX_PAYLOAD, join_fields, valid_name, valid_text
 
 HELP = (
-    "commands: /who lists users, /msg NAME text whispers to NAME, "
-    "/quit leaves, /help shows this; //text sends a line starting with /"
+    "commands: /who [ROOM] lists users, /msg NAME text whispers to NAME, "
+    "/join ROOM, /part [ROOM], /room ROOM types into ROOM, /rooms lists rooms, "
+    "/topic [ROOM] TEXT, /quit leaves, /help shows this; "
+    "//text sends a line starting with /"
 )
 
 
@@ -30,7 +32,39 @@ class Whisper:
 
 @dataclass(frozen=True)
 class Who:
+    """WHO for the default room, ROOM_WHO for another (None: the current one)."""
+
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class Join:
+    room: str
+
+
+@dataclass(frozen=True)
+class Part:
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Type into ``room`` from now on (None: the default room)."""
+
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class Rooms:
     pass
+
+
+@dataclass(frozen=True)
+class Topic:
+    """``/topic [ROOM] TEXT`` as typed: which word is the room needs the rooms
+    one is in (chatd.client.rooms.topic_target)."""
+
+    words: str
 
 
 @dataclass(frozen=True)
@@ -50,10 +84,16 @@ class Invalid:
     reason: str
 
 
-Command = Say | Whisper | Who | Quit | Help | Invalid
+Command = (
+    Say | Whisper | Who | Quit | Help | Invalid | Join | Part | Switch | Rooms | Topic
+)
+#: The commands that need protocol 1.2 (a 1.1 server has no rooms), with a
+#: ``/who ROOM`` of another room than the default one.
+ROOM_COMMANDS = (Join, Part, Switch, Rooms, Topic)
 
 _SIMPLE: dict[str, Command] = {
-    "who": Who(),
+    "rooms": Rooms(),
+    "list": Rooms(),
     "quit": Quit(),
     "exit": Quit(),
     "help": Help(),
@@ -82,7 +122,36 @@ def parse_command(line: str) -> Command | None:
         if not valid_name(name.encode("ascii", "replace")):
             return Invalid(f"{name!r} is not a valid user name")
         return Whisper(name, text)
+    if word in _ROOM_WORDS:
+        return _room_command(word, rest.split())
+    if word == "topic":
+        return (
+            Topic(rest.strip())
+            if rest.strip()
+            else Invalid("usage: /topic [ROOM] TEXT")
+        )
     return Invalid(f"unknown command /{word}; /help lists the commands")
+
+
+_ROOM_WORDS = {"who", "join", "part", "leave", "room", "switch"}
+
+
+def _room_command(word: str, args: list[str]) -> Command:
+    """``/who``, ``/join``, ``/part``, ``/room``: a command naming at most one room."""
+    usage = {"who": "/who [ROOM]", "join": "/join ROOM", "part": "/part [ROOM]"}
+    usage.update(leave="/part [ROOM]", room="/room ROOM", switch="/switch ROOM")
+    if len(args) > 1 or (word == "join" and not args):
+        return Invalid(f"usage: {usage[word]}")
+    room = args[0] if args else None
+    if room is not None and not valid_name(room.encode("ascii", "replace")):
+        return Invalid(f"{room!r} is not a room name (1 to 32 of A-Z a-z 0-9 _ -)")
+    if word == "who":
+        return Who(room)
+    if word == "join":
+        return Join(args[0])
+    if word in ("part", "leave"):
+        return Part(room)
+    return Switch(room)
 
 
 def max_text(user_id: bytes | int, color: bytes | int, name: bytes | str) -> int:

@@ -68,8 +68,9 @@ def whisper_sent(name: str, text: str, color: int | None, enabled: bool) -> str:
     return f"{dim(f'(private to {name})', enabled)} {own_line(text, color, enabled)}"
 
 
-def users_line(entries: list[bytes], enabled: bool) -> str:
-    """The whole WHO answer (entries gathered from USERS frames) on one line."""
+def users_line(entries: list[bytes], enabled: bool, room: str | None = None) -> str:
+    """The whole WHO answer (entries gathered from USERS frames) on one line;
+    with ``room``, a ROOM_WHO answer for that room."""
     names = []
     for entry in entries:
         try:
@@ -77,7 +78,22 @@ def users_line(entries: list[bytes], enabled: bool) -> str:
         except ValueError:
             continue
         names.append(paint(person.name, person.color, enabled))
+    if room is not None:
+        return tag(room) + dim(f"* {len(names)} here: ", enabled) + ", ".join(names)
     return dim(f"* {len(names)} online: ", enabled) + ", ".join(names)
+
+
+def tag(room: str) -> str:
+    """What marks a line of a room other than the default one."""
+    return f"[{room}] "
+
+
+def rooms_line(entry: bytes) -> str:
+    """One ROOMS entry ``room.users.topic`` as ``room (N users): topic``."""
+    room, users, topic = split_fields(entry, 3)
+    count = int(users)
+    line = f"{safe(room)} ({count} user{'' if count == 1 else 's'})"
+    return f"{line}: {safe(topic)}" if topic else line
 
 
 def render_frame(
@@ -94,7 +110,26 @@ def render_frame(
         return warning(f"malformed {name} frame from the server", enabled)
 
 
+#: 1.2 room frames, ``room.`` then the payload of the 1.1 frame they extend.
+_ROOM_FORMS = {
+    FrameType.ROOM_MESSAGE: FrameType.MESSAGE,
+    FrameType.ROOM_JOIN: FrameType.JOIN,
+    FrameType.ROOM_LEAVE: FrameType.LEAVE,
+}
+
+
 def _render(ftype: int, payload: bytes, my_id: int | None, enabled: bool) -> str | None:
+    if ftype in _ROOM_FORMS:
+        room, rest = split_fields(payload, 2)
+        inner = _ROOM_FORMS[FrameType(ftype)]
+        if inner != FrameType.MESSAGE and int(split_fields(rest, 3)[0]) == my_id:
+            done = "joined" if inner == FrameType.JOIN else "left"
+            return tag(safe(room)) + dim(f"* you {done}", enabled)
+        return tag(safe(room)) + (_render(inner, rest, my_id, enabled) or "")
+    if ftype == FrameType.ROOM_TOPIC:
+        room, topic = split_fields(payload, 2)
+        said = f"topic: {safe(topic)}" if topic else "topic cleared"
+        return tag(safe(room)) + dim(said, enabled)
     if ftype == FrameType.MESSAGE:
         fields = split_fields(payload, 4)
         who = parse_person(fields)

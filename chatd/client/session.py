@@ -6,7 +6,7 @@ does the handshake (asking for a name or password on a terminal), sends
 commands, keeps an idle connection alive, leaves with BYE and, with
 ``--reconnect``, dials again with backoff.  A script's lines go through
 chatd.client.pipe; on a terminal chatd.client.inflight says which request a
-reply answers.  Given its reactor and ``connect``: tests use a task.Clock.
+reply answers and chatd.client.roomchat does rooms (protocol 1.2).  Given its reactor and ``connect``: tests use a task.Clock.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from chatd.client.connection import ChatClientProtocol, SessionFactory
 from chatd.client.console import Console
 from chatd.client.inflight import REQUEST_REFUSALS, InFlight
 from chatd.client.pipe import PipeInput
+from chatd.client.roomchat import RoomChat
 from chatd.netutil import describe_failure
 from chatd.wire import (
     MAX_PAYLOAD,
@@ -80,12 +81,12 @@ class Session:
         )
         #: Terminal mode: SAYs and WHISPERs whose reply may still come, in order.
         self.requests = InFlight()
+        self.rooms = RoomChat(console, self._send, self.requests)
         self.eof = False
         self.heard = False
         self.everActive = False
         self.retryable = True
         self.backoff = 1.0
-        self.users: list[bytes] = []
         self.exitCode: int | None = None
         self.done: defer.Deferred = defer.Deferred()
         self._byeTimer: Any = None
@@ -183,6 +184,7 @@ class Session:
             return
         self.proto = None
         self.pipe.stop()
+        self.rooms.lost()
         for whisper in self.requests.lost():
             self.console.warn(
                 f"whisper to {whisper.name} not confirmed (connection lost)"
@@ -280,6 +282,8 @@ class Session:
         if self.state != "active":
             self.queued.append(command)
             return
+        if self.rooms.submit(command, line):
+            return
         if isinstance(command, commands.Who):
             return self._send(FrameType.WHO)
         if isinstance(command, commands.Say):
@@ -305,26 +309,21 @@ class Session:
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
         self.heard = True
-        color = self.console.color
         if ftype == FrameType.PING:
             return self._send(FrameType.PONG, payload)
         if ftype == FrameType.PONG:
             return self._pong(payload)
         if ftype == FrameType.WELCOME:
             return self._welcome(payload)
-        if ftype == FrameType.USERS:
-            if payload:
-                self.users.extend(payload.split(b"\n"))
-                return
-            users, self.users = self.users, []
-            return self.console.show(render.users_line(users, color))
         if ftype == FrameType.ERROR:
             return self._error(payload)
         my_id = self.me.id if self.me is not None else None
+        if self.rooms.frame(ftype, payload, my_id):
+            return
         if ftype == FrameType.MESSAGE and my_id is not None:
             if payload.startswith(f"{my_id}.".encode()):
                 self._acked()
-        line = render.render_frame(ftype, payload, my_id, color)
+        line = render.render_frame(ftype, payload, my_id, self.console.color)
         if line is not None:
             self.console.show(line)
         self._maybeDone()
@@ -354,8 +353,9 @@ class Session:
             self.console.warn("malformed WELCOME from the server")
             self.retryable = False
             return self._finish(1, "malformed WELCOME")
-        self.limit = commands.max_text(user_id, color, name)
+        self.limit = self.rooms.limit = commands.max_text(user_id, color, name)
         self._send(FrameType.READY)
+        self.rooms.active()
         self.state = "active"
         self.everActive = True
         self.backoff = 1.0
@@ -370,6 +370,8 @@ class Session:
         code, text = parse_error(payload)
         if self.state in ("naming", "password"):
             return  # e.g. HANDSHAKE_TIMEOUT while the user types
+        if self.rooms.error(code):
+            return  # VERSION refused: a 1.1 server
         if self.state == "hello" and code in NAME_REFUSALS:
             self.console.warn(f"{text} ({self.name!r} refused: {code})")
             if self.console.interactive and not self.eof:
