@@ -48,6 +48,7 @@ class RoomRequests:
         def _withinRate(self) -> bool: ...
         def _textAllowed(self, text: bytes) -> bool: ...
         def _submit(self, event: Any, hold: bool = True) -> None: ...
+        def _flushBatch(self) -> None: ...
         def _active(self) -> bool: ...
         def say(self, text: bytes) -> None: ...
         def who(self) -> None: ...
@@ -71,6 +72,12 @@ class RoomRequests:
     def _isDefault(self, roomKey: bytes) -> bool:
         return roomKey == key(self.hub.rooms.directory.default.name)
 
+    def _sequence(self, event: Any) -> None:
+        """Submit a room event after the replies this chunk already made
+        (request order: they answer earlier requests)."""
+        self._flushBatch()
+        self._submit(event)
+
     def _refused(self, e: RoomError) -> None:
         self.error(ErrorCode[e.code], e.text)
 
@@ -89,7 +96,7 @@ class RoomRequests:
         if not self._withinRate():
             return
         room = directory.get(name)
-        self._submit(RoomJoin(room.name if room else name, self.user))  # type: ignore[arg-type]
+        self._sequence(RoomJoin(room.name if room else name, self.user))  # type: ignore[arg-type]
 
     def part(self, name: bytes) -> None:
         roomKey = self._room(name)
@@ -105,7 +112,7 @@ class RoomRequests:
             return self._refused(e)
         if not self._withinRate():
             return
-        self._submit(RoomLeave(room.name, self.user, LeaveReason.PART))  # type: ignore[arg-type]
+        self._sequence(RoomLeave(room.name, self.user, LeaveReason.PART))  # type: ignore[arg-type]
 
     def roomSay(self, name: bytes, text: bytes | None) -> None:
         """ROOM_SAY (``text`` None: the request had no text part)."""
@@ -127,7 +134,7 @@ class RoomRequests:
             return self._refused(e)
         if not self._withinRate():
             return
-        self._submit(RoomMessage(room.name, self.user, text))  # type: ignore[arg-type]
+        self._sequence(RoomMessage(room.name, self.user, text))  # type: ignore[arg-type]
 
     def listRooms(self) -> None:
         if not self._active():
@@ -180,4 +187,4 @@ class RoomRequests:
             return self._refused(e)
         if not self._withinRate():
             return
-        self._submit(RoomTopic(room.name, text))
+        self._sequence(RoomTopic(room.name, text))

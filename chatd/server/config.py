@@ -51,6 +51,9 @@ class Config:
     web: str | None = None
     web_origin: tuple[str, ...] | None = None
     web_trust_proxy: frozenset[str] | None = None
+    # chatd.irc (the IRC front end)
+    irc: str | None = None
+    motd_file: str | None = None
     # Abuse limits (docs/limits.md).  The daemon's defaults are in PARAMETERS;
     # these in-process defaults leave them off, as before.
     connect_rate: float = 0.0
@@ -99,6 +102,9 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "web": (_web.endpoint, None, "Endpoint of the web page and its WebSocket (/ws), e.g. tcp:8080 (off by default)."),
     "web-origin": (_web.origins, None, "Origins whose pages may open the WebSocket, comma-separated (default: the page's own)."),
     "web-trust-proxy": (_web.proxies, None, "Addresses of reverse proxies whose X-Forwarded-For is believed."),
+    # chatd.irc (the IRC front end; docs/irc.md)
+    "irc": (_web.endpoint, None, "Endpoint of the IRC front end, e.g. tcp:6667 or ssl:6697:... (off by default)."),
+    "motd-file": (str, None, "File whose lines are the IRC message of the day (none: 422)."),
     "connect-rate": (connectionsPerSecond, 5.0, "New connections per second from one address outside --limit-exempt (0 = no limit)."),
     "connect-burst": (_values.positiveInt, 20, "New connections one address may open at once before --connect-rate applies."),
     "limit-exempt": (parseNetworks, parseNetworks(DEFAULT_EXEMPT), "Comma-separated networks the per-address limits and login backoff spare ('none' = nobody)."),
@@ -297,6 +303,10 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         raise usage.UsageError(
             f"--min-workers: at most --workers ({values['workers']}), "
             f"not {values['min_workers']}"
+        )
+    if values["workers"] > 1 and values["irc"]:
+        raise usage.UsageError(
+            "--irc: not together with --workers yet; run it in one process or with --redis"
         )
     if values["workers"] > 1 and values["redis"]:
         raise usage.UsageError(

@@ -88,7 +88,11 @@ class ChatFactory(protocol.Factory):
 
     def newProtocol(self) -> ChatProtocol:
         """A connection served here, numbered in this process."""
-        return ChatProtocol(self, next(self._numbers))
+        return ChatProtocol(self, self.connectionNumber())
+
+    def connectionNumber(self) -> int:
+        """The next connection number of this process (any front end)."""
+        return next(self._numbers)
 
     def admit(self, proto: ChatProtocol) -> Refusal | None:
         """Count a new connection in, or say which fatal error refuses it."""

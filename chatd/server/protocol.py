@@ -116,7 +116,7 @@ class ChatProtocol(FrameReceiver):
             else "tcp"
         )
         self._unsent: Unsent = []
-        self._send = self.write = writerFor(self.transport, self._unsent)  # type: ignore[method-assign,assignment]
+        self._send = self.write = self.makeWriter()  # type: ignore[method-assign]
         refusal = self.factory.admit(self)
         if refusal is not None:
             # Logged by the factory's admission, a flood as one summary line.
@@ -132,6 +132,10 @@ class ChatProtocol(FrameReceiver):
             peer=self.peer,
             n=len(self.factory.connections),
         )
+
+    def makeWriter(self) -> Any:
+        """How bytes go to the transport (a front end may filter them)."""
+        return writerFor(self.transport, self._unsent)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.stopFraming = True

@@ -67,6 +67,7 @@ SiteMaker = Callable[["ChatService"], Any]
 DEFAULT_SITES: Mapping[str, str] = {
     "admin": "chatd.server.admin.adminSite",
     "web": "chatd.web.site.webSite",
+    "irc": "chatd.irc.site.ircSite",
 }
 
 
