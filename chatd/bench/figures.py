@@ -73,7 +73,7 @@ def streamEnds(
     return sent, lastSeen
 
 
-def spread(values: list[int]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
     """min, mean and max of per-room figures."""
     return {
         "min": min(values),
