@@ -102,7 +102,7 @@ class FiguresTests(unittest.SynchronousTestCase):
         """Sender 0 sent 5; one user saw up to 4, one up to 2, one nothing
         from sender 1 (which sent none)."""
         sent, lastSeen = streamEnds(
-            [(0, 5, {0: 4}), (None, 0, {0: 2}), (1, 0, {0: 4})], 2
+            [(0, 5, {0: 4}, 0), (None, 0, {0: 2}, 0), (1, 0, {0: 4}, 0)], 2
         )
         self.assertEqual(sent, {0: 5, 1: 0})
         self.assertEqual(lastSeen, {0: Counter({4: 2, 2: 1}), 1: Counter({-1: 3})})
@@ -116,7 +116,7 @@ class FiguresTests(unittest.SynchronousTestCase):
         latency = Histogram()
         for us in (100, 200, 300):
             latency.add(us)
-        sent, lastSeen = streamEnds([(0, 5, {0: 4}), (None, 0, {0: 2})], 1)
+        sent, lastSeen = streamEnds([(0, 5, {0: 4}, 0), (None, 0, {0: 2}, 0)], 1)
         wire = json.loads(json.dumps(partFigures(counts, latency, sent, lastSeen)))
         config = Config(mode="fanout", senders=1, receivers=1)
         out = merge(config, [wire], 1.0)

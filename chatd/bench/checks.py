@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from chatd.wire import MAX_PAYLOAD, FrameType
 
@@ -114,6 +114,19 @@ def parseMessage(payload: bytes) -> tuple[int, int, int]:
     """
     fields = payload.split(b".", 6)
     return int(fields[3]), int(fields[4]), int(fields[5])
+
+
+def roomParser(room: bytes) -> Callable[[bytes], tuple[int, int, int]]:
+    """:func:`parseMessage` for ROOM_MESSAGE ``room.id.color.name.`` +
+    :func:`sayText` of one room (a ValueError for another room's)."""
+
+    def parse(payload: bytes) -> tuple[int, int, int]:
+        fields = payload.split(b".", 7)
+        if fields[0] != room:
+            raise ValueError(f"ROOM_MESSAGE of room {fields[0]!r}")
+        return int(fields[4]), int(fields[5]), int(fields[6])
+
+    return parse
 
 
 class SequenceChecker:

@@ -35,6 +35,8 @@ class Config:
     size: int = 64
     window: int = 16
     rate: float | None = None
+    #: Fan-out in this many rooms (protocol 1.2); 0: the default room (1.1).
+    rooms: int = 0
     duration: float = 5.0
     seed: int = 0
     tag: str = "b"

@@ -1,17 +1,23 @@
 """Fan-out load: users SAY (closed or open loop) and every user checks every
-MESSAGE: once, complete and in order per sender, and in one total order."""
+MESSAGE: once, complete and in order per sender, and in one total order.
+
+With ``--rooms N`` (protocol 1.2) user k sends VERSION after READY, enters
+room ``r{k mod N}`` once ACTIVE, and is set up when its ROOM_JOIN comes
+back; senders ROOM_SAY there, and the order is one per room.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from twisted.internet import defer, task
 
-from chatd.bench.checks import SequenceChecker, parseMessage, sayText
+from chatd.bench.checks import SequenceChecker, parseMessage, roomParser, sayText
 from chatd.bench.config import secret
-from chatd.bench.conn import PACK, Conn, now_us
+from chatd.bench.conn import PACK, Conn, SetupRefused, now_us
 from chatd.bench.figures import Counts, UserEnd
-from chatd.bench.order import ORDER_CHECKPOINT, note
+from chatd.bench.order import ORDER_CHECKPOINT, endNote, note
 from chatd.wire import FrameType, join_fields
 
 if TYPE_CHECKING:
@@ -21,6 +27,8 @@ _PONG = FrameType.PONG
 _SAY = FrameType.SAY
 _MESSAGE = FrameType.MESSAGE
 _ERROR = FrameType.ERROR
+#: Room events of other members (entering, leaving, a topic): not load.
+_ROOM_EVENTS = (FrameType.ROOM_JOIN, FrameType.ROOM_LEAVE, FrameType.ROOM_TOPIC)
 
 
 class OpenLoop:
@@ -45,7 +53,11 @@ class OpenLoop:
 
 
 class FanUser(Conn):
-    """A chat user: handshake, then check every MESSAGE; senders also SAY."""
+    """A chat user: handshake, then check every MESSAGE; senders also SAY.
+
+    In a room (``--rooms``) the same checks run on ROOM_MESSAGE: the hot
+    path differs only by :attr:`delivery` and :attr:`parse`.
+    """
 
     def __init__(self, part: LoadPart, index: int, sender: int | None) -> None:
         self.part = part
@@ -65,6 +77,16 @@ class FanUser(Conn):
         self.window = config.window
         self.size = config.size
         self._ticker: task.LoopingCall | None = None
+        # Instance attributes, not class ones: the hot path reads them.
+        #: The frame type that is load, and its parser (a room's with rooms).
+        self.delivery: int = _MESSAGE
+        self.parse: Callable[[bytes], tuple[int, int, int]] = parseMessage
+        self.sayType: int = _SAY
+        #: Put before every SAY text: ``room.`` for ROOM_SAY.
+        self.sayPrefix = b""
+        #: The room to enter (``r{index mod rooms}``), "" for the default room.
+        self.room = f"r{index % config.rooms}" if config.rooms else ""
+        self.joined = self.versioned = False
 
     def label(self) -> str:
         return f"user {self.name}"
@@ -77,9 +99,9 @@ class FanUser(Conn):
         self.transport.write(PACK(FrameType.HELLO, len(hello)) + hello)
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
-        if ftype == _MESSAGE:
+        if ftype == self.delivery:
             try:
-                sender, seq, stamp = parseMessage(payload)
+                sender, seq, stamp = self.parse(payload)
             except (IndexError, ValueError):
                 self.part.counts.unexpected += 1
                 self.part.example(f"{self.name}: bad MESSAGE {payload[:60]!r}")
@@ -90,7 +112,7 @@ class FanUser(Conn):
             self.received += 1
             self.orderHash = hash((self.orderHash, sender, seq))
             if not self.received % ORDER_CHECKPOINT:
-                part.counts.orders[note(self.received, self.orderHash)] += 1
+                part.counts.orders[note(self.received, self.orderHash, self.room)] += 1
             counts = part.counts
             counts.completed += 1
             counts.bytes += 8 + len(payload)
@@ -106,10 +128,26 @@ class FanUser(Conn):
             # WELCOME is name.id.color; our own JOIN will be id.color.name.
             name, ident, color = payload.split(b".", 2)
             self.welcome = join_fields(ident, color, name)
-            self.transport.write(PACK(FrameType.READY, 0))
+            ready = PACK(FrameType.READY, 0)
+            if self.room:
+                ready += PACK(FrameType.VERSION, 3) + b"1.2"
+            self.transport.write(ready)
         elif ftype == FrameType.JOIN:
             if payload == self.welcome and not self.active.called:
-                self.active.callback(self)
+                if self.room:
+                    self.joined = True
+                    self.enter()
+                else:
+                    self.active.callback(self)
+        elif ftype in _ROOM_EVENTS:
+            if ftype == FrameType.ROOM_JOIN and not self.active.called:
+                self.entered(payload)
+        elif ftype == FrameType.VERSION:
+            if payload != b"1.2" and not self.active.called:
+                self.active.errback(SetupRefused(f"VERSION answered {payload!r}"))
+                return
+            self.versioned = True
+            self.enter()
         elif ftype == _PONG:
             if self.ponged is not None:
                 d, self.ponged = self.ponged, None
@@ -123,6 +161,25 @@ class FanUser(Conn):
                     self.part.drained(self)
         elif ftype != FrameType.LEAVE:
             self.part.counts.unexpected += 1
+
+    def enter(self) -> None:
+        """ENTER the room once both ACTIVE and speaking 1.2."""
+        if self.joined and self.versioned:
+            room = self.room.encode()
+            self.transport.write(PACK(FrameType.ENTER, len(room)) + room)
+
+    def entered(self, payload: bytes) -> None:
+        """A ROOM_JOIN before setup ended: ours (``room.`` + our JOIN) is the
+        ENTER's acknowledgement, with the room's spelling; the load is then
+        that room's ROOM_MESSAGEs."""
+        room, _, who = payload.partition(b".")
+        if who != self.welcome:
+            return  # another member entering
+        self.delivery = FrameType.ROOM_MESSAGE
+        self.parse = roomParser(room)
+        self.sayType = FrameType.ROOM_SAY
+        self.sayPrefix = room + b"."
+        self.active.callback(self)
 
     def go(self) -> None:
         if self.sender is None:
@@ -150,11 +207,11 @@ class FanUser(Conn):
 
     def say(self) -> bytes:
         assert self.sender is not None  # only senders SAY
-        text = sayText(self.sender, self.seq, now_us(), self.size)
+        text = self.sayPrefix + sayText(self.sender, self.seq, now_us(), self.size)
         self.seq += 1
         self.inflight += 1
         self.part.counts.sent += 1
-        return PACK(_SAY, len(text)) + text
+        return PACK(self.sayType, len(text)) + text
 
     def stopSending(self) -> None:
         self.running = False
@@ -171,7 +228,8 @@ class FanUser(Conn):
 
     def end(self) -> UserEnd:
         """Where this user's streams ended (:func:`figures.streamEnds`)."""
-        return self.sender, self.seq, self.checker.last
+        index = self.index % self.part.config.rooms if self.room else 0
+        return self.sender, self.seq, self.checker.last, index
 
     def collect(self, counts: Counts) -> None:
         c = self.checker
@@ -179,3 +237,6 @@ class FanUser(Conn):
         counts.duplicates += c.duplicates
         counts.reorders += c.reorders
         counts.examples.extend(f"{self.name}: {e}" for e in c.examples)
+        if self.room:
+            counts.rooms[self.room] += self.received
+            counts.orders[endNote(self.received, self.orderHash, self.room)] += 1

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from chatd.bench.checks import Histogram, tailGaps
 from chatd.bench.config import Config
-from chatd.bench.order import orderDisagreements
+from chatd.bench.order import orderDisagreements, roomsOutOfOrder
 
 #: Integrity figures: any non-zero one fails the run.
 INTEGRITY = (
@@ -46,27 +46,53 @@ class Counts:
     examples: list = field(default_factory=list)
     #: "n:hash" -> users whose running hash of their first n MESSAGEs it is.
     orders: Counter = field(default_factory=Counter)
+    #: With --rooms: room -> MESSAGE deliveries to its members.
+    rooms: Counter = field(default_factory=Counter)
 
 
 #: One fan-out user at the end: (its sender number or None, how many it
-#: sent, sender -> the highest sequence number it got from that sender).
-UserEnd = tuple[int | None, int, dict[int, int]]
+#: sent, sender -> the highest sequence number it got from that sender, its
+#: room's number: user k is in room k mod --rooms, 0 without rooms).
+UserEnd = tuple[int | None, int, dict[int, int], int]
 
 
 def streamEnds(
-    users: Iterable[UserEnd], senders: int
+    users: Iterable[UserEnd], senders: int, rooms: int = 0
 ) -> tuple[dict[int, int], dict[int, Counter]]:
     """What :func:`chatd.bench.checks.tailGaps` needs from one part's users:
     how many each sender sent, and per sender how many users saw it end where
-    (-1: nothing from it)."""
+    (-1: nothing from it).  With ``rooms`` a user hears only the senders of
+    its room (sender s is user s, so in room s mod rooms)."""
     sent: dict[int, int] = {}
     lastSeen: dict[int, Counter] = {}
-    for sender, seq, last in users:
+    for sender, seq, last, room in users:
         if sender is not None:
             sent[sender] = seq
-        for s in range(senders):
+        for s in range(room, senders, rooms) if rooms else range(senders):
             lastSeen.setdefault(s, Counter())[last.get(s, -1)] += 1
     return sent, lastSeen
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """min, mean and max of per-room figures."""
+    return {
+        "min": min(values),
+        "mean": round(sum(values) / len(values), 1),
+        "max": max(values),
+    }
+
+
+def roomFigures(config: Config, rooms: Counter, seconds: float) -> dict:
+    """Per-room figures of a --rooms run: members, senders and deliveries/s
+    per room (:func:`spread`), from room -> deliveries."""
+    n = config.rooms
+    return {
+        "users": spread([len(range(r, config.total, n)) for r in range(n)]),
+        "senders": spread([len(range(r, config.senders, n)) for r in range(n)]),
+        "deliveries_per_s": spread(
+            [round(rooms[f"r{r}"] / seconds, 1) for r in range(n)]
+        ),
+    }
 
 
 def partFigures(
@@ -79,6 +105,7 @@ def partFigures(
     result = asdict(counts)
     result["errors"] = dict(counts.errors)
     result["orders"] = dict(counts.orders)  # asdict garbles Counters
+    result["rooms"] = dict(counts.rooms)
     result["examples"] = counts.examples[:20]
     result["latency"] = latency.toJSON()
     result["sentBySender"] = {str(k): v for k, v in sent.items()}
@@ -106,7 +133,9 @@ def merge(config: Config, results: list[dict], seconds: float) -> dict:
     sent: dict[int, int] = {}
     lastSeen: dict[int, Counter] = {}
     examples: list[str] = []
+    rooms: Counter = Counter()
     for r in results:
+        rooms.update(r.get("rooms", {}))
         errors.update(r["errors"])
         latency.merge(Histogram.fromJSON(r["latency"]))
         sent.update({int(k): v for k, v in r["sentBySender"].items()})
@@ -123,6 +152,11 @@ def merge(config: Config, results: list[dict], seconds: float) -> dict:
             k: getattr(config, k)
             for k in ("receivers", "senders", "size", "window", "rate", "duration")
         }
+        if config.rooms:
+            out["parameters"]["rooms"] = out["rooms"] = config.rooms
+            out["per_room"] = roomFigures(config, rooms, seconds)
+            orders = (r.get("orders", {}) for r in results)
+            out["rooms_out_of_order"] = roomsOutOfOrder(orders)
     else:
         out["frames_per_s"] = round(out["completed"] / seconds, 1)
         out["parameters"] = {

@@ -142,7 +142,9 @@ class LoadPart:
                 timeout.cancel()
         for conn in self.conns:
             conn.collect(self.counts)
-        sent, lastSeen = streamEnds((u.end() for u in users), self.config.senders)
+        sent, lastSeen = streamEnds(
+            (u.end() for u in users), self.config.senders, self.config.rooms
+        )
         self._allLost = defer.Deferred()
         if self._open:
             for conn in self.conns:

@@ -158,6 +158,14 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="open loop: messages/s per sender (default: closed loop)",
     )
+    f.add_argument(
+        "--rooms",
+        type=natural,
+        default=0,
+        metavar="N",
+        help="protocol 1.2: user k enters room r{k mod N} and senders ROOM_SAY "
+        "there, one order per room (0: everyone in the default room, 1.1)",
+    )
     return p
 
 
@@ -191,4 +199,5 @@ def configFrom(args: argparse.Namespace) -> Config:
     else:
         config.receivers, config.senders = args.receivers, args.senders
         config.size, config.window, config.rate = args.size, args.window, args.rate
+        config.rooms = args.rooms
     return config

@@ -31,10 +31,15 @@ def header(config: Config, processes: int) -> str:
         pace = (
             f"{config.rate:g} msg/s each" if config.rate else f"window {config.window}"
         )
+        rooms = (
+            f" in {config.rooms} {plural(config.rooms, 'rooms')}"
+            if config.rooms
+            else ""
+        )
         shape = (
             f"{config.senders} {plural(config.senders, 'senders')} + "
-            f"{config.receivers} {plural(config.receivers, 'receivers')}, "
-            f"{config.size} B SAYs, {pace}"
+            f"{config.receivers} {plural(config.receivers, 'receivers')}{rooms}, "
+            f"{config.size} B {'ROOM_' if config.rooms else ''}SAYs, {pace}"
         )
     spread = f", {processes} processes" if processes > 1 else ""
     return (
@@ -55,6 +60,7 @@ def summary(result: dict) -> str:
     lines = [
         f"  {result['completed']:,} {unit} in {result['seconds']:.2f}s: "
         f"{rate:,.0f} {unit}/s, {result['mb_per_s']:.2f} MB/s",
+        *_perRoom(result),
         f"  latency p50 {ms(lat['p50'])}  p90 {ms(lat['p90'])}  "
         f"p99 {ms(lat['p99'])}  max {ms(lat['max'])}",
         "  integrity: "
@@ -66,6 +72,27 @@ def summary(result: dict) -> str:
     ]
     lines += [f"  ! {e}" for e in result["examples"]]
     return "\n".join(lines)
+
+
+def _perRoom(result: dict) -> list[str]:
+    """The per-room line of a --rooms run (none without rooms)."""
+    if "per_room" not in result:
+        return []
+
+    def span(figure: dict, noun: str) -> str:
+        low, high = figure["min"], figure["max"]
+        if low == high:
+            return f"{low:,} {plural(low, noun)}"
+        return f"{low:,}-{high:,} {noun}"
+
+    per = result["per_room"]
+    rate = per["deliveries_per_s"]
+    return [
+        f"  {result['rooms']:,} {plural(result['rooms'], 'rooms')}: "
+        f"{span(per['users'], 'users')}, {span(per['senders'], 'senders')} and "
+        f"{rate['mean']:,.0f} deliveries/s per room (min {rate['min']:,.0f}, "
+        f"max {rate['max']:,.0f}); {result['rooms_out_of_order']} out of order"
+    ]
 
 
 def resultStatus(result: dict) -> int:
