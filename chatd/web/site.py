@@ -1,12 +1,12 @@
 """The web front end (``--web``): the chat page and its WebSocket, on twisted.web.
 
-``/`` is the page, ``/app.js`` (with the modules it imports, ``/wire.js``
-and ``/rooms.js``) and ``/style.css`` its files (package data, read once),
-``/ws`` the WebSocket that carries chatd frames (:mod:`chatd.web.websocket`).
-Every response carries the security headers; a WebSocket request from a
-foreign ``Origin`` gets 403 before the upgrade (Twisted's WebSocketResource
-checks none), so another site cannot make a visitor's browser chat in their
-name.
+``/`` is the page, ``/app.js`` (with the modules it imports: ``/wire.js``,
+``/rooms.js``, ``/commands.js``) and ``/style.css`` its files (package data,
+read once), ``/ws`` the WebSocket that carries chatd frames
+(:mod:`chatd.web.websocket`).  Every response carries the security headers;
+a WebSocket request from a foreign ``Origin`` gets 403 before the upgrade
+(Twisted's WebSocketResource checks none), so another site cannot make a
+visitor's browser chat in their name.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ STATIC = {
     b"app.js": ("app.js", "text/javascript; charset=utf-8"),
     b"wire.js": ("wire.js", "text/javascript; charset=utf-8"),
     b"rooms.js": ("rooms.js", "text/javascript; charset=utf-8"),
+    b"commands.js": ("commands.js", "text/javascript; charset=utf-8"),
     b"style.css": ("style.css", "text/css; charset=utf-8"),
 }
 

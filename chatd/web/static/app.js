@@ -4,17 +4,13 @@
 // Every piece of text from the server is put on the page with textContent,
 // never as HTML.
 
-import {
-  FATAL, FINAL, MAX_PAYLOAD, T, byteLength, entries, fields, frame, frames,
-  person, split,
-} from "./wire.js";
-import { DEFAULT, Rooms, meTag, nameSpan } from "./rooms.js";
+import { FATAL, FINAL, T, entries, fields, frame, frames, person, split } from "./wire.js";
+import { Rooms, meTag, nameSpan } from "./rooms.js";
+import { NO_ROOMS, parseLine } from "./commands.js";
 
 const PING_EVERY_MS = 10000; // well inside the server's idle timeout
 const LIST_EVERY_MS = 30000; // the room list's user counts: this fresh
 const MAX_BACKOFF_S = 30;
-const NAME_RE = /^[A-Za-z0-9_-]{1,32}$/;
-const NO_ROOMS = "rooms need a chatd that speaks protocol 1.2";
 
 // -- the page -----------------------------------------------------------------
 
@@ -57,14 +53,6 @@ const addLine = (kind, ...parts) => rooms.line(null, kind, ...parts);
 function setStatus(message, lost = false) {
   ui.status.textContent = message;
   ui.status.classList.toggle("lost", lost);
-}
-
-// The longest text this user may say in `room` (PROTOCOL.md: TOO_LONG).
-function maxText(room) {
-  const me = state.me;
-  if (me === null) return 0;
-  const prefix = room.key === DEFAULT ? "" : `${room.name}.`;
-  return MAX_PAYLOAD - byteLength(`${prefix}${me.id}.${me.color}.${me.name}.`);
 }
 
 // -- connection -----------------------------------------------------------------
@@ -145,7 +133,7 @@ function speak12(on) {
 }
 
 function askWho(room, show = false) {
-  const sent = room.key === DEFAULT ? send(T.WHO) : send(T.ROOM_WHO, room.name);
+  const sent = room === rooms.main ? send(T.WHO) : send(T.ROOM_WHO, room.name);
   if (sent) state.whoAsked.push({ room, show });
 }
 
@@ -231,10 +219,7 @@ function handle(type, payload) {
     }
     case T.ROOM_TOPIC: {
       const [name, topic] = fields(payload, 2);
-      const room = rooms.ensure(name);
-      room.topic = topic;
-      rooms.line(room, "event", topic === "" ? "The topic was cleared." : `Topic: ${topic}`);
-      rooms.render();
+      rooms.topicSet(rooms.ensure(name), topic);
       break;
     }
     case T.USERS:
@@ -261,17 +246,8 @@ function handle(type, payload) {
 
 // JOIN or ROOM_JOIN (spelled: the room's name as the server keeps it).
 function joined(room, who, spelled) {
-  rooms.entered(room, who);
-  if (!isMe(who)) {
-    rooms.line(room, "event", "→ ", nameSpan(who), " joined");
-    return;
-  }
-  if (room === rooms.main) {
-    rooms.line(room, "event", "You joined as ", nameSpan(who), ".");
-    return;
-  }
-  room.name = spelled;
-  rooms.line(room, "event", `You joined ${spelled}.`);
+  rooms.entered(room, who, spelled);
+  if (!isMe(who) || room === rooms.main) return;
   askWho(room);
   askList();
   if (state.showOnJoin === room.key) {
@@ -281,13 +257,8 @@ function joined(room, who, spelled) {
 }
 
 function left(room, who, reason) {
-  rooms.left(room, who);
-  if (isMe(who)) {
-    rooms.line(room, "event", `You left ${room.name}.`);
-    askList();
-  } else {
-    rooms.line(room, "event", "← ", nameSpan(who), ` left (${reason})`);
-  }
+  rooms.left(room, who, reason);
+  if (isMe(who)) askList();
 }
 
 function users(payload) {
@@ -380,71 +351,12 @@ ui.login.addEventListener("submit", (event) => {
   else if (state.ws === null) connect();
 });
 
-const HELP =
-  "commands: /msg NAME text, /who, /join ROOM, /part [ROOM], /topic text, "
-  + "/rooms, /quit; //text says a line starting with /";
-
-// A slash command: [type, payload, ...] to send, a function to run here
-// (it returns an error or ""), or an error string.
-function command(name, rest) {
-  const room = rooms.current;
-  switch (name) {
-    case "msg":
-    case "w": {
-      const target = rest[0] ?? "";
-      const body = rest.slice(1).join(" ");
-      if (!NAME_RE.test(target) || body === "") return "usage: /msg NAME text";
-      if (byteLength(body) > maxText(rooms.main)) {
-        return `TOO_LONG: at most ${maxText(rooms.main)} bytes of text (${byteLength(body)} now)`;
-      }
-      return [T.WHISPER, `${target}.${body}`, target, body];
-    }
-    case "who":
-      return room.key === DEFAULT ? [T.WHO, ""] : [T.ROOM_WHO, room.name];
-    case "quit":
-      return [T.BYE, ""];
-    case "help":
-      return HELP;
-    default:
-      break;
-  }
-  if (!["join", "j", "part", "leave", "topic", "rooms", "list"].includes(name)) {
-    return `unknown command /${name}; try /help`;
-  }
-  if (!state.rooms12) return NO_ROOMS;
-  switch (name) {
-    case "join":
-    case "j":
-      return rest[0] ? () => joinRoom(rest[0]) : "usage: /join ROOM";
-    case "part":
-    case "leave": {
-      const which = rest[0] ?? room.name;
-      if (rooms.keyOf(which) === DEFAULT) return "the default room cannot be left; /quit leaves";
-      return [T.PART, which];
-    }
-    case "topic":
-      return [T.TOPIC, `${room.name}.${rest.join(" ")}`];
-    default:
-      return [T.LIST, ""];
-  }
-}
-
-// What the line would send: [type, payload, target, body] or an error string.
-function parseLine(line) {
-  if (line.startsWith("//")) line = line.slice(1);
-  else if (line.startsWith("/")) {
-    const [name, ...rest] = line.slice(1).split(" ");
-    return command(name.toLowerCase(), rest);
-  }
-  const room = rooms.current;
-  if (byteLength(line) > maxText(room)) {
-    return `TOO_LONG: at most ${maxText(room)} bytes (${byteLength(line)} now)`;
-  }
-  return room.key === DEFAULT ? [T.SAY, line] : [T.ROOM_SAY, `${room.name}.${line}`];
-}
+// What a typed line means here and now.
+const parse = (line) =>
+  parseLine(line, { me: state.me, rooms, rooms12: state.rooms12, join: joinRoom });
 
 ui.line.addEventListener("input", () => {
-  const parsed = parseLine(ui.line.value);
+  const parsed = parse(ui.line.value);
   ui.lineError.textContent =
     typeof parsed === "string" && parsed.startsWith("TOO_LONG") ? parsed : "";
 });
@@ -453,7 +365,7 @@ ui.say.addEventListener("submit", (event) => {
   event.preventDefault();
   const line = ui.line.value;
   if (line === "" || !state.active) return;
-  const parsed = parseLine(line);
+  const parsed = parse(line);
   const error = typeof parsed === "function" ? parsed() : parsed;
   if (typeof error === "string") {
     ui.lineError.textContent = error;

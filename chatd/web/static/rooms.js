@@ -150,19 +150,38 @@ export class Rooms {
     }
   }
 
-  entered(room, who) {
+  // JOIN or ROOM_JOIN (spelled: the room's name as the server keeps it).
+  entered(room, who, spelled) {
     room.members.set(who.id, who);
-    if (this.isMe(who)) room.joined = true;
+    if (!this.isMe(who)) {
+      this.line(room, "event", "→ ", nameSpan(who), " joined");
+    } else if (room === this.main) {
+      this.line(room, "event", "You joined as ", nameSpan(who), ".");
+    } else {
+      room.joined = true;
+      room.name = spelled;
+      this.line(room, "event", `You joined ${spelled}.`);
+    }
     this.render();
   }
 
-  left(room, who) {
+  // LEAVE or ROOM_LEAVE; one's own is a PART.
+  left(room, who, reason) {
     room.members.delete(who.id);
     if (this.isMe(who)) {
       room.joined = false;
       room.members.clear();
+      this.line(room, "event", `You left ${room.name}.`);
       if (room === this.current) this.show(this.main);
+    } else {
+      this.line(room, "event", "← ", nameSpan(who), ` left (${reason})`);
     }
+    this.render();
+  }
+
+  topicSet(room, topic) {
+    room.topic = topic;
+    this.line(room, "event", topic === "" ? "The topic was cleared." : `Topic: ${topic}`);
     this.render();
   }
 
