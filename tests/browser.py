@@ -31,12 +31,12 @@ WAIT = 15  # seconds for the page to show something: a bound, not a pause
 
 try:
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
     from selenium.common.exceptions import (
         NoSuchElementException,
         StaleElementReferenceException,
     )
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError:  # pragma: no cover - the test extra installs it

@@ -3,7 +3,8 @@
 Two browser users and one TCP user are in the default room (``lobby``) and
 in ``dev``: each room's lines stay in its own view, a room not shown gets
 an unread mark, and ``dev``'s member list shows its three members.  A page
-whose VERSION the server refuses chats on as 1.1.
+whose VERSION the server refuses chats on as 1.1; one that reconnects
+enters its rooms again.
 
 ``CHATD_WEB_ROOMS_SCREENSHOT=docs/web-rooms.png`` also saves alice's view of
 ``dev`` for the docs.
@@ -18,12 +19,14 @@ from twisted.internet import defer
 
 from chatd.wire import FrameType as T
 from tests.browser import BrowserCase
-from tests.daemon import FrameClient, connect
+from tests.daemon import Daemon, FrameClient, connect
 from tests.webclient import webDaemon, webPort
 
 DEV = '#rooms button[data-room="dev"]'
 LOBBY = '#rooms button[data-room=""]'
-MEMBERS = "return [...document.querySelectorAll('#who .name')].map((e) => e.textContent)"
+MEMBERS = (
+    "return [...document.querySelectorAll('#who .name')].map((e) => e.textContent)"
+)
 
 #: Run in the page before it connects: its VERSION asks for "1.1", which a
 #: server answers with UNKNOWN_TYPE, as one that speaks only 1.1 would.
@@ -109,7 +112,9 @@ class RoomBrowserTests(BrowserCase):
         yield self.run_(bob.click, LOBBY)
         yield self.run_(bob.waitShown, "#room-name", "lobby")
         yield self.run_(bob.waitText, "#who", "term")
-        self.assertEqual((yield self.run_(bob.script, MEMBERS)), ["term", "alice", "bob"])
+        self.assertEqual(
+            (yield self.run_(bob.script, MEMBERS)), ["term", "alice", "bob"]
+        )
 
         # dev, not shown to bob, gets an unread mark; the lobby shows none
         # of dev's lines.
@@ -165,8 +170,25 @@ class RoomBrowserTests(BrowserCase):
             "return !document.querySelector('#who').innerText.includes('alice')",
         )
         yield self.run_(alice.waitShown, DEV + " .users", "2")
-        away = yield self.run_(alice.script, f"return document.querySelector('{DEV}').className")
+        away = yield self.run_(
+            alice.script, f"return document.querySelector('{DEV}').className"
+        )
         self.assertEqual(away, "away")
+
+        # The server restarts: bob's page reconnects and enters dev again.
+        yield daemon.stop()
+        again = Daemon(
+            "--web", f"tcp:{self.web}:interface=127.0.0.1", "--stats-interval", "0"
+        )
+        self.addCleanup(again.stop)
+        yield again.start()
+        yield self.run_(bob.waitText, "#status", "reconnected as")
+        yield self.run_(  # in dev again, not just shown it
+            bob.until, f"return document.querySelector('{DEV}')?.className === ''"
+        )
+        yield self.run_(bob.waitShown, "#room-name", "dev")
+        yield self.run_(bob.waitShown, DEV + " .users", "1")
+        self.assertEqual((yield self.run_(bob.script, MEMBERS)), ["bob"])
 
     @defer.inlineCallbacks
     def test_a_1_1_server_no_rooms(self):
@@ -175,12 +197,18 @@ class RoomBrowserTests(BrowserCase):
         carol = yield self.browser()
         yield self.run_(carol.script, AS_IF_1_1)
         yield self.run_(carol.join, "carol")
-        self.assertFalse((yield self.run_(lambda: carol.find("#rooms-pane").is_displayed())))
-        self.assertFalse((yield self.run_(lambda: carol.find("#room-head").is_displayed())))
+        hidden = yield self.run_(  # the room list and the room's name, topic
+            carol.script,
+            "return [...document.querySelectorAll('.rooms-only')]"
+            ".map((e) => e.offsetParent === null)",
+        )
+        self.assertEqual(hidden, [True, True])
         yield self.run_(carol.say, "/join dev")
         error = yield self.run_(carol.waitText, "#line-error", "1.2")
         self.assertEqual(error, "rooms need a chatd that speaks protocol 1.2")
         yield self.run_(carol.say, "as in 1.1")
-        self.assertEqual((yield expect(term, T.MESSAGE)).split(b".", 3)[3], b"as in 1.1")
+        self.assertEqual(
+            (yield expect(term, T.MESSAGE)).split(b".", 3)[3], b"as in 1.1"
+        )
         yield self.run_(carol.waitText, "#log", "as in 1.1")
         self.assertEqual((yield self.run_(carol.lines, "error")), [])
