@@ -132,9 +132,9 @@ function speak12(on) {
   if (!on) rooms.show(rooms.main);
 }
 
-function askWho(room, show = false) {
+function askWho(room) {
   const sent = room === rooms.main ? send(T.WHO) : send(T.ROOM_WHO, room.name);
-  if (sent) state.whoAsked.push({ room, show });
+  if (sent) state.whoAsked.push({ room, show: false });
 }
 
 function askList() {
