@@ -1,10 +1,7 @@
 """The page in a real browser: headless Chromium (Debian's) driven by Selenium.
 
-Two browser users and one TCP user chat through a real ``twistd chatd --web``.
-Selenium calls block, so they run in a thread (``deferToThread``) while the
-reactor keeps the TCP user and the daemon's output going.  Skipped, saying
-why, only where Chromium, its driver or Selenium is missing; the README's
-test command installs them.
+Two browser users and one TCP user chat through a real ``twistd chatd --web``
+(the browser helpers: tests/browser.py).
 
 ``CHATD_WEB_SCREENSHOT=docs/web.png`` also saves the screenshot for the docs.
 """
@@ -12,122 +9,17 @@ test command installs them.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from twisted.internet import defer, threads
-from twisted.trial import unittest
+from twisted.internet import defer
 
 from chatd.wire import FrameType as T
+from tests.browser import BrowserCase
 from tests.daemon import Daemon, connect
 from tests.webclient import webDaemon, webPort
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-gpu",
-)
-WAIT = 15  # seconds for the page to show something: a bound, not a pause
 
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
-except ImportError:  # pragma: no cover - the test extra installs it
-    webdriver = None
-
-
-def _missing() -> str | None:
-    if webdriver is None:
-        return "selenium is not installed (pip install '.[test]')"
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(path, os.X_OK):
-            return f"{path} not found (apt-get install -y chromium chromium-driver)"
-    return None
-
-
-class Browser:
-    """One headless Chromium on the chat page; every method blocks (thread)."""
-
-    def __init__(self, url: str, width: int = 1000, height: int = 640) -> None:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--window-size={width},{height}")
-        self.profile = tempfile.mkdtemp(prefix="chatd-chromium-")
-        options.add_argument(f"--user-data-dir={self.profile}")
-        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        self.driver.get(url)
-        self.wait = WebDriverWait(self.driver, WAIT)
-
-    def quit(self) -> None:
-        try:
-            self.driver.quit()
-        finally:
-            shutil.rmtree(self.profile, ignore_errors=True)
-
-    def find(self, css: str):  # type: ignore[no-untyped-def]
-        return self.driver.find_element(By.CSS_SELECTOR, css)
-
-    def type(self, css: str, text: str) -> None:
-        """Keyboard only: type into the field and press Enter."""
-        field = self.find(css)
-        field.clear()
-        field.send_keys(text, Keys.ENTER)
-
-    def join(self, name: str) -> None:
-        assert not self.find("#chat").is_displayed(), "chat shown before joining"
-        self.type("#name", name)
-        self.wait.until(lambda d: self.find("#chat").is_displayed())
-        assert not self.find("#login").is_displayed(), "name prompt still shown"
-        self.waitText("#who", name)
-
-    def waitText(self, css: str, text: str) -> str:
-        """Wait until ``css`` shows ``text``; returns what it shows."""
-        self.wait.until(lambda d: text in self.find(css).text)
-        return self.find(css).text
-
-    def say(self, line: str) -> None:
-        self.type("#line", line)
-
-    def lines(self, kind: str = "message") -> list[str]:
-        return [
-            li.text
-            for li in self.driver.find_elements(By.CSS_SELECTOR, f"#log li.{kind}")
-        ]
-
-    def script(self, js: str):  # type: ignore[no-untyped-def]
-        return self.driver.execute_script(js)
-
-
-class BrowserTests(unittest.TestCase):
-    timeout = 120
-
-    def setUp(self) -> None:
-        why = _missing()
-        if why:
-            raise unittest.SkipTest(why)
-
-    @defer.inlineCallbacks
-    def browser(self, width: int = 1000, height: int = 640):
-        url = f"http://127.0.0.1:{self.web}/"
-        b = yield threads.deferToThread(Browser, url, width, height)
-        self.addCleanup(threads.deferToThread, b.quit)
-        return b
-
-    def run_(self, f, *args):  # type: ignore[no-untyped-def]
-        return threads.deferToThread(f, *args)
-
+class BrowserTests(BrowserCase):
     @defer.inlineCallbacks
     def test_two_browsers_and_a_terminal_chat(self):
         daemon = webDaemon("--stats-interval", "0")

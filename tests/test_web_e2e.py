@@ -172,6 +172,9 @@ class WebTests(WebCase):
         for path, kind in [
             (b"/", b"text/html"),
             (b"/app.js", b"text/javascript"),
+            (b"/wire.js", b"text/javascript"),
+            (b"/rooms.js", b"text/javascript"),
+            (b"/commands.js", b"text/javascript"),
             (b"/style.css", b"text/css"),
             (b"/nothing", None),
         ]:

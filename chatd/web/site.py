@@ -1,6 +1,7 @@
 """The web front end (``--web``): the chat page and its WebSocket, on twisted.web.
 
-``/`` is the page, ``/app.js`` and ``/style.css`` its files (package data,
+``/`` is the page, ``/app.js`` (with the modules it imports: ``/wire.js``,
+``/rooms.js``, ``/commands.js``) and ``/style.css`` its files (package data,
 read once), ``/ws`` the WebSocket that carries chatd frames
 (:mod:`chatd.web.websocket`).  Every response carries the security headers;
 a WebSocket request from a foreign ``Origin`` gets 403 before the upgrade
@@ -45,6 +46,9 @@ HTTP_IDLE_TIMEOUT = 60
 STATIC = {
     b"": ("index.html", "text/html; charset=utf-8"),
     b"app.js": ("app.js", "text/javascript; charset=utf-8"),
+    b"wire.js": ("wire.js", "text/javascript; charset=utf-8"),
+    b"rooms.js": ("rooms.js", "text/javascript; charset=utf-8"),
+    b"commands.js": ("commands.js", "text/javascript; charset=utf-8"),
     b"style.css": ("style.css", "text/css; charset=utf-8"),
 }
 

@@ -1,90 +1,16 @@
-// chatd in the browser: the frames of PROTOCOL.md 1.1, carried in binary
-// WebSocket messages (one or more whole frames per message).
+// chatd in the browser: the frames of docs/protocol.md, carried in binary
+// WebSocket messages (one or more whole frames per message). It asks for
+// 1.2 (rooms) and speaks 1.1 to a server that answers UNKNOWN_TYPE.
 // Every piece of text from the server is put on the page with textContent,
 // never as HTML.
 
-const T = {
-  ECHO: 1, HELLO: 2, WELCOME: 3, READY: 4, SAY: 5, MESSAGE: 6, JOIN: 7,
-  LEAVE: 8, PING: 9, PONG: 10, ERROR: 11, WHO: 12, USERS: 13, WHISPER: 14,
-  WHISPERED: 15, NOTICE: 16, BYE: 17,
-};
-const MAX_PAYLOAD = 1016;
-const FATAL = new Set([
-  "FRAME_TOO_LARGE", "AUTH_FAILED", "SERVER_FULL", "MAINTENANCE",
-  "SLOW_CONSUMER", "IDLE_TIMEOUT", "HANDSHAKE_TIMEOUT", "SHUTDOWN", "KICKED",
-]);
-// After these the page does not reconnect on its own.
-const FINAL = new Set(["AUTH_FAILED", "KICKED"]);
+import { FATAL, FINAL, T, entries, fields, frame, frames, person, split } from "./wire.js";
+import { Rooms, meTag, nameSpan } from "./rooms.js";
+import { NO_ROOMS, parseLine } from "./commands.js";
+
 const PING_EVERY_MS = 10000; // well inside the server's idle timeout
+const LIST_EVERY_MS = 30000; // the room list's user counts: this fresh
 const MAX_BACKOFF_S = 30;
-const MAX_LOG_LINES = 2000;
-const NAME_RE = /^[A-Za-z0-9_-]{1,32}$/;
-
-const utf8 = new TextEncoder();
-const text = new TextDecoder("utf-8"); // invalid bytes become U+FFFD
-
-// -- frames ---------------------------------------------------------------
-
-function frame(type, payload = "") {
-  const body = typeof payload === "string" ? utf8.encode(payload) : payload;
-  const out = new Uint8Array(8 + body.length);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, type);
-  view.setUint32(4, body.length);
-  out.set(body, 8);
-  return out;
-}
-
-function* frames(buffer) {
-  const view = new DataView(buffer);
-  let offset = 0;
-  while (buffer.byteLength - offset >= 8) {
-    const type = view.getUint32(offset);
-    const size = view.getUint32(offset + 4);
-    if (offset + 8 + size > buffer.byteLength) return;
-    yield [type, new Uint8Array(buffer, offset + 8, size)];
-    offset += 8 + size;
-  }
-}
-
-// The first n-1 dot-separated fields, and the rest as the last one.
-function fields(payload, n) {
-  const s = text.decode(payload);
-  const out = [];
-  let start = 0;
-  for (let i = 0; i < n - 1; i++) {
-    const dot = s.indexOf(".", start);
-    if (dot < 0) break;
-    out.push(s.slice(start, dot));
-    start = dot + 1;
-  }
-  out.push(s.slice(start));
-  return out;
-}
-
-function person(id, color, name) {
-  return { id: Number(id), color: Number(color), name };
-}
-
-// -- xterm-256 colour index to CSS (the terminal client's palette) ----------
-
-const BASE16 = [
-  "#000000", "#800000", "#008000", "#808000", "#000080", "#800080",
-  "#008080", "#c0c0c0", "#808080", "#ff0000", "#00ff00", "#ffff00",
-  "#0000ff", "#ff00ff", "#00ffff", "#ffffff",
-];
-const CUBE = [0, 95, 135, 175, 215, 255];
-
-function cssColor(index) {
-  const n = Number.isInteger(index) && index >= 0 && index <= 255 ? index : 7;
-  if (n < 16) return BASE16[n];
-  if (n < 232) {
-    const c = n - 16;
-    return `rgb(${CUBE[Math.floor(c / 36)]}, ${CUBE[Math.floor(c / 6) % 6]}, ${CUBE[c % 6]})`;
-  }
-  const g = 8 + 10 * (n - 232);
-  return `rgb(${g}, ${g}, ${g})`;
-}
 
 // -- the page -----------------------------------------------------------------
 
@@ -93,7 +19,9 @@ const ui = {
   status: $("status"), login: $("login"), name: $("name"),
   password: $("password"), nameError: $("name-error"), chat: $("chat"),
   log: $("log"), who: $("who"), count: $("count"), say: $("say"),
-  line: $("line"), lineError: $("line-error"),
+  line: $("line"), lineError: $("line-error"), rooms: $("rooms"),
+  join: $("join"), room: $("room"), list: $("list"), roomName: $("room-name"),
+  topic: $("topic"), part: $("part"),
 };
 
 const state = {
@@ -103,69 +31,28 @@ const state = {
   active: false,
   joined: false,      // has been in the room: a lost connection reconnects
   stopped: false,     // quit, kicked, or refused for good
-  roster: new Map(),  // id -> person, in the order they became active
+  asked: false,       // VERSION sent, not answered yet
+  rooms12: false,     // the server answered VERSION: rooms are on
   usersPending: null, // entries of a USERS list being received
-  showWho: false,     // print the next USERS list (asked for with /who)
+  whoAsked: [],       // { room, show } per WHO/ROOM_WHO sent, in order
+  roomsPending: null, // entries of a ROOMS list being received
+  showRooms: false,   // print the next ROOMS list (asked for with /rooms)
+  showOnJoin: null,   // the key of a room to show once entered
   attempt: 0,
   retry: null,
   lastSent: 0,
 };
 
-function setStatus(message, lost = false) {
-  ui.status.textContent = message;
-  ui.status.classList.toggle("lost", lost);
-}
-
-function nameSpan(who) {
-  const span = document.createElement("span");
-  span.className = "name";
-  span.style.color = cssColor(who.color);
-  span.textContent = who.name;
-  return span;
-}
-
-function addLine(kind, ...parts) {
-  const atBottom =
-    ui.log.parentElement.scrollHeight - ui.log.parentElement.scrollTop
-    - ui.log.parentElement.clientHeight < 40;
-  const li = document.createElement("li");
-  li.className = kind;
-  for (const part of parts) {
-    li.append(typeof part === "string" ? document.createTextNode(part) : part);
-  }
-  ui.log.append(li);
-  while (ui.log.childElementCount > MAX_LOG_LINES) ui.log.firstElementChild.remove();
-  if (atBottom) li.scrollIntoView({ block: "end" });
-  return li;
-}
-
 function isMe(who) {
   return state.me !== null && who.id === state.me.id;
 }
 
-function meTag() {
-  const tag = document.createElement("span");
-  tag.className = "me";
-  tag.textContent = " (you)";
-  return tag;
-}
+const rooms = new Rooms(ui, isMe);
+const addLine = (kind, ...parts) => rooms.line(null, kind, ...parts);
 
-function renderRoster() {
-  ui.who.replaceChildren();
-  for (const who of state.roster.values()) {
-    const li = document.createElement("li");
-    li.append(nameSpan(who));
-    if (isMe(who)) li.append(meTag());
-    ui.who.append(li);
-  }
-  ui.count.textContent = String(state.roster.size);
-}
-
-// The longest SAY text this user may send (PROTOCOL.md: TOO_LONG).
-function maxText() {
-  const me = state.me;
-  if (me === null) return 0;
-  return MAX_PAYLOAD - utf8.encode(`${me.id}.${me.color}.${me.name}.`).length;
+function setStatus(message, lost = false) {
+  ui.status.textContent = message;
+  ui.status.classList.toggle("lost", lost);
 }
 
 // -- connection -----------------------------------------------------------------
@@ -189,6 +76,9 @@ function connect() {
   ws.onopen = () => {
     if (ws !== state.ws) return;
     setStatus("connected");
+    state.usersPending = state.roomsPending = null;
+    state.whoAsked = [];
+    state.asked = send(T.VERSION, "1.2");
     hello();
   };
   ws.onmessage = (event) => {
@@ -234,35 +124,73 @@ function showLogin(message) {
   ui.name.focus();
 }
 
+// Rooms on or off, as the server answered VERSION.
+function speak12(on) {
+  state.asked = false;
+  state.rooms12 = on;
+  ui.chat.classList.toggle("rooms", on);
+  if (!on) rooms.show(rooms.main);
+}
+
+function askWho(room) {
+  const sent = room === rooms.main ? send(T.WHO) : send(T.ROOM_WHO, room.name);
+  if (sent) state.whoAsked.push({ room, show: false });
+}
+
+function askList() {
+  if (state.active && state.rooms12) send(T.LIST);
+}
+
+// The room named: shown if one is in it, else entered (and shown once in).
+function joinRoom(name) {
+  if (!state.rooms12) return NO_ROOMS;
+  const room = rooms.find(name);
+  if (room !== undefined && room.joined) {
+    rooms.show(room);
+    return "";
+  }
+  if (!send(T.ENTER, name)) return "not connected";
+  state.showOnJoin = rooms.keyOf(name);
+  return "";
+}
+
 // -- frames from the server ---------------------------------------------------
 
 function handle(type, payload) {
   switch (type) {
+    case T.VERSION:
+      speak12(true);
+      break;
     case T.WELCOME: {
       const [name, id, color] = fields(payload, 3);
       state.me = person(id, color, name);
       send(T.READY);
-      send(T.WHO);
+      const again = rooms.forget();
+      askWho(rooms.main);
       state.active = true;
       state.attempt = 0;
-      const again = state.joined;
+      if (state.rooms12) {
+        for (const room of again) send(T.ENTER, room); // as before the loss
+        askList();
+      }
+      const back = state.joined;
       state.joined = true;
       ui.login.hidden = true;
       ui.chat.hidden = false;
       ui.line.disabled = false;
       ui.nameError.textContent = "";
-      setStatus(`${again ? "reconnected" : "connected"} as ${name}`);
+      setStatus(`${back ? "reconnected" : "connected"} as ${name}`);
       ui.line.focus();
       break;
     }
     case T.MESSAGE: {
       const [id, color, name, body] = fields(payload, 4);
-      const who = person(id, color, name);
-      const own = isMe(who);
-      const parts = [nameSpan(who)];
-      if (own) parts.push(meTag());
-      parts.push(": ", body);
-      addLine(own ? "message own" : "message", ...parts);
+      rooms.message(rooms.main, person(id, color, name), body);
+      break;
+    }
+    case T.ROOM_MESSAGE: {
+      const [room, id, color, name, body] = fields(payload, 5);
+      rooms.message(rooms.ensure(room), person(id, color, name), body);
       break;
     }
     case T.WHISPERED: {
@@ -270,74 +198,39 @@ function handle(type, payload) {
       addLine("whisper", "(private) ", nameSpan(person(id, color, name)), ": ", body);
       break;
     }
-    case T.JOIN: {
-      const who = person(...fields(payload, 3));
-      state.roster.set(who.id, who);
-      renderRoster();
-      if (isMe(who)) addLine("event", "You joined as ", nameSpan(who), ".");
-      else addLine("event", "→ ", nameSpan(who), " joined");
+    case T.JOIN:
+      joined(rooms.main, person(...fields(payload, 3)));
+      break;
+    case T.ROOM_JOIN: {
+      const [room, id, color, name] = fields(payload, 4);
+      joined(rooms.ensure(room), person(id, color, name), room);
       break;
     }
     case T.LEAVE: {
       const [id, color, name, reason] = fields(payload, 4);
-      const who = person(id, color, name);
-      state.roster.delete(who.id);
-      renderRoster();
-      addLine("event", "← ", nameSpan(who), ` left (${reason})`);
+      left(rooms.main, person(id, color, name), reason);
       break;
     }
-    case T.USERS: {
-      if (state.usersPending === null) state.usersPending = [];
-      if (payload.length > 0) {
-        for (const entry of text.decode(payload).split("\n")) {
-          const [id, color, name] = entry.split(".");
-          state.usersPending.push(person(id, color, name));
-        }
-        break;
-      }
-      // The empty frame ends the list: it is who is here now; JOIN and
-      // LEAVE that follow keep it current.
-      state.roster = new Map(state.usersPending.map((who) => [who.id, who]));
-      state.usersPending = null;
-      renderRoster();
-      if (state.showWho) {
-        state.showWho = false;
-        const parts = ["Here: "];
-        for (const who of state.roster.values()) {
-          if (parts.length > 1) parts.push(", ");
-          parts.push(nameSpan(who));
-        }
-        addLine("notice", ...parts);
-      }
+    case T.ROOM_LEAVE: {
+      const [room, id, color, name, reason] = fields(payload, 5);
+      const known = rooms.find(room);
+      if (known !== undefined) left(known, person(id, color, name), reason);
       break;
     }
-    case T.ERROR: {
-      const [code, why] = fields(payload, 2);
-      if (FINAL.has(code)) state.stopped = true;
-      if (!state.active) {
-        if (state.joined && code === "NAME_TAKEN") {
-          // Our old connection may still hold the name: try again later.
-          state.ws?.close();
-          return;
-        }
-        if (state.joined && !FINAL.has(code) && FATAL.has(code)) {
-          addLine("error", `${code}: ${why}`);
-          return;
-        }
-        state.joined = false;
-        showLogin(`${code}: ${why}`);
-        return;
-      }
-      addLine("error", `${code}: ${why}`);
-      if (FATAL.has(code)) {
-        state.active = false;
-        ui.line.disabled = true;
-        if (FINAL.has(code)) setStatus(`disconnected: ${why}`, true);
-      } else {
-        ui.lineError.textContent = `${code}: ${why}`;
-      }
+    case T.ROOM_TOPIC: {
+      const [name, topic] = fields(payload, 2);
+      rooms.topicSet(rooms.ensure(name), topic);
       break;
     }
+    case T.USERS:
+      users(payload);
+      break;
+    case T.ROOMS:
+      listed(payload);
+      break;
+    case T.ERROR:
+      failed(...fields(payload, 2));
+      break;
     case T.NOTICE: {
       const [code, why] = fields(payload, 2);
       addLine("notice", `${code}: ${why}`);
@@ -348,6 +241,94 @@ function handle(type, payload) {
       break;
     default:
       break; // ECHO, PONG and unknown types: nothing to show
+  }
+}
+
+// JOIN or ROOM_JOIN (spelled: the room's name as the server keeps it).
+function joined(room, who, spelled) {
+  rooms.entered(room, who, spelled);
+  if (!isMe(who) || room === rooms.main) return;
+  askWho(room);
+  askList();
+  if (state.showOnJoin === room.key) {
+    state.showOnJoin = null;
+    rooms.show(room);
+  }
+}
+
+function left(room, who, reason) {
+  rooms.left(room, who, reason);
+  if (isMe(who)) askList();
+}
+
+function users(payload) {
+  if (state.usersPending === null) state.usersPending = [];
+  if (payload.length > 0) {
+    for (const entry of entries(payload)) {
+      state.usersPending.push(person(...entry.split(".")));
+    }
+    return;
+  }
+  // The empty frame ends the list: it is who is in the room now; the joins
+  // and leaves that follow keep it current.
+  const { room, show } = state.whoAsked.shift() ?? { room: rooms.main, show: false };
+  room.members = new Map(state.usersPending.map((who) => [who.id, who]));
+  state.usersPending = null;
+  rooms.render();
+  if (show) {
+    const parts = ["Here: "];
+    for (const who of room.members.values()) {
+      if (parts.length > 1) parts.push(", ");
+      parts.push(nameSpan(who));
+    }
+    rooms.line(room, "notice", ...parts);
+  }
+}
+
+function listed(payload) {
+  if (state.roomsPending === null) state.roomsPending = [];
+  if (payload.length > 0) {
+    for (const entry of entries(payload)) state.roomsPending.push(split(entry, 3));
+    return;
+  }
+  const list = state.roomsPending;
+  state.roomsPending = null;
+  rooms.listing(list);
+  if (state.showRooms) {
+    state.showRooms = false;
+    const names = list.map(([name, count, topic]) =>
+      `${name} (${count})${topic === "" ? "" : ` ${topic}`}`);
+    addLine("notice", `Rooms: ${names.join(", ")}`);
+  }
+}
+
+function failed(code, why) {
+  if (state.asked && code === "UNKNOWN_TYPE") {
+    speak12(false); // a 1.1 server: no rooms, the rest as before
+    return;
+  }
+  if (FINAL.has(code)) state.stopped = true;
+  if (!state.active) {
+    if (state.joined && code === "NAME_TAKEN") {
+      // Our old connection may still hold the name: try again later.
+      state.ws?.close();
+      return;
+    }
+    if (state.joined && !FINAL.has(code) && FATAL.has(code)) {
+      addLine("error", `${code}: ${why}`);
+      return;
+    }
+    state.joined = false;
+    showLogin(`${code}: ${why}`);
+    return;
+  }
+  addLine("error", `${code}: ${why}`);
+  if (FATAL.has(code)) {
+    state.active = false;
+    ui.line.disabled = true;
+    if (FINAL.has(code)) setStatus(`disconnected: ${why}`, true);
+  } else {
+    ui.lineError.textContent = `${code}: ${why}`;
   }
 }
 
@@ -370,44 +351,12 @@ ui.login.addEventListener("submit", (event) => {
   else if (state.ws === null) connect();
 });
 
-function byteLength(s) {
-  return utf8.encode(s).length;
-}
-
-// What the line would send: [type, payload, local echo] or an error string.
-function parseLine(line) {
-  if (line.startsWith("//")) line = line.slice(1);
-  else if (line.startsWith("/")) {
-    const [command, ...rest] = line.slice(1).split(" ");
-    switch (command.toLowerCase()) {
-      case "msg":
-      case "w": {
-        const target = rest[0] ?? "";
-        const body = rest.slice(1).join(" ");
-        if (!NAME_RE.test(target) || body === "") return "usage: /msg NAME text";
-        if (byteLength(body) > maxText()) {
-          return `TOO_LONG: at most ${maxText()} bytes of text (${byteLength(body)} now)`;
-        }
-        return [T.WHISPER, `${target}.${body}`, target, body];
-      }
-      case "who":
-        return [T.WHO, ""];
-      case "quit":
-        return [T.BYE, ""];
-      case "help":
-        return "commands: /msg NAME text, /who, /quit; //text says a line starting with /";
-      default:
-        return `unknown command /${command}; try /help`;
-    }
-  }
-  if (byteLength(line) > maxText()) {
-    return `TOO_LONG: at most ${maxText()} bytes (${byteLength(line)} now)`;
-  }
-  return [T.SAY, line];
-}
+// What a typed line means here and now.
+const parse = (line) =>
+  parseLine(line, { me: state.me, rooms, rooms12: state.rooms12, join: joinRoom });
 
 ui.line.addEventListener("input", () => {
-  const parsed = parseLine(ui.line.value);
+  const parsed = parse(ui.line.value);
   ui.lineError.textContent =
     typeof parsed === "string" && parsed.startsWith("TOO_LONG") ? parsed : "";
 });
@@ -416,9 +365,11 @@ ui.say.addEventListener("submit", (event) => {
   event.preventDefault();
   const line = ui.line.value;
   if (line === "" || !state.active) return;
-  const parsed = parseLine(line);
-  if (typeof parsed === "string") {
-    ui.lineError.textContent = parsed;
+  const parsed = parse(line);
+  const error = typeof parsed === "function" ? parsed() : parsed;
+  if (typeof error === "string") {
+    ui.lineError.textContent = error;
+    if (error === "") ui.line.value = "";
     return;
   }
   const [type, payload, target, body] = parsed;
@@ -430,13 +381,36 @@ ui.say.addEventListener("submit", (event) => {
   ui.line.value = "";
   if (type === T.WHISPER) {
     addLine("whisper", `(private to ${target}) `, nameSpan(state.me), meTag(), ": ", body);
-  } else if (type === T.WHO) {
-    state.showWho = true;
+  } else if (type === T.WHO || type === T.ROOM_WHO) {
+    state.whoAsked.push({ room: rooms.current, show: true });
+  } else if (type === T.LIST) {
+    state.showRooms = true;
   } else if (type === T.BYE) {
     state.stopped = true;
     setStatus("you left; reload the page to join again");
     addLine("event", "You left.");
   }
+});
+
+rooms.onPick = (room) => {
+  const error = joinRoom(room.name);
+  ui.lineError.textContent = error;
+  if (error === "" && room.joined) ui.line.focus();
+};
+
+ui.join.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const name = ui.room.value.trim();
+  if (name === "" || !state.active) return;
+  const error = joinRoom(name);
+  ui.lineError.textContent = error;
+  if (error === "") ui.room.value = "";
+});
+
+ui.list.addEventListener("click", askList);
+
+ui.part.addEventListener("click", () => {
+  if (rooms.current !== rooms.main) send(T.PART, rooms.current.name);
 });
 
 // Closing the tab is leaving, not losing the connection: others see "quit".
@@ -447,5 +421,7 @@ window.addEventListener("pagehide", () => {
 setInterval(() => {
   if (state.active && Date.now() - state.lastSent >= PING_EVERY_MS) send(T.PING, "");
 }, PING_EVERY_MS / 2);
+
+setInterval(askList, LIST_EVERY_MS);
 
 setStatus("pick a name to join");
