@@ -185,7 +185,8 @@ class Admin(resource.Resource):
         name = _param(request, b"name")
         if not name:
             return self._json(request, 400, {"error": "say which user: name=..."})
-        room = _param(request, b"room")
+        rooms = request.args.get(b"room")  # a form field only, never the body
+        room = rooms[0].decode("utf-8", "replace").strip() if rooms else ""
         if room:  # from one 1.2 room only: the user stays connected
             if not self.service.factory.kickFromRoom(name, room):
                 return self._json(
