@@ -229,3 +229,22 @@ class IrcTests(ChatTestCase):
         counts = self.server.factory.frontEnds()
         self.assertEqual(counts["irc"], {"connections": 1, "active_users": 1})
         self.assertEqual(counts["tcp"]["active_users"], 1)
+
+
+class RemoteIrcTests(ChatTestCase):
+    """A roster and a sequencer that answer later (a cluster): lines wait
+    their turn, replies keep request order."""
+
+    def test_registration_and_messages_wait_for_answers(self) -> None:
+        from tests.test_session import LaterRoster, LaterSequencer
+
+        roster, sequencer = LaterRoster(), LaterSequencer()
+        server = Server(roster=roster, sequencer=sequencer)
+        peer = IrcPeer(server, 50001)
+        peer.send(b"NICK ann", b"USER ann 0 * :a", b"PING :first")
+        self.assertEqual(peer.lines(), [])
+        sequencer.later = True
+        roster.answer()  # WELCOME; then READY's JOIN waits for the order
+        self.assertEqual(peer.codes()[-1], b"422")
+        sequencer.answer()
+        self.assertEqual(peer.codes(), [b"JOIN", b"353", b"366", b"PONG"])

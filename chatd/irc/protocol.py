@@ -23,17 +23,16 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import task
 from twisted.words.protocols import irc
 
-from chatd.core.rooms import key
 from chatd.core.session import CLOSED, NAMED
 from chatd.irc.codec import (
     ERR_INPUTTOOLONG,
     LINELEN,
     SERVER,
     IrcCodec,
-    fromIrc,
     line,
     mask,
 )
+from chatd.irc.commands import IrcCommands
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import LeaveReason
 
@@ -46,7 +45,7 @@ BEFORE = frozenset({"CAP", "PASS", "NICK", "USER", "PING", "PONG", "QUIT"})
 MAX_QUEUED = 256
 
 
-class IrcProtocol(ChatProtocol):
+class IrcProtocol(IrcCommands, ChatProtocol):
     """One IRC client (module doc)."""
 
     frontEnd = "irc"
@@ -148,16 +147,32 @@ class IrcProtocol(ChatProtocol):
             call()
 
     def holdInput(self, hold: bool) -> None:
-        self._held = hold
-        if hold:
+        """The session waits for a remote answer (or has it): lines after
+        wait, and reading pauses meanwhile, as frames are held."""
+        if hold == self._held:
             return
+        self._held = hold
+        if self.session.state is not CLOSED:
+            if hold:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+        if not hold:  # the answer is handled after this call: go on next turn
+            self.callLater(0, self._resume)
+
+    def _resume(self) -> None:
         if self.registering:  # the roster answered the registration
             if self.session.state is NAMED:
                 self._welcomed()
             else:  # refused (433, 432): NICK may try again
                 self.registering = False
-        while self._queue and not self._held and self.session.state is not CLOSED:
-            self._queue.popleft()()
+        session = self.session
+        session.beginChunk()
+        try:
+            while self._queue and not self._held and session.state is not CLOSED:
+                self._queue.popleft()()
+        finally:
+            session.endChunk()
 
     def lineReceived(self, raw: bytes) -> None:
         if not raw.strip() or self.session.state is CLOSED:
@@ -273,13 +288,19 @@ class IrcProtocol(ChatProtocol):
         self.nick = self.session.user.name  # type: ignore[union-attr]
         self._own = b":" + mask(self.nick) + b" PRIVMSG "
         self.session.ready()
-        self.irc.namesFor.append(self.irc.default)
-        self.session.who()
+        if self._held or self._queue:  # after its JOIN, before later lines
+            self._queue.appendleft(self._lobbyNames)
+        else:
+            self._lobbyNames()
         idle = self.factory.config.idle_timeout
         if idle:
             self._pinger = task.LoopingCall(self._keepAlive)
             self._pinger.clock = self.factory.clock
             self._pinger.start(max(idle / 3, 1.0), now=False)
+
+    def _lobbyNames(self) -> None:
+        self.irc.namesFor.append(self.irc.default)
+        self.session.who()
 
     def _keepAlive(self) -> None:
         """PING a client that said nothing for a while: its PONG is input,
@@ -296,178 +317,3 @@ class IrcProtocol(ChatProtocol):
 
     def irc_QUIT(self, args: list[bytes]) -> None:
         self.session.bye()
-
-    # -- channels ---------------------------------------------------------------
-
-    def _room(self, chan: bytes) -> bytes | None:
-        if not chan.startswith(b"#") or len(chan) < 2:
-            self.sendLine(
-                self._numeric(irc.ERR_NOSUCHCHANNEL, chan, b"No such channel")
-            )
-            return None
-        return chan[1:]
-
-    def _asking(self, subject: bytes, call: Callable[[], Any]) -> None:
-        def ask() -> None:
-            self.irc.subject = subject
-            call()
-
-        self._do(ask)
-
-    def irc_JOIN(self, args: list[bytes]) -> None:
-        if not self._need(args, 1, b"JOIN"):
-            return
-        for chan in args[0].split(b","):
-            room = self._room(chan)
-            if room is None or key(room) == self.default:
-                continue  # every user is in #lobby
-            if key(room) in self.session.roomFanouts:
-                continue  # already there: nothing, as IRC servers do
-            self._asking(chan, partial(self.session.enter, room))
-            self._do(partial(self._namesIfIn, room, chan))
-
-    def _namesIfIn(self, room: bytes, chan: bytes) -> None:
-        if key(room) in self.session.roomFanouts:
-            self.irc.namesFor.append(chan)
-            self.session.roomWho(room)
-
-    def irc_PART(self, args: list[bytes]) -> None:
-        if not self._need(args, 1, b"PART"):
-            return
-        for chan in args[0].split(b","):
-            room = self._room(chan)
-            if room is not None:
-                self._asking(chan, partial(self.session.part, room))
-
-    def irc_NAMES(self, args: list[bytes]) -> None:
-        for chan in args[0].split(b",") if args else [self.irc.default]:
-            room = self._room(chan)
-            if room is None:
-                continue
-            self.irc.namesFor.append(chan)
-            self._asking(chan, partial(self.session.roomWho, room))
-
-    def irc_LIST(self, args: list[bytes]) -> None:
-        self.session.listRooms()
-
-    def irc_TOPIC(self, args: list[bytes]) -> None:
-        if not self._need(args, 1, b"TOPIC"):
-            return
-        room = self._room(args[0])
-        if room is None:
-            return
-        if len(args) > 1:
-            return self._asking(args[0], partial(self.session.topic, room, args[1]))
-        found = self.session.hub.rooms.directory.get(room)
-        if found is None:
-            return self.sendLine(
-                self._numeric(irc.ERR_NOSUCHCHANNEL, args[0], b"No such channel")
-            )
-        if found.topic:
-            self.sendLine(self._numeric(irc.RPL_TOPIC, args[0], found.topic))
-        else:
-            self.sendLine(self._numeric(irc.RPL_NOTOPIC, args[0], b"No topic is set"))
-
-    def irc_PRIVMSG(self, args: list[bytes], notice: bool = False) -> None:
-        if not args or not args[0]:
-            return self.sendLine(
-                self._numeric(irc.ERR_NORECIPIENT, b"No recipient given")
-            )
-        if len(args) < 2 or not args[1]:
-            return self.sendLine(
-                self._numeric(irc.ERR_NOTEXTTOSEND, b"No text to send")
-            )
-        text = fromIrc(args[1])
-        if text is None:
-            return  # a CTCP other than ACTION: nothing to carry
-        for target in args[0].split(b","):
-            if target.startswith(b"#"):
-                room = target[1:]
-                if key(room) == self.default:
-                    self._asking(target, partial(self.session.say, text))
-                else:
-                    self._asking(target, partial(self.session.roomSay, room, text))
-            else:
-                self._asking(target, partial(self.session.whisper, target, text))
-
-    def irc_NOTICE(self, args: list[bytes]) -> None:
-        self.irc_PRIVMSG(args, notice=True)
-
-    # -- queries --------------------------------------------------------------------
-
-    def irc_WHO(self, args: list[bytes]) -> None:
-        chan = args[0] if args else self.irc.default
-        hub = self.session.hub
-        if chan.startswith(b"#"):
-            room = chan[1:]
-            users = (
-                hub.replica.active
-                if key(room) == self.default
-                else hub.rooms.members(room)
-            )
-        else:
-            found = hub.replica.find(chan)
-            users = [found] if found is not None else []
-        for user in users:
-            self.sendLine(
-                self._numeric(
-                    irc.RPL_WHOREPLY,
-                    chan,
-                    user.name,
-                    SERVER,
-                    SERVER,
-                    user.name,
-                    b"H",
-                    b"0 " + user.name,
-                )  # fmt: skip
-            )
-        self.sendLine(self._numeric(irc.RPL_ENDOFWHO, chan, b"End of /WHO list"))
-
-    def irc_WHOIS(self, args: list[bytes]) -> None:
-        if not args:
-            return self.sendLine(
-                self._numeric(irc.ERR_NONICKNAMEGIVEN, b"No nickname given")
-            )
-        nick = args[-1]
-        user = self.session.hub.replica.find(nick)
-        if user is None:
-            self.sendLine(self._numeric(irc.ERR_NOSUCHNICK, nick, b"No such nick"))
-        else:
-            self.sendLine(
-                self._numeric(
-                    irc.RPL_WHOISUSER, user.name, user.name, SERVER, b"*", user.name
-                )
-            )
-        self.sendLine(self._numeric(irc.RPL_ENDOFWHOIS, nick, b"End of /WHOIS list"))
-
-    def irc_MODE(self, args: list[bytes]) -> None:
-        if not self._need(args, 1, b"MODE"):
-            return
-        target = args[0]
-        if target.startswith(b"#"):
-            if len(args) > 1 and args[1] not in (b"b", b"+b"):
-                return self.sendLine(
-                    self._numeric(
-                        irc.ERR_CHANOPRIVSNEEDED, target, b"No channel modes can be set"
-                    )
-                )
-            if len(args) > 1:  # a ban list query: there are none
-                return self.sendLine(
-                    self._numeric("368", target, b"End of channel ban list")
-                )
-            return self.sendLine(self._numeric(irc.RPL_CHANNELMODEIS, target, b"+"))
-        if len(args) > 1:
-            return self.sendLine(
-                self._numeric(irc.ERR_UMODEUNKNOWNFLAG, b"No user modes can be set")
-            )
-        self.sendLine(self._numeric(irc.RPL_UMODEIS, b"+"))
-
-    def irc_KICK(self, args: list[bytes]) -> None:
-        chan = args[0] if args else b"*"
-        self.sendLine(
-            self._numeric(
-                irc.ERR_CHANOPRIVSNEEDED,
-                chan,
-                b"Only the operator kicks (the admin interface)",
-            )
-        )

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from chatd.server.config import Config, Options, unknownVariables
 from chatd.server.errors import StartupError
 from chatd.server.factory import ChatFactory
-from chatd.server.service import ChatService, SiteMaker
+from chatd.server.service import DEFAULT_SITES, ChatService, SiteMaker
 
 __all__ = [
     "Options",
@@ -70,21 +70,9 @@ def makeFactory(config: Config, reactor: Any) -> ChatFactory:
     return ChatFactory(config, clock=reactor)
 
 
-def _admin(service: ChatService) -> Any:
-    from chatd.server.admin import adminSite
-
-    return adminSite(service)
-
-
-def _web(service: ChatService) -> Any:
-    from chatd.web.site import webSite
-
-    return webSite(service)
-
-
-#: role -> the maker of its HTTP site; twisted.web (and for the web front
-#: end wsproto) are imported only when that site listens.
-sites: Mapping[str, SiteMaker] = {"admin": _admin, "web": _web}
+#: role -> the maker of its listener's factory, by name: twisted.web (and
+#: for the web front end wsproto) are imported only when that site listens.
+sites: Mapping[str, SiteMaker | str] = DEFAULT_SITES
 
 
 def buildService(
