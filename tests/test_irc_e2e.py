@@ -1,6 +1,7 @@
 """End to end: IRC users beside binary users against a real twistd, in one
-process and on two --redis nodes (IRC on one, the TCP user on the other):
-one order per room, whispers both ways, a kick, shutdown."""
+process, with --workers 2 (main serves IRC, workers the TCP users) and on
+two --redis nodes (IRC on one, the TCP user on the other): one order per
+room, whispers both ways, a kick, shutdown."""
 
 from __future__ import annotations
 
@@ -74,6 +75,10 @@ class IrcEndToEnd(ContractHelpers):
 
 class SingleProcessIrc(IrcEndToEnd, unittest.TestCase):
     mode = "single"
+
+
+class WorkersIrc(IrcEndToEnd, unittest.TestCase):
+    mode = "workers"
 
 
 class RedisIrc(IrcEndToEnd, unittest.TestCase):

@@ -103,9 +103,12 @@ class MainBackend:
         return self.placement.buildProtocol(next(self._connNumbers), addr)
 
     def ruled(self, proto: ChatProtocol) -> Refusal | None:
-        """Only refused connections are served here."""
+        """Only refused connections are served here, and the front ends
+        workers do not build (IRC), admitted as anywhere."""
         if isinstance(proto, RefusedProtocol):
             return proto.refusal
+        if proto.servedByMain:
+            return None
         return ErrorCode.SERVER_FULL, None
 
     def forgotten(self, proto: ChatProtocol) -> None:

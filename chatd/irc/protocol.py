@@ -48,7 +48,8 @@ MAX_QUEUED = 256
 class IrcProtocol(IrcCommands, ChatProtocol):
     """One IRC client (module doc)."""
 
-    frontEnd = "irc"
+    kind = "irc"
+    servedByMain = True  # --workers: main serves IRC users itself
     _discarding = False
 
     def __init__(
@@ -73,7 +74,6 @@ class IrcProtocol(IrcCommands, ChatProtocol):
 
     def connectionMade(self) -> None:
         ChatProtocol.connectionMade(self)
-        self.frontEnd = "irc"
 
     def makeWriter(self) -> Any:
         """The transport's writer, less its own PRIVMSGs coming back: IRC

@@ -304,10 +304,6 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
             f"--min-workers: at most --workers ({values['workers']}), "
             f"not {values['min_workers']}"
         )
-    if values["workers"] > 1 and values["irc"]:
-        raise usage.UsageError(
-            "--irc: not together with --workers yet; run it in one process or with --redis"
-        )
     if values["workers"] > 1 and values["redis"]:
         raise usage.UsageError(
             "--workers: not together with --redis yet; run one node per core instead"

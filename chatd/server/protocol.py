@@ -84,6 +84,11 @@ class ChatProtocol(FrameReceiver):
     onClosed: Deferred | None = None
     #: Chatd frames, over any stream (the WebSocket too).
     codec = BINARY
+    #: The front end a subclass is, whatever its transport (IRC).
+    kind: str | None = None
+    #: With --workers, whether main serves this connection itself instead
+    #: of passing it to a worker (a front end workers do not build: IRC).
+    servedByMain = False
 
     def __init__(self, factory: ChatFactory, number: int) -> None:
         self.factory = factory
@@ -108,7 +113,7 @@ class ChatProtocol(FrameReceiver):
         transport = self.transport
         #: Which front end: "websocket" (its adapter says so), "tls", "tcp"
         #: or "unix", counted per front end in /status and /metrics.
-        self.frontEnd = getattr(transport, "frontEnd", None) or (
+        self.frontEnd = getattr(transport, "frontEnd", None) or self.kind or (
             "unix"
             if self.host == "unix"
             else "tls"
