@@ -23,7 +23,7 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from chatd.core.events import Event
     from chatd.core.roster import Replica, User
-    from chatd.wire import ErrorCode
+    from chatd.core.rules import ErrorCode
 
 
 class IClientCodec(Interface):

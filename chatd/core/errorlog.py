@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from chatd.wire import ErrorCode
+from chatd.core.rules import ErrorCode
 
 if TYPE_CHECKING:
     from chatd.core.session import Session

@@ -21,10 +21,10 @@ from chatd.core.fanout import FanOut
 from chatd.core.roomcast import RoomCast
 from chatd.core.roomevents import RoomLeave
 from chatd.core.roster import IRoster, Replica, Roster
+from chatd.core.rules import LeaveReason
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import Session
 from chatd.core.stats import Stats
-from chatd.wire import LeaveReason
 
 
 class Rules(Protocol):

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
 from chatd.core.rooms import RoomError, key
-from chatd.wire import MAX_PAYLOAD, ErrorCode, LeaveReason, valid_name
-from chatd.wire import valid_text as validText
+from chatd.core.rules import MAX_PAYLOAD, ErrorCode, LeaveReason, valid_name
+from chatd.core.rules import valid_text as validText
 
 if TYPE_CHECKING:
     from chatd.core.fanout import FanOut

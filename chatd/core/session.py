@@ -31,7 +31,7 @@ from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisp
 from chatd.core.fanout import IRecipient
 from chatd.core.limits import TokenBucket
 from chatd.core.roomrequests import RoomRequests
-from chatd.wire import ErrorCode, LeaveReason, valid_name, valid_text
+from chatd.core.rules import ErrorCode, LeaveReason, valid_name, valid_text
 
 if TYPE_CHECKING:
     from chatd.core.hub import Hub

@@ -113,12 +113,16 @@ class ChatProtocol(FrameReceiver):
         transport = self.transport
         #: Which front end: "websocket" (its adapter says so), "tls", "tcp"
         #: or "unix", counted per front end in /status and /metrics.
-        self.frontEnd = getattr(transport, "frontEnd", None) or self.kind or (
-            "unix"
-            if self.host == "unix"
-            else "tls"
-            if ISSLTransport.providedBy(transport)
-            else "tcp"
+        self.frontEnd = (
+            getattr(transport, "frontEnd", None)
+            or self.kind
+            or (
+                "unix"
+                if self.host == "unix"
+                else "tls"
+                if ISSLTransport.providedBy(transport)
+                else "tcp"
+            )
         )
         self._unsent: Unsent = []
         self._send = self.write = self.makeWriter()  # type: ignore[method-assign]

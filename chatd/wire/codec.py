@@ -1,14 +1,26 @@
-"""The codec: the 8-byte header, frame types, error codes and text payload rules.
+"""The codec: the 8-byte header, frame types and payload layouts.
 
 Everything that knows how bytes on the wire look lives here, once, for the
 server, the client and the benchmark tool alike (see docs/protocol.md).
+The protocol's words (error codes, leave reasons, the name and text rules)
+are :mod:`chatd.core.rules`, re-exported here for the code that speaks
+frames.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 import struct
+
+from chatd.core.rules import (
+    FATAL_ERRORS,
+    MAX_PAYLOAD,
+    PLAIN_ASCII,
+    ErrorCode,
+    LeaveReason,
+    valid_name,
+    valid_text,
+)
 
 __all__ = [
     "HEADER",
@@ -36,7 +48,6 @@ __all__ = [
 
 HEADER = struct.Struct("!II")
 HEADER_SIZE = HEADER.size  # 8
-MAX_PAYLOAD = 1016
 MAX_FRAME = HEADER_SIZE + MAX_PAYLOAD
 SEP = b"."
 
@@ -72,67 +83,6 @@ class FrameType(enum.IntEnum):
     ROOM_WHO = 27
     TOPIC = 28
     ROOM_TOPIC = 29
-
-
-class ErrorCode(enum.Enum):
-    """ERROR codes, each with the text the server sends by default."""
-
-    FRAME_TOO_LARGE = "frame payload larger than 1016 bytes"
-    UNKNOWN_TYPE = "frame type not accepted from clients"
-    BAD_NAME = "a name is 1 to 32 ASCII letters, digits, _ or -"
-    NAME_TAKEN = "that name is in use"
-    AUTH_FAILED = "wrong or missing password"
-    NOT_READY = "finish the handshake (HELLO, READY) first"
-    BAD_STATE = "not allowed in this connection state"
-    BAD_TEXT = "text must be 1 line of valid UTF-8 without control characters"
-    TOO_LONG = "text too long"
-    NO_SUCH_USER = "no active user by that name"
-    RATE_LIMITED = "too many messages; slow down"
-    SERVER_FULL = "server is full"
-    MAINTENANCE = "server is in maintenance; try again later"
-    SLOW_CONSUMER = "you did not read fast enough"
-    IDLE_TIMEOUT = "nothing received for too long"
-    HANDSHAKE_TIMEOUT = "handshake not completed in time"
-    SHUTDOWN = "server is shutting down"
-    KICKED = "removed by an operator"
-    UNAVAILABLE = "the chat backend is unreachable; not delivered, try again"
-    # Protocol 1.2: only for connections that sent VERSION.
-    BAD_ROOM = "a room name is 1 to 32 ASCII letters, digits, _ or -"
-    NO_SUCH_ROOM = "no such room"
-    NOT_IN_ROOM = "you are not in that room"
-    TOO_MANY_ROOMS = "too many rooms"
-    TOPIC_LOCKED = "the topic of that room is locked"
-
-    @property
-    def fatal(self) -> bool:
-        """Whether the server closes the connection right after this error."""
-        return self in FATAL_ERRORS
-
-
-FATAL_ERRORS = frozenset(
-    {
-        ErrorCode.FRAME_TOO_LARGE,
-        ErrorCode.AUTH_FAILED,
-        ErrorCode.SERVER_FULL,
-        ErrorCode.MAINTENANCE,
-        ErrorCode.SLOW_CONSUMER,
-        ErrorCode.IDLE_TIMEOUT,
-        ErrorCode.HANDSHAKE_TIMEOUT,
-        ErrorCode.SHUTDOWN,
-        ErrorCode.KICKED,
-    }
-)
-
-
-class LeaveReason(enum.Enum):
-    QUIT = "quit"
-    TIMEOUT = "timeout"
-    ERROR = "error"
-    SLOW = "slow"
-    SHUTDOWN = "shutdown"
-    KICKED = "kicked"
-    #: 1.2: ROOM_LEAVE of a user who left one room (PART).
-    PART = "part"
 
 
 def encode(ftype: int, payload: bytes = b"") -> bytes:
@@ -172,19 +122,10 @@ def parse_error(payload: bytes) -> tuple[str, str]:
     return code.decode("ascii", "replace"), text.decode("utf-8", "replace")
 
 
-_NAME = re.compile(rb"[A-Za-z0-9_-]{1,32}\Z")
-#: C0 controls but TAB, DEL, C1 controls, line/paragraph separators, bidi controls.
-_FORBIDDEN_TEXT = re.compile(
-    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-#: The ASCII bytes text may hold: TAB and the printable range.
-_PLAIN_ASCII = bytes([9, *range(32, 127)])
-
-
 #: For each payload size, how many bytes of a SAY header are not plain-ASCII
 #: text bytes: what :func:`plainTexts` discounts.
 SAY_HEADER_NOISE = tuple(
-    len(HEADER.pack(FrameType.SAY, n).translate(None, _PLAIN_ASCII))
+    len(HEADER.pack(FrameType.SAY, n).translate(None, PLAIN_ASCII))
     for n in range(MAX_PAYLOAD + 1)
 )
 
@@ -198,7 +139,7 @@ def plainTexts(frames: bytes, noise: int) -> bool:
     holds a fixed number of non-text bytes for its size, so any text byte
     outside TAB and the printable range makes the count come out larger.
     """
-    return len(frames.translate(None, _PLAIN_ASCII)) == noise
+    return len(frames.translate(None, PLAIN_ASCII)) == noise
 
 
 #: The longest text of a NOTICE: ``MAINTENANCE.`` is the longest code we send.
@@ -209,28 +150,3 @@ def noticeText(text: str) -> bool:
     """Whether an operator's notice text can go to every user as it is."""
     data = text.encode("utf-8")
     return len(data) <= MAX_NOTICE_TEXT and valid_text(data)
-
-
-def valid_name(name: bytes) -> bool:
-    """1 to 32 ASCII letters, digits, ``_`` and ``-``."""
-    return _NAME.match(name) is not None
-
-
-def valid_text(text: bytes) -> bool:
-    """Strict UTF-8, at least one byte, one line, nothing that steers a terminal.
-
-    Python's strict UTF-8 decoder already refuses overlongs, surrogates and
-    code points above U+10FFFF (RFC 3629).  Pure ASCII, the common case, is
-    checked on the bytes without decoding.
-    """
-    if not text:
-        return False
-    if not text.translate(None, _PLAIN_ASCII):  # all plain ASCII: one C call
-        return True
-    if text.isascii():
-        return False  # an ASCII control character
-    try:
-        decoded = text.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return _FORBIDDEN_TEXT.search(decoded) is None
