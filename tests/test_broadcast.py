@@ -15,6 +15,7 @@ from chatd.core.events import Event, Join, Kick, Whisper
 from chatd.core.fanout import FanOut, IRecipient
 from chatd.core.roster import User
 from chatd.core.sequencer import IEventSink, ISequencer, LocalSequencer
+from chatd.wire.eventframes import frameOf
 from tests.memory import TurnClock
 
 _ids = itertools.count(1)
@@ -57,7 +58,7 @@ class FanOutTestCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = TurnClock()
-        self.fanout = FanOut(self.clock.callLater, self.maxBacklog)
+        self.fanout = FanOut(self.clock.callLater, self.maxBacklog, frameOf)
         self.sequencer = LocalSequencer()
         self.sequencer.subscribe(self.fanout)
 
@@ -352,7 +353,7 @@ class SequencerTests(SynchronousTestCase):
                 self.into = into
 
             def deliver(self, event: Event) -> None:
-                self.into.append(event.frame)
+                self.into.append(frameOf(event))
 
         sequencer = LocalSequencer()
         sequencer.subscribe(Sink(got[0]))

@@ -19,6 +19,7 @@ from chatd.core.roster import User
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
 from chatd.wire import LeaveReason
+from chatd.wire.eventframes import frameOf
 
 
 class Slot:
@@ -98,7 +99,7 @@ class Sink:
         self.events: list = []
 
     def deliver(self, event) -> None:  # type: ignore[no-untyped-def]
-        self.events.append((type(event).__name__, event.seq, event.frame))
+        self.events.append((type(event).__name__, event.seq, frameOf(event)))
 
 
 class OrderTests(unittest.SynchronousTestCase):
@@ -120,7 +121,7 @@ class OrderTests(unittest.SynchronousTestCase):
 
     def carry(self) -> None:
         """Main reads both links, ends its turn, the workers read theirs."""
-        from chatd.core.eventcodec import decodeEvent
+        from chatd.wire.eventcodec import decodeEvent
 
         for i, sent in enumerate(self.sent):
             for kind, payload in sent:
@@ -336,7 +337,7 @@ class MainBase(unittest.SynchronousTestCase):
         return user
 
     def batchesTo(self, handle: WorkerHandle) -> list:
-        from chatd.core.eventcodec import decodeBatch
+        from chatd.wire.eventcodec import decodeBatch
 
         events = []
         for message in handle.link.messages:  # type: ignore[union-attr]
@@ -777,12 +778,12 @@ class WorkerSideTests(unittest.SynchronousTestCase):
         sink = Sink()
         self.worker.backend.remoteSequencer.subscribe(sink)
         alice = User(1, 33, b"alice")
-        from chatd.core.eventcodec import encodeBatch
+        from chatd.wire.eventcodec import encodeBatch
 
         join = Join(alice)
         join.seq = 5
         self.fromMain(link.BATCH, link.batchPayload([], encodeBatch([join])))
-        self.assertEqual(sink.events, [("Join", 5, join.frame)])
+        self.assertEqual(sink.events, [("Join", 5, frameOf(join))])
         self.assertEqual([u.name for u in factory.hub.replica.active], [b"alice"])
         self.clock.advance(1.0)
         [(kind, payload)] = self.toMain()

@@ -18,6 +18,7 @@ from chatd.core.events import Event, Join, Leave, Message
 from chatd.core.roster import Replica, User
 from chatd.core.sequencer import IEventSink
 from chatd.wire import ErrorCode, LeaveReason
+from chatd.wire.eventframes import frameOf
 from tests.redisserver import skipUnlessRedis, startRedis
 
 
@@ -46,7 +47,7 @@ class Collect:
 
 
 def seen(sink: Collect) -> list[tuple[int, bytes]]:
-    return [(e.seq, e.frame) for e in sink.events]
+    return [(e.seq, frameOf(e)) for e in sink.events]
 
 
 class FakeSession:
@@ -132,7 +133,7 @@ class ClusterNodeTests(RedisCase):
         yield sinkB.until(50)
         self.assertEqual(seen(sinkA), seen(sinkB))
         self.assertEqual([e.seq for e in sinkA.events], seqs)
-        self.assertEqual(sinkA.events[7].frame, Message(alice, b"m7").frame)
+        self.assertEqual(frameOf(sinkA.events[7]), frameOf(Message(alice, b"m7")))
         self.assertEqual((yield self.redisCommand("XLEN", "chatd:stream")), 1)
 
     @defer.inlineCallbacks
@@ -330,7 +331,7 @@ class RedisLostItsStateTests(RedisCase):
         yield sinkB.until(markB + 2)
         yield sinkA.until(markA + 2)
         newB = seen(sinkB)[markB:]
-        self.assertEqual(newB, [(1, Join(other).frame), (2, Join(alice).frame)])
+        self.assertEqual(newB, [(1, frameOf(Join(other))), (2, frameOf(Join(alice)))])
         self.assertEqual(seen(sinkA)[markA:], newB)
         self.assertEqual(fa.hub.replica.find(b"alice").id, alice.id)
 
@@ -349,8 +350,8 @@ class RedisLostItsStateTests(RedisCase):
         yield b.submit(Message(User(99, 33, b"zed"), b"new"))
         events = yield sinkA.until(mark + 1)
         self.assertEqual(
-            [(e.seq, e.frame) for e in events[mark:]],
-            [(1, Message(User(99, 33, b"zed"), b"new").frame)],
+            [(e.seq, frameOf(e)) for e in events[mark:]],
+            [(1, frameOf(Message(User(99, 33, b"zed"), b"new")))],
         )
         self.assertEqual(a.membership.resets, 1)
         self.assertTrue(a.registered)

@@ -16,6 +16,7 @@ from chatd.cluster.redislink import ClusterUnavailable
 from chatd.core.events import Join, Leave, Message
 from chatd.core.roster import User
 from chatd.wire import ErrorCode, LeaveReason
+from chatd.wire.eventframes import frameOf
 from tests.fakeredis import FakeRedis
 from tests.test_cluster_node import Collect, FakeFactory
 
@@ -80,7 +81,7 @@ class SequencerTests(FakeClusterCase):
         self.assertEqual(self.evalshas() - before, 1)
         self.assertEqual(seqs, list(range(1, 51)))
         self.assertEqual([e.seq for e in sink.events], seqs)
-        self.assertEqual(sink.events[7].frame, Message(U, b"m7").frame)
+        self.assertEqual(frameOf(sink.events[7]), frameOf(Message(U, b"m7")))
         self.assertEqual(len(self.redis.streams[b"chatd:stream"]), 1)
 
     def test_a_reply_comes_after_local_delivery(self) -> None:
@@ -99,8 +100,8 @@ class SequencerTests(FakeClusterCase):
             if i % 5 == 4:
                 self.clock.advance(0)
         self.clock.advance(0)
-        frames = [(e.seq, e.frame) for e in sinkA.events]
-        self.assertEqual(frames, [(e.seq, e.frame) for e in sinkB.events])
+        frames = [(e.seq, frameOf(e)) for e in sinkA.events]
+        self.assertEqual(frames, [(e.seq, frameOf(e)) for e in sinkB.events])
         self.assertEqual([s for s, _ in frames], list(range(1, 41)))
         self.assertEqual((a.seq.gaps, b.seq.gaps), (0, 0))
 
@@ -125,8 +126,8 @@ class SequencerTests(FakeClusterCase):
         self.redis.up()
         self.clock.advance(0)
         self.assertEqual(
-            [e.frame for e in sink.events],
-            [Join(alice).frame, Leave(alice, LeaveReason.QUIT).frame],
+            [frameOf(e) for e in sink.events],
+            [frameOf(Join(alice)), frameOf(Leave(alice, LeaveReason.QUIT))],
         )
         self.assertEqual(self.redis.hashes.get(b"chatd:users"), None)
         self.assertIsNone(self.key("name:alice"))

@@ -11,6 +11,7 @@ from chatd.core.codec import IClientCodec
 from chatd.core.events import Event, Join, Leave, Message, Messages
 from chatd.core.session import ACTIVE, CLOSED, IConnection, Session
 from chatd.server.binary import BINARY
+from chatd.wire.eventframes import frameOf
 from tests.memory import ChatTestCase, Server, T, parseFrames
 
 
@@ -53,7 +54,7 @@ class LineCodec:
     def event(self, event: Event) -> bytes:
         self.encoded += 1
         if isinstance(event, Message | Messages):  # Messages: a run of frames
-            frames, _ = parseFrames(event.frame)
+            frames, _ = parseFrames(frameOf(event))
             return b"".join(b"message " + p + b"\n" for _, p in frames)
         if isinstance(event, Join):
             return b"join " + event.user.name + b"\n"

@@ -5,6 +5,7 @@ client sees nothing new."""
 from __future__ import annotations
 
 from chatd.wire import FrameType as T
+from chatd.wire.eventframes import frameOf
 from tests.memory import ChatTestCase, Server
 
 
@@ -197,15 +198,15 @@ class RoomEventCodecTests(ChatTestCase):
     """Room events cross the links between processes (workers, Redis)."""
 
     def test_round_trip(self) -> None:
-        from chatd.core.eventcodec import (
+        from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
+        from chatd.core.roster import User
+        from chatd.wire import LeaveReason
+        from chatd.wire.eventcodec import (
             BadEvent,
             decodeBatch,
             decodeEvent,
             encodeBatch,
         )
-        from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
-        from chatd.core.roster import User
-        from chatd.wire import LeaveReason
 
         ann = User(7, 33, b"ann")
         events = [
@@ -217,7 +218,7 @@ class RoomEventCodecTests(ChatTestCase):
         back = decodeBatch(encodeBatch(events))
         self.assertEqual([type(e) for e in back], [type(e) for e in events])
         self.assertEqual(
-            [(e.room, e.frame) for e in back], [(e.room, e.frame) for e in events]
+            [(e.room, frameOf(e)) for e in back], [(e.room, frameOf(e)) for e in events]
         )
         self.assertEqual(back[0].user.entry, ann.entry)  # type: ignore[attr-defined]
         self.assertEqual(back[2].topic, b"ship. it")  # type: ignore[attr-defined]

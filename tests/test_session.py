@@ -16,6 +16,7 @@ from chatd.core.roster import IRoster, Roster, User
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import IConnection
 from chatd.wire import encode
+from chatd.wire.eventframes import frameOf
 from tests.memory import ChatTestCase, Server, T
 
 
@@ -215,7 +216,6 @@ class RuleTests(ChatTestCase):
 
 class EventCodecTests(ChatTestCase):
     def test_round_trip_every_kind(self) -> None:
-        from chatd.core.eventcodec import decodeBatch, encodeBatch
         from chatd.core.events import (
             Join,
             Kick,
@@ -226,12 +226,13 @@ class EventCodecTests(ChatTestCase):
             Whisper,
         )
         from chatd.wire import LeaveReason
+        from chatd.wire.eventcodec import decodeBatch, encodeBatch
 
         alice, bob = User(1, 33, b"alice"), User(2, 160, b"Bob")
         events = [
             Join(alice),
             Message(alice, b"hi"),
-            Messages(Message(bob, b"a").frame + Message(bob, b"b").frame, 2),
+            Messages(frameOf(Message(bob, b"a")) + frameOf(Message(bob, b"b")), 2),
             Whisper(alice, bob, b"psst"),
             Kick(bob),
             Notice("MAINTENANCE", "soon"),
@@ -242,15 +243,15 @@ class EventCodecTests(ChatTestCase):
         back = decodeBatch(encodeBatch(events))
         self.assertEqual([type(e) for e in back], [type(e) for e in events])
         self.assertEqual(
-            [(e.seq, e.frame, e.count) for e in back],
-            [(e.seq, e.frame, e.count) for e in events],
+            [(e.seq, frameOf(e), e.count) for e in back],
+            [(e.seq, frameOf(e), e.count) for e in events],
         )
         self.assertEqual(back[0].user.entry, alice.entry)
         self.assertEqual(back[3].target.entry, bob.entry)
         self.assertEqual(back[6].reason, LeaveReason.SLOW)
 
     def test_bad_bytes_raise_bad_event(self) -> None:
-        from chatd.core.eventcodec import BadEvent, decodeBatch, decodeEvent
+        from chatd.wire.eventcodec import BadEvent, decodeBatch, decodeEvent
 
         for data in (b"", b"\x63" + b"\0" * 14, b"\x07" + b"\0" * 14):
             self.assertRaises(BadEvent, decodeEvent, data)

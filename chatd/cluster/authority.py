@@ -16,10 +16,10 @@ from zope.interface import implementer
 
 from chatd.cluster import link
 from chatd.cluster.roomrouting import RoomRouting
-from chatd.core.eventcodec import encodeEvent
 from chatd.core.events import Event, Join, Leave
 from chatd.core.roster import Roster, User
 from chatd.core.sequencer import IEventSink, ISequencer
+from chatd.wire.eventcodec import encodeEvent
 
 if TYPE_CHECKING:
     from chatd.cluster.handle import WorkerHandle

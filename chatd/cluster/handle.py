@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatd.cluster import link
-from chatd.core.eventcodec import BadEvent
 from chatd.server.config import Config
+from chatd.wire.eventcodec import BadEvent
 
 log = Logger(namespace="chatd")
 

@@ -2,7 +2,7 @@
 
 Each message is an ``Int32StringReceiver`` string whose first byte says
 what it is; numbers are network order; nothing is pickled (events travel
-as :mod:`chatd.core.eventcodec` bytes, the settings as JSON).  A client's
+as :mod:`chatd.wire.eventcodec` bytes, the settings as JSON).  A client's
 socket travels as a descriptor (``sendFileDescriptor``) with the ADOPT
 message that names it.
 

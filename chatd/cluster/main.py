@@ -38,7 +38,6 @@ from chatd.cluster.handle import WorkerHandle
 from chatd.cluster.handoff import Placement, RefusedProtocol, unsupportedListeners
 from chatd.cluster.supervisor import Supervisor
 from chatd.cluster.tally import Tally
-from chatd.core.eventcodec import decodeEvent
 from chatd.server.admission import Admission
 from chatd.server.backend import BackendStatus, IBackend, Refusal
 from chatd.server.config import Config
@@ -46,6 +45,7 @@ from chatd.server.errors import StartupError
 from chatd.server.factory import ChatFactory
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
+from chatd.wire.eventcodec import decodeEvent
 
 __all__ = ["MainBackend", "mainFactory"]
 

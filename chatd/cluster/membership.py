@@ -30,10 +30,10 @@ from chatd.cluster.redislink import RedisLink, text
 from chatd.cluster.standing import Standing
 from chatd.cluster.streamseq import STREAM_MAXLEN, StreamSequencer
 from chatd.cluster.who import WhoRebuilder, usersOf
-from chatd.core.eventcodec import encodeBatch
 from chatd.core.events import Event, Join, Leave
 from chatd.core.roster import User
 from chatd.wire import LeaveReason
+from chatd.wire.eventcodec import encodeBatch
 
 log = Logger(namespace="chatd.cluster")
 

@@ -17,10 +17,10 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from chatd.cluster import link
-from chatd.core.eventcodec import decodeBatch, encodeEvent, userFromEntry
 from chatd.core.events import Event
 from chatd.core.roster import IRoster, User
 from chatd.core.sequencer import IEventSink, ISequencer
+from chatd.wire.eventcodec import decodeBatch, encodeEvent, userFromEntry
 
 Send = Callable[[int, bytes], None]
 

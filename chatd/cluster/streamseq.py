@@ -24,11 +24,11 @@ from twisted.python.failure import Failure
 from chatd.cluster.redislink import ClusterUnavailable, RedisLink, text
 from chatd.cluster.standing import Standing
 from chatd.cluster.who import usersOf
-from chatd.core.eventcodec import BadEvent, decodeBatch, encodeBatch
 from chatd.core.events import Event, Join, Leave
 from chatd.core.roomevents import RoomJoin, RoomLeave, RoomTopic
 from chatd.core.roster import User
 from chatd.core.sequencer import IEventSink
+from chatd.wire.eventcodec import BadEvent, decodeBatch, encodeBatch
 
 log = Logger(namespace="chatd.cluster")
 

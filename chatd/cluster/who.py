@@ -15,10 +15,10 @@ from twisted.logger import Logger
 
 from chatd.cluster.redislink import RedisLink, text
 from chatd.cluster.standing import Standing
-from chatd.core.eventcodec import userFromEntry
 from chatd.core.events import Join, Leave
 from chatd.core.roster import User
 from chatd.wire import LeaveReason
+from chatd.wire.eventcodec import userFromEntry
 
 log = Logger(namespace="chatd.cluster")
 

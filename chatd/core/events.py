@@ -1,28 +1,27 @@
 """Events: what the sequencer orders and the fan-out delivers.
 
-Each event is a value that carries its sequence number once sequenced and
-its frame for the binary codec, encoded once when the event is made and
-shared by every recipient (and every front end: the WebSocket carries the
-same frames).  *Broadcast* events (JOIN, LEAVE, MESSAGE, a run of MESSAGEs,
-NOTICE) go to every active user in the one total order; *targeted* events
-(a whisper, a kick) go to one user wherever that user is connected.
+An event is data (who, what, why) and its sequence number once
+sequenced.  It knows no wire format: each front end's codec spells it
+(:meth:`chatd.core.codec.IClientCodec.event`), once per event for all the
+recipients of that format, and keeps the chatd-frame spelling in
+``frame`` (filled on first use by chatd.wire.eventframes, or given: a run
+of SAYs a binary client sent, an event read from another process).
+*Broadcast* events (JOIN, LEAVE, MESSAGE, a run of MESSAGEs, NOTICE) go to
+every active user in the one total order; *targeted* events (a whisper, a
+kick) go to one user wherever that user is connected.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chatd.wire import HEADER, FrameType, LeaveReason, encode, join_fields
-
 if TYPE_CHECKING:
     from chatd.core.roster import User
-
-_PACK = HEADER.pack
-_MESSAGE = FrameType.MESSAGE
+    from chatd.core.rules import LeaveReason
 
 
 class Event:
-    """Something sequenced.  ``frame`` holds ``count`` whole frames."""
+    """Something sequenced; ``count`` is how many frames it spells as."""
 
     __slots__ = ("seq", "frame", "count")
     #: The user a targeted event is for; None for a broadcast.
@@ -31,7 +30,7 @@ class Event:
     #: default room's (1.1's) events.
     room: bytes | None = None  # a slot in room events
 
-    def __init__(self, frame: bytes, count: int = 1) -> None:
+    def __init__(self, frame: bytes | None = None, count: int = 1) -> None:
         self.seq = 0
         self.frame = frame
         self.count = count
@@ -41,19 +40,21 @@ class Event:
 
 
 class Message(Event):
-    """A SAY, as the MESSAGE every active user gets."""
+    """A SAY: ``user`` said ``text`` to the default room."""
 
-    __slots__ = ()
+    __slots__ = ("user", "text")
 
     def __init__(self, user: User, text: bytes) -> None:
-        prefix = user.prefix
         self.seq = 0
-        self.frame = _PACK(_MESSAGE, len(prefix) + len(text)) + prefix + text
+        self.frame = None
         self.count = 1
+        self.user = user
+        self.text = text
 
 
 class Messages(Event):
-    """A run of MESSAGE frames from one read, sequenced as one event."""
+    """A run of SAYs from one read of a binary client, already spelled as
+    ``count`` MESSAGE frames (the bulk path), sequenced as one event."""
 
     __slots__ = ()
 
@@ -64,19 +65,17 @@ class Join(Event):
     __slots__ = ("user",)
 
     def __init__(self, user: User) -> None:
-        Event.__init__(self, encode(FrameType.JOIN, user.entry))
+        Event.__init__(self)
         self.user = user
 
 
 class Leave(Event):
-    """``user`` left the room for ``reason``."""
+    """``user`` left for ``reason``."""
 
     __slots__ = ("user", "reason")
 
     def __init__(self, user: User, reason: LeaveReason) -> None:
-        Event.__init__(
-            self, encode(FrameType.LEAVE, join_fields(user.entry, reason.value))
-        )
+        Event.__init__(self)
         self.user = user
         self.reason = reason
 
@@ -84,20 +83,25 @@ class Leave(Event):
 class Notice(Event):
     """A NOTICE ``code.text`` for every active user (maintenance, resumed)."""
 
-    __slots__ = ()
+    __slots__ = ("code", "text")
 
     def __init__(self, code: str, text: str) -> None:
-        Event.__init__(self, encode(FrameType.NOTICE, f"{code}.{text}".encode()))
+        Event.__init__(self)
+        self.code = code
+        self.text = text
 
 
 class Whisper(Event):
-    """A WHISPERED frame for ``target`` only: not part of the broadcast order."""
+    """``sender`` whispered ``text`` to ``target`` only: not part of the
+    broadcast order."""
 
-    __slots__ = ("target",)
+    __slots__ = ("target", "sender", "text")
 
     def __init__(self, sender: User, target: User, text: bytes) -> None:
-        Event.__init__(self, encode(FrameType.WHISPERED, sender.prefix + text))
+        Event.__init__(self)
+        self.sender = sender
         self.target = target
+        self.text = text
 
 
 class Kick(Event):

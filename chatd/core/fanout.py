@@ -74,9 +74,9 @@ class FanOut:
         self._callLater = callLater
         self.maxBacklog = maxBacklog
         #: The recipients' codec's spelling of an event (IClientCodec.event),
-        #: called once per event for all of them; None: the event's own
-        #: chatd frame, with no call at all (the binary front end).
-        self._encode = encode
+        #: called once per event for all of them (None: tests that deliver
+        #: frames themselves).
+        self.encode = encode
         self._live: dict[IRecipient, None] = {}
         # Local users by user id (targeted events), and those whose JOIN is
         # on its way through the sequencer.  Ids, not User objects: an event
@@ -157,9 +157,7 @@ class FanOut:
         joining = None
         if self._expected and isinstance(event, Join):
             joining = self._expected.pop(event.user.id, None)
-        encode = self._encode
-        frame = event.frame if encode is None else encode(event)
-        self.deliverFrames(frame, joining, event.count)
+        self.deliverFrames(self.encode(event), joining, event.count)  # type: ignore[misc]
 
     def deliverFrames(
         self, frame: bytes, joining: IRecipient | None = None, frames: int = 1

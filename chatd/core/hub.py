@@ -76,7 +76,10 @@ class Hub:
         clock: IReactorTime,
         sequencer: ISequencer | None = None,
         roster: IRoster | None = None,
+        codec: IClientCodec | None = None,
     ) -> None:
+        """``codec`` is the wire format most connections speak: its fan-out
+        is made now and is :attr:`fanout` (the others' on first use)."""
         self.config = config
         self.clock = clock
         self.stats = Stats()
@@ -86,12 +89,13 @@ class Hub:
             sequencer if sequencer is not None else LocalSequencer()
         )
         self.sequencer.subscribe(self.replica)
-        #: The fan-out of chatd frames (every binary front end).
-        self.fanout = FanOut(clock.callLater, config.max_backlog)
-        self.sequencer.subscribe(self.fanout)
         #: One fan-out per wire format, so an event is encoded once per
         #: format, not once per recipient.
-        self.fanouts: dict[str, FanOut] = {"binary": self.fanout}
+        self.fanouts: dict[str, FanOut] = {}
+        #: The fan-out of the main wire format (chatd frames, in a server).
+        self.fanout = FanOut(clock.callLater, config.max_backlog)
+        if codec is not None:
+            self.fanout = self.fanoutFor(codec)
         #: Protocol 1.2's rooms and their members' fan-outs.
         self.rooms = RoomCast(
             clock.callLater,

@@ -138,17 +138,15 @@ class RoomCast:
                 fanout.deliverFrames(self._encode(fanout, event))
 
     def _encode(self, fanout: FanOut, event: Event) -> bytes:
-        encode = fanout._encode
-        return event.frame if encode is None else encode(event)
+        return fanout.encode(event)  # type: ignore[misc]
 
     def _fanoutFor(self, roomKey: bytes, session: Session) -> FanOut:
         codec = session.codec
         byCodec = self.fanouts.setdefault(roomKey, {})
         fanout = byCodec.get(codec.name)
         if fanout is None:
-            encode = None if codec.name == "binary" else codec.event
             fanout = byCodec[codec.name] = FanOut(
-                self._callLater, self.maxBacklog, encode
+                self._callLater, self.maxBacklog, codec.event
             )
         return fanout
 

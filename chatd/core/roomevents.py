@@ -2,10 +2,10 @@
 
 They ride the one sequencer with every other event, so each room's events
 are in one total order (a stronger order than the protocol promises: none
-across rooms).  Each carries the room's name as its frame spells it and
-is delivered by :class:`chatd.core.roomcast.RoomCast` to the room's
-members only; the 1.1 fan-out and the roster's replica pass them by
-(``room`` is set).  Each frame is encoded once, when the event is made.
+across rooms).  Each names its room as the room's kept spelling and is
+delivered by :class:`chatd.core.roomcast.RoomCast` to the room's members
+only; the 1.1 fan-out and the roster's replica pass them by (``room`` is
+set).  Like every event, data only: each front end's codec spells it.
 """
 
 from __future__ import annotations
@@ -13,30 +13,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chatd.core.events import Event
-from chatd.wire import HEADER, FrameType, LeaveReason, encode, join_fields
 
 if TYPE_CHECKING:
     from chatd.core.roster import User
-
-_PACK = HEADER.pack
+    from chatd.core.rules import LeaveReason
 
 
 class RoomEvent(Event):
-    """Something that happened in room ``room`` (its spelling in the frame)."""
+    """Something that happened in room ``room``."""
 
     __slots__ = ("room",)
+    room: bytes
+
+    def __init__(self, room: bytes) -> None:
+        Event.__init__(self)
+        self.room = room
 
 
 class RoomMessage(RoomEvent):
-    """A ROOM_SAY, as the ROOM_MESSAGE every member gets."""
+    """A ROOM_SAY: ``user`` said ``text`` in ``room``."""
 
-    __slots__ = ()
+    __slots__ = ("user", "text")
 
     def __init__(self, room: bytes, user: User, text: bytes) -> None:
-        size = len(room) + 1 + len(user.prefix) + len(text)
-        head = _PACK(FrameType.ROOM_MESSAGE, size)
-        Event.__init__(self, head + room + b"." + user.prefix + text)
-        self.room = room
+        RoomEvent.__init__(self, room)
+        self.user = user
+        self.text = text
 
 
 class RoomJoin(RoomEvent):
@@ -45,20 +47,17 @@ class RoomJoin(RoomEvent):
     __slots__ = ("user",)
 
     def __init__(self, room: bytes, user: User) -> None:
-        Event.__init__(self, encode(FrameType.ROOM_JOIN, join_fields(room, user.entry)))
-        self.room = room
+        RoomEvent.__init__(self, room)
         self.user = user
 
 
 class RoomLeave(RoomEvent):
-    """``user`` left ``room`` (PART, or it left the server: the 1.1 reason)."""
+    """``user`` left ``room`` (PART, a kick, or it left the server)."""
 
     __slots__ = ("user", "reason")
 
     def __init__(self, room: bytes, user: User, reason: LeaveReason) -> None:
-        payload = join_fields(room, user.entry, reason.value)
-        Event.__init__(self, encode(FrameType.ROOM_LEAVE, payload))
-        self.room = room
+        RoomEvent.__init__(self, room)
         self.user = user
         self.reason = reason
 
@@ -69,6 +68,5 @@ class RoomTopic(RoomEvent):
     __slots__ = ("topic",)
 
     def __init__(self, room: bytes, topic: bytes) -> None:
-        Event.__init__(self, encode(FrameType.ROOM_TOPIC, room + b"." + topic))
-        self.room = room
+        RoomEvent.__init__(self, room)
         self.topic = topic

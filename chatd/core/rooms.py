@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 
-#: The codes a directory refuses with (chatd.wire.ErrorCode names).
+#: The codes a directory refuses with (chatd.core.rules.ErrorCode names).
 NO_SUCH_ROOM = "NO_SUCH_ROOM"
 NOT_IN_ROOM = "NOT_IN_ROOM"
 ALREADY_IN_ROOM = "BAD_STATE"

@@ -18,8 +18,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import Interface, implementer
 
 from chatd.core.events import Event, Join, Leave
+from chatd.core.rules import MAX_PAYLOAD
 from chatd.core.sequencer import IEventSink
-from chatd.wire import MAX_PAYLOAD, FrameType, encode, join_fields
 
 #: xterm-256 colours that read well on dark and on light backgrounds,
 #: ordered so that each next one is as far as possible (in CIELAB) from
@@ -48,17 +48,13 @@ class User:
     max_text: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.entry = join_fields(self.id, self.color, self.name)
+        self.entry = b"%d.%d.%s" % (self.id, self.color, self.name)
         self.prefix = self.entry + b"."
         self.max_text = MAX_PAYLOAD - len(self.prefix)
 
     @property
     def display(self) -> str:
         return self.name.decode("ascii")
-
-    def welcome(self) -> bytes:
-        """WELCOME is ``name.id.color``: a different order from ``entry``."""
-        return encode(FrameType.WELCOME, join_fields(self.name, self.id, self.color))
 
 
 class IRoster(Interface):
@@ -112,24 +108,25 @@ class Replica:
 
     An :class:`~chatd.core.sequencer.IEventSink`: every process that
     subscribes one sees the same list, so WHO and WHISPER need no round
-    trip.  USERS frames are built once per change, however many ask.
+    trip.  A codec spells WHO's answer once per :attr:`version`, however
+    many ask.
     """
 
     def __init__(self) -> None:
         self._active: dict[bytes, User] = {}  # lower-case name -> user
-        self._who: list[bytes] | None = None
+        self._version = 0
 
     def deliver(self, event: Event) -> None:
         if isinstance(event, Join):
             user = event.user
             self._active[user.name.lower()] = user
-            self._who = None
+            self._version += 1
         elif isinstance(event, Leave):
             user = event.user
             known = self._active.get(user.name.lower())
             if known is not None and known.id == user.id:
                 del self._active[user.name.lower()]
-                self._who = None
+                self._version += 1
 
     def find(self, name: bytes) -> User | None:
         """The active user called ``name`` (any case), if there is one."""
@@ -142,33 +139,7 @@ class Replica:
     def __len__(self) -> int:
         return len(self._active)
 
-    def whoFrames(self) -> list[bytes]:
-        """USERS frames listing the active users, ended by an empty USERS.
-
-        Entries are packed greedily; an entry never spans two frames.
-        """
-        if self._who is None:
-            self._who = self._packWho()
-        return self._who
-
-    def _packWho(self) -> list[bytes]:
-        return packList(FrameType.USERS, [u.entry for u in self._active.values()])
-
-
-def packList(ftype: int, entries: list[bytes]) -> list[bytes]:
-    """``entries`` as frames of ``ftype`` (USERS, 1.2's ROOMS): separated by
-    newlines, packed greedily, an entry never split, an empty frame last."""
-    frames = []
-    chunk: list[bytes] = []
-    size = 0
-    for entry in entries:
-        extra = len(entry) + (1 if chunk else 0)
-        if chunk and size + extra > MAX_PAYLOAD:
-            frames.append(encode(ftype, b"\n".join(chunk)))
-            chunk, size, extra = [], 0, len(entry)
-        chunk.append(entry)
-        size += extra
-    if chunk:
-        frames.append(encode(ftype, b"\n".join(chunk)))
-    frames.append(encode(ftype))
-    return frames
+    @property
+    def version(self) -> int:
+        """Changes whenever the active users do (a codec's WHO cache key)."""
+        return self._version

@@ -23,8 +23,9 @@ from zope.interface import implementer
 from chatd import __version__
 from chatd.core.codec import IClientCodec
 from chatd.core.events import Join, Leave, Message, Messages, Notice, Whisper
-from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
-from chatd.wire import HEADER, ErrorCode, LeaveReason
+from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomMessage, RoomTopic
+from chatd.core.rules import ErrorCode, LeaveReason
+from chatd.wire import HEADER
 
 if TYPE_CHECKING:
     from chatd.core.events import Event
@@ -96,9 +97,6 @@ def fromIrc(text: bytes) -> bytes | None:
         text = _ACTION + body[6:].lstrip(b" ")
     return _FORMATTING.sub(b"", text)
 
-
-def _fields(frame: bytes, count: int) -> list[bytes]:
-    return frame[HEADER.size :].split(b".", count - 1)
 
 
 @implementer(IClientCodec)
@@ -216,9 +214,10 @@ class IrcCodec:
 
     def event(self, event: Event) -> bytes:
         kind = type(event)
-        if kind is Message or kind is Messages:
-            out = []
-            frame, offset = event.frame, 0
+        if kind is Message:
+            return self._said(self.default, event.user, event.text)  # type: ignore[attr-defined]
+        if kind is Messages:  # a binary client's run of SAYs: MESSAGE frames
+            out, frame, offset = [], event.frame or b"", 0
             while offset < len(frame):
                 size = HEADER.unpack_from(frame, offset)[1]
                 _, _, name, text = frame[offset + 8 : offset + 8 + size].split(b".", 3)
@@ -237,35 +236,38 @@ class IrcCodec:
         if kind is Leave:
             reason = _QUIT.get(event.reason, b"Quit")  # type: ignore[attr-defined]
             return line(b":" + mask(event.user.name), b"QUIT", trailing=reason)  # type: ignore[attr-defined]
-        if kind is RoomMessage:
-            room, _, _, name, text = _fields(event.frame, 5)
-            return line(
-                b":" + mask(name), b"PRIVMSG", b"#" + room, trailing=toIrc(text)
-            )
-        if kind is RoomJoin:
-            return line(b":" + mask(event.user.name), b"JOIN", b"#" + event.room)  # type: ignore[attr-defined,operator]
-        if kind is RoomLeave:
-            chan, name = b"#" + event.room, event.user.name  # type: ignore[attr-defined,operator]
-            if event.reason is LeaveReason.PART:  # type: ignore[attr-defined]
-                return line(b":" + mask(name), b"PART", chan, trailing=b"part")
-            if event.reason is LeaveReason.KICKED:  # type: ignore[attr-defined]
+        if kind is Whisper:
+            return self._said(self.nick, event.sender, event.text)  # type: ignore[attr-defined]
+        if kind is Notice:
+            text = f"{event.code}: {event.text}".encode()  # type: ignore[attr-defined]
+            return line(b":" + SERVER, b"NOTICE", self.default, trailing=text)
+        if isinstance(event, RoomEvent):
+            return self._roomEvent(event)
+        return b""
+
+    def _said(self, target: bytes, user: User, text: bytes) -> bytes:
+        return line(b":" + mask(user.name), b"PRIVMSG", target, trailing=toIrc(text))
+
+    def _roomEvent(self, event: RoomEvent) -> bytes:
+        chan = b"#" + event.room
+        if isinstance(event, RoomMessage):
+            return self._said(chan, event.user, event.text)
+        if isinstance(event, RoomJoin):
+            return line(b":" + mask(event.user.name), b"JOIN", chan)
+        if isinstance(event, RoomLeave):
+            if event.reason is LeaveReason.PART:
+                return line(
+                    b":" + mask(event.user.name), b"PART", chan, trailing=b"part"
+                )
+            if event.reason is LeaveReason.KICKED:
                 return line(
                     b":" + SERVER,
                     b"KICK",
                     chan,
-                    name,
+                    event.user.name,
                     trailing=b"Removed by an operator",
                 )
             return b""  # it left the server: its QUIT says so
-        if kind is RoomTopic:
-            topic: bytes = event.topic  # type: ignore[attr-defined]
-            return line(b":" + SERVER, b"TOPIC", b"#" + event.room, trailing=topic)  # type: ignore[operator]
-        if kind is Whisper:
-            _, _, name, text = _fields(event.frame, 4)
-            return line(b":" + mask(name), b"PRIVMSG", self.nick, trailing=toIrc(text))
-        if kind is Notice:
-            code, _, text = event.frame[HEADER.size :].partition(b".")
-            return line(
-                b":" + SERVER, b"NOTICE", self.default, trailing=code + b": " + text
-            )
+        if isinstance(event, RoomTopic):
+            return line(b":" + SERVER, b"TOPIC", chan, trailing=event.topic)
         return b""

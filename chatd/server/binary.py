@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from zope.interface import implementer
 
 from chatd.core.codec import IClientCodec
-from chatd.core.roster import packList
 from chatd.core.session import Session
-from chatd.wire import HEADER, FrameType, encode, error_frame
+from chatd.wire import HEADER, FrameType, encode, error_frame, packList
+from chatd.wire.eventframes import frameOf
 
 if TYPE_CHECKING:
     from chatd.core.events import Event
@@ -32,13 +32,18 @@ _PACK = HEADER.pack
 
 @implementer(IClientCodec)
 class BinaryCodec:
-    """Session outputs as chatd frames.  Events and users carry their
-    frames already (made once, shared by every recipient)."""
+    """Session outputs as chatd frames.  An event is spelled once for every
+    recipient (:func:`~chatd.wire.eventframes.frameOf`), WHO once per
+    change of the active users."""
 
     name = "binary"
 
+    def __init__(self) -> None:
+        self._who: tuple[int, list[bytes]] = (-1, [])
+
     def welcome(self, user: User) -> bytes:
-        return user.welcome()
+        # WELCOME is name.id.color: another order than the entry's.
+        return encode(FrameType.WELCOME, b"%s.%d.%d" % (user.name, user.id, user.color))
 
     def echo(self, payload: bytes) -> bytes:
         return _PACK(FrameType.ECHO, len(payload)) + payload
@@ -53,10 +58,14 @@ class BinaryCodec:
         return encode(FrameType.NOTICE, f"{code}.{text}".encode())
 
     def users(self, replica: Replica) -> list[bytes]:
-        return replica.whoFrames()
+        version, frames = self._who
+        if version != replica.version:
+            frames = packList(FrameType.USERS, [u.entry for u in replica.active])
+            self._who = (replica.version, frames)
+        return frames
 
     def event(self, event: Event) -> bytes:
-        return event.frame
+        return frameOf(event)
 
     def version(self, minor: int) -> bytes:
         return encode(FrameType.VERSION, b"1.%d" % minor)

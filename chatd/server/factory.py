@@ -23,6 +23,7 @@ from chatd.core.sequencer import ISequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
 from chatd.server.admission import Admission, addressKey
 from chatd.server.backend import BackendStatus, IBackend, LocalBackend, Refusal
+from chatd.server.binary import BINARY
 from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
@@ -57,7 +58,7 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
-        self.hub = Hub(config, clock, sequencer, roster)
+        self.hub = Hub(config, clock, sequencer, roster, BINARY)
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}

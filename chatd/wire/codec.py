@@ -35,6 +35,7 @@ __all__ = [
     "encode",
     "join_fields",
     "split_fields",
+    "packList",
     "error_payload",
     "error_frame",
     "parse_error",
@@ -150,3 +151,22 @@ def noticeText(text: str) -> bool:
     """Whether an operator's notice text can go to every user as it is."""
     data = text.encode("utf-8")
     return len(data) <= MAX_NOTICE_TEXT and valid_text(data)
+
+
+def packList(ftype: int, entries: list[bytes]) -> list[bytes]:
+    """``entries`` as frames of ``ftype`` (USERS, 1.2's ROOMS): separated by
+    newlines, packed greedily, an entry never split, an empty frame last."""
+    frames = []
+    chunk: list[bytes] = []
+    size = 0
+    for entry in entries:
+        extra = len(entry) + (1 if chunk else 0)
+        if chunk and size + extra > MAX_PAYLOAD:
+            frames.append(encode(ftype, b"\n".join(chunk)))
+            chunk, size, extra = [], 0, len(entry)
+        chunk.append(entry)
+        size += extra
+    if chunk:
+        frames.append(encode(ftype, b"\n".join(chunk)))
+    frames.append(encode(ftype))
+    return frames

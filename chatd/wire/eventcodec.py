@@ -31,7 +31,9 @@ from chatd.core.roomevents import (
     RoomTopic,
 )
 from chatd.core.roster import User
-from chatd.wire import HEADER_SIZE, LeaveReason, split_fields
+from chatd.core.rules import LeaveReason
+from chatd.wire.codec import HEADER_SIZE, split_fields
+from chatd.wire.eventframes import frameOf
 
 _HEAD = struct.Struct("!BQIH")
 _LEN = struct.Struct("!I")
@@ -71,7 +73,8 @@ def userFromEntry(entry: bytes) -> User:
 def encodeEvent(event: Event) -> bytes:
     target = event.target.entry if event.target is not None else b""
     kind = _KINDS[type(event)]
-    return _HEAD.pack(kind, event.seq, event.count, len(target)) + target + event.frame
+    head = _HEAD.pack(kind, event.seq, event.count, len(target))
+    return head + target + frameOf(event)
 
 
 def decodeEvent(data: bytes) -> Event:
@@ -87,12 +90,23 @@ def decodeEvent(data: bytes) -> Event:
     event = cls.__new__(cls)
     Event.__init__(event, frame, count)
     event.seq = seq
+    payload = frame[HEADER_SIZE:]
     if isinstance(event, Whisper | Kick):
         if not targetLen:
             raise BadEvent("a targeted event without a target")
         event.target = userFromEntry(data[_HEAD.size : start])
+        if isinstance(event, Whisper):
+            event.sender, event.text = _said(payload)
     elif isinstance(event, RoomMessage | RoomJoin | RoomLeave | RoomTopic):
-        _roomFields(event, frame[HEADER_SIZE:])
+        _roomFields(event, payload)
+    elif isinstance(event, Message):
+        event.user, event.text = _said(payload)
+    elif isinstance(event, Notice):
+        code, _, text = payload.partition(b".")
+        event.code, event.text = (
+            code.decode("ascii", "replace"),
+            text.decode("utf-8", "replace"),
+        )
     elif isinstance(event, Join):
         event.user = userFromEntry(frame[HEADER_SIZE:])
     elif isinstance(event, Leave):
@@ -108,7 +122,9 @@ def _roomFields(event: RoomEvent, payload: bytes) -> None:
     if not (room and dot):
         raise BadEvent(f"a room event without its room: {payload[:40]!r}")
     event.room = room
-    if isinstance(event, RoomTopic):
+    if isinstance(event, RoomMessage):
+        event.user, event.text = _said(rest)
+    elif isinstance(event, RoomTopic):
         event.topic = rest
     elif isinstance(event, RoomJoin):
         event.user = userFromEntry(rest)
@@ -116,6 +132,14 @@ def _roomFields(event: RoomEvent, payload: bytes) -> None:
         entry, _, reason = rest.rpartition(b".")
         event.user = userFromEntry(entry)
         event.reason = _reason(reason)
+
+
+def _said(payload: bytes) -> tuple[User, bytes]:
+    """``id.color.name.text`` -> (the user, the text)."""
+    fields = payload.split(b".", 3)
+    if len(fields) != 4:
+        raise BadEvent(f"bad message payload {payload[:40]!r}")
+    return userFromEntry(b".".join(fields[:3])), fields[3]
 
 
 def _reason(reason: bytes) -> LeaveReason:
