@@ -16,22 +16,28 @@ a read of many frames costs one write.
 
 from __future__ import annotations
 
-import enum
-import hmac
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
 from chatd.core.codec import IClientCodec
+from chatd.core.connection import (
+    ACTIVE,
+    CLOSED,
+    CONNECTED,
+    NAMED,
+    IConnection,
+    settled,
+)
 from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisper
 from chatd.core.fanout import IRecipient
+from chatd.core.handshake import Handshake
 from chatd.core.limits import TokenBucket
 from chatd.core.roomrequests import RoomRequests
-from chatd.core.rules import ErrorCode, LeaveReason, valid_name, valid_text
+from chatd.core.rules import ErrorCode, LeaveReason, valid_text
 
 if TYPE_CHECKING:
     from chatd.core.hub import Hub
@@ -40,55 +46,8 @@ if TYPE_CHECKING:
 log = Logger(namespace="chatd")
 
 
-class State(enum.Enum):
-    CONNECTED = "connected"
-    NAMED = "named"
-    ACTIVE = "active"
-    CLOSED = "closed"
-
-
-CONNECTED, NAMED, ACTIVE, CLOSED = State
-
-
-def settled(d: Deferred[Any]) -> bool:
-    """Whether ``d`` has its final result now.
-
-    ``d.called`` is not enough: a Deferred whose callback returned another,
-    unfired Deferred (txredisapi's calls do: a connection first, then the
-    reply) is "called" but paused until that one fires.
-    """
-    return d.called and not d.paused
-
-
-class IConnection(Interface):
-    """A session's output side: one client connection of some front end."""
-
-    number = Attribute("Connection number, for the log.")
-    peer = Attribute("The client's address and port, for the log and /status.")
-    host = Attribute("The client's address, for per-address limits.")
-    codec = Attribute("The IClientCodec that spells outputs for this client.")
-
-    def write(data: bytes) -> None:
-        """Send whole frames after everything written before."""
-
-    def backlog() -> int:
-        """Bytes written that the client has not taken yet, as the front end
-        itself counts them (its transport paused it: see the front end)."""
-
-    def hangUp() -> None:
-        """Stop reading; close once what was written has been sent."""
-
-    def holdInput(hold: bool) -> None:
-        """Stop (True) or resume handing frames to the session: it waits for
-        an answer (a remote roster) and later frames must wait their turn."""
-
-    def dropUnstarted() -> None:
-        """Drop the frames written that have not begun to go out (a reader
-        being cut off gets its ERROR sooner); best effort."""
-
-
 @implementer(IRecipient)
-class Session(RoomRequests, TimeoutMixin):
+class Session(Handshake, RoomRequests, TimeoutMixin):
     """The rules of one connection, between a front end and the hub."""
 
     state = CONNECTED
@@ -270,81 +229,6 @@ class Session(RoomRequests, TimeoutMixin):
     def unknown(self, text: str) -> None:
         """A request this protocol does not have (``text`` says which)."""
         self.error(ErrorCode.UNKNOWN_TYPE, text)
-
-    def hello(self, name: bytes, password: bytes | None) -> None:
-        """HELLO ``name`` (``password`` None: none given)."""
-        if self.state is not CONNECTED:
-            return self.error(ErrorCode.BAD_STATE, "HELLO after WELCOME")
-        if self.hub.password is not None and not self._passwordAccepted(password):
-            return
-        if not valid_name(name):
-            return self.error(ErrorCode.BAD_NAME)
-        d = self.hub.roster.claim(name)
-        if not settled(d):
-            # A remote roster: later frames wait until it answers.
-            self.conn.holdInput(True)
-            d.addBoth(self._answered)
-        d.addCallbacks(self._named, self._notNamed)
-
-    def _passwordAccepted(self, password: bytes | None) -> bool:
-        """Check the password (None: none given), through the hub's login
-        guard if it has one (docs/limits.md: a locked address is refused
-        unchecked, and a wrong password answered late, so guessing is
-        slow).  On False the session is closing, or will once the delay is
-        over."""
-        guard = self.hub.logins
-        conn = self.conn
-        if guard is not None:
-            locked = guard.locked(conn)
-            if locked is not None:
-                self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED, locked)
-                return False
-        expected = self.hub.password or b""
-        if password is not None and hmac.compare_digest(password, expected):
-            if guard is not None:
-                guard.succeeded(conn)
-            return True
-        delay = guard.failed(conn) if guard is not None else 0.0
-        if not delay:
-            self.close(LeaveReason.ERROR, ErrorCode.AUTH_FAILED)
-            return False
-        # Answered late: until then nothing more is read, and the delay
-        # stands in for the handshake timeout.
-        self.setTimeout(None)
-        self.conn.holdInput(True)
-        self._lateAnswer = self.hub.clock.callLater(
-            delay, self.close, LeaveReason.ERROR, ErrorCode.AUTH_FAILED
-        )
-        return False
-
-    def _answered(self, result: object) -> object:
-        if self.state is not CLOSED:
-            self.conn.holdInput(False)
-        return result
-
-    def _named(self, user: User | None) -> None:
-        if user is None:
-            return self.error(ErrorCode.NAME_TAKEN)
-        if self.state is not CONNECTED:  # closed while the roster answered
-            self.hub.roster.release(user)
-            return
-        self.user = user
-        self.state = NAMED
-        self.reply(self.codec.welcome(user))
-        log.info(
-            "hello conn={conn} id={id} name={name}",
-            conn=self.conn.number,
-            id=user.id,
-            name=user.display,
-        )
-
-    def _notNamed(self, failure: Failure) -> None:
-        if self.state is CLOSED:
-            return
-        if failure.check(OverflowError):
-            self.close(LeaveReason.ERROR, ErrorCode.SERVER_FULL, "user ids exhausted")
-        else:
-            self._unavailable(failure)
 
     def ready(self) -> None:
         if self.state is not NAMED:

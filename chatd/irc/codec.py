@@ -98,7 +98,6 @@ def fromIrc(text: bytes) -> bytes | None:
     return _FORMATTING.sub(b"", text)
 
 
-
 @implementer(IClientCodec)
 class IrcCodec:
     """One IRC connection's spelling of the session's outputs."""
