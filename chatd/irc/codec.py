@@ -216,20 +216,7 @@ class IrcCodec:
         if kind is Message:
             return self._said(self.default, event.user, event.text)  # type: ignore[attr-defined]
         if kind is Messages:  # a binary client's run of SAYs: MESSAGE frames
-            out, frame, offset = [], event.frame or b"", 0
-            while offset < len(frame):
-                size = HEADER.unpack_from(frame, offset)[1]
-                _, _, name, text = frame[offset + 8 : offset + 8 + size].split(b".", 3)
-                out.append(
-                    line(
-                        b":" + mask(name),
-                        b"PRIVMSG",
-                        self.default,
-                        trailing=toIrc(text),
-                    )
-                )
-                offset += 8 + size
-            return b"".join(out)
+            return self._run(event.frame or b"")
         if kind is Join:
             return line(b":" + mask(event.user.name), b"JOIN", self.default)  # type: ignore[attr-defined]
         if kind is Leave:
@@ -243,6 +230,22 @@ class IrcCodec:
         if isinstance(event, RoomEvent):
             return self._roomEvent(event)
         return b""
+
+    def _run(self, frames: bytes) -> bytes:
+        """A run of MESSAGE frames (one sender, as the bulk path makes
+        them) as PRIVMSG lines: the sender's part made once."""
+        out, offset, end = [], 0, len(frames)
+        lastName, head = b"", b""
+        unpack = HEADER.unpack_from
+        while offset < end:
+            size = unpack(frames, offset)[1]
+            _, _, name, text = frames[offset + 8 : offset + 8 + size].split(b".", 3)
+            if name != lastName:
+                lastName = name
+                head = b":" + mask(name) + b" PRIVMSG " + self.default + b" :"
+            out.append(head + toIrc(text) + b"\r\n")
+            offset += 8 + size
+        return b"".join(out)
 
     def _said(self, target: bytes, user: User, text: bytes) -> bytes:
         return line(b":" + mask(user.name), b"PRIVMSG", target, trailing=toIrc(text))

@@ -35,6 +35,7 @@ class IrcCommands:
         def _numeric(self, code: str, *params: bytes) -> bytes: ...
         def _need(self, args: list[bytes], n: int, command: bytes) -> bool: ...
         def _do(self, call: Callable[[], Any]) -> None: ...
+        def expectOwn(self) -> None: ...
 
     # -- channels ---------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class IrcCommands:
             return  # a CTCP other than ACTION: nothing to carry
         for target in args[0].split(b","):
             if target.startswith(b"#"):
+                self.expectOwn()  # its copy is dropped on the way back
                 room = target[1:]
                 if key(room) == self.default:
                     self._asking(target, partial(self.session.say, text))

@@ -69,6 +69,8 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         self.registering = False
         self.registered = False
         self._own = b""
+        #: Its own channel messages sequenced and not yet seen coming back.
+        self.ownOwed = 0
         self._heard = True
         self._pinger: task.LoopingCall | None = None
 
@@ -76,21 +78,42 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         ChatProtocol.connectionMade(self)
 
     def makeWriter(self) -> Any:
-        """The transport's writer, less its own PRIVMSGs coming back: IRC
-        has no such acknowledgement."""
-        send = self._raw = ChatProtocol.makeWriter(self)
+        """The transport's writer: as it is, but while the client's own
+        channel messages are on their way back (IRC has no such
+        acknowledgement), one that drops them (:meth:`expectOwn`)."""
+        raw = self._raw = ChatProtocol.makeWriter(self)
 
         def filtered(data: bytes) -> None:
             own = self._own
-            if own and own in data:
-                data = b"".join(
-                    x for x in data.splitlines(True) if not x.startswith(own)
-                )
+            if own in data:
+                lines = data.splitlines(True)
+                kept = [x for x in lines if not x.startswith(own)]
+                self.ownOwed = max(0, self.ownOwed - (len(lines) - len(kept)))
+                data = b"".join(kept)
+                if not self.ownOwed:
+                    self._writeWith(raw)
                 if not data:
                     return
-            send(data)
+            raw(data)
 
-        return filtered
+        self._filtered = filtered
+        return raw
+
+    def expectOwn(self) -> None:
+        """A channel message of its own was asked for: drop its copy."""
+        self.ownOwed += 1
+        if self.ownOwed == 1:
+            self._writeWith(self._filtered)
+
+    def _writeWith(self, writer: Any) -> None:
+        """Switch the writer everywhere it is bound (the per-recipient
+        path then costs no extra call while nothing is to be dropped)."""
+        self._send = writer  # type: ignore[method-assign]
+        if not self._paused:
+            self.write = writer  # type: ignore[method-assign]
+            session = self.session
+            if not session.outputBlocked and session.state is not CLOSED:
+                session.write = writer  # type: ignore[method-assign]
 
     def connectionLost(self, reason: Any = None) -> None:
         if self._pinger is not None and self._pinger.running:
