@@ -274,9 +274,14 @@ class ChatService(service.MultiService):
                 url=url,
                 auth="" if self.config.admin_token else " (no token: local only)",
             )
-        for web in self.listenersFor("web"):
-            if web.port:
-                log.info("web front end on {address}", address=web.address)
+        for role in ("web", "irc"):
+            for listener in self.listenersFor(role):
+                if listener.port:
+                    log.info(
+                        "{role} front end on {address}",
+                        role=role,
+                        address=listener.address,
+                    )
 
     def _fail(self, error: StartupError) -> None:
         """FAILED: close what did bind, and raise ``error`` for the caller
