@@ -216,7 +216,12 @@ class IrcTests(ChatTestCase):
         ann = self.irc(b"ann")
         bob = self.irc(b"bob")
         ann.lines()
-        bob.send(b"QUIT :bye")
+        bob.send(b"PING", b"QUIT :bye")
+        self.assertEqual(
+            bob.lines(),
+            [b":chatd 409 bob :No origin specified", b"ERROR :Closing link: bye"],
+        )
+        self.assertTrue(bob.transport.disconnecting)
         self.assertEqual(ann.lines(), [b":bob!bob@chatd QUIT :Quit"])
         self.assertTrue(self.server.factory.kick("ann"))
         self.server.clock.advance(0)

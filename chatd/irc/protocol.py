@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import task
 from twisted.words.protocols import irc
 
+from chatd.core.rules import valid_name
 from chatd.core.session import CLOSED, NAMED
 from chatd.irc.codec import (
     ERR_INPUTTOOLONG,
@@ -279,6 +280,14 @@ class IrcProtocol(IrcCommands, ChatProtocol):
                     b"Nick changes are not supported here",
                 )
             )
+        if not valid_name(args[0]):  # said at once, as IRC servers do
+            return self.sendLine(
+                self._numeric(
+                    irc.ERR_ERRONEUSNICKNAME,
+                    args[0],
+                    b"a nick is 1 to 32 ASCII letters, digits, _ or -",
+                )
+            )
         self.nick = args[0]
         self._register()
 
@@ -333,10 +342,15 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         self._heard = False
 
     def irc_PING(self, args: list[bytes]) -> None:
-        self.session.ping(args[-1] if args else b"")
+        if not args or not args[-1]:
+            return self.sendLine(self._numeric("409", b"No origin specified"))
+        self.session.ping(args[-1])
 
     def irc_PONG(self, args: list[bytes]) -> None:
         self.session.pong()
 
     def irc_QUIT(self, args: list[bytes]) -> None:
+        """Acknowledged with ERROR, as RFC 2812 3.1.7 says, then closed."""
+        why = args[0] if args and args[0] else b"Quit"
+        self.sendLine(line(b"ERROR", trailing=b"Closing link: " + why))
         self.session.bye()
