@@ -128,10 +128,30 @@ class RoomContractTests(RoomHelpers):
         yield self.expectError(bob, "NOT_IN_ROOM")
         code, _ = yield self.deployment.admin("/kick", b"name=bob&room=dev")
         self.assertEqual(code, 404)  # not in it any more
+        # The operator locks dev's topic (every process agrees: bob is on
+        # another server than this admin interface where there are two).
+        code, _ = yield self.deployment.admin("/topic", b"room=dev&text=by ops&lock=1")
+        self.assertEqual(code, 200)
+        self.assertEqual((yield self.expect(ann, T.ROOM_TOPIC)), b"dev.by ops")
+        bob.send(T.ENTER, b"dev")
+        yield self.expect(bob, T.ROOM_JOIN)
+        self.assertEqual((yield self.expect(bob, T.ROOM_TOPIC)), b"dev.by ops")
+        yield self.expect(ann, T.ROOM_JOIN)
+        bob.send(T.TOPIC, b"dev.mine")
+        yield self.expectError(bob, "TOPIC_LOCKED")
+        code, _ = yield self.deployment.admin("/topic", b"room=nosuch&lock=1")
+        self.assertEqual(code, 404)
+        bob.send(T.PART, b"dev")
+        for c in (bob, ann):
+            yield self.expect(c, T.ROOM_LEAVE)
         rooms = (yield self.deployment.status())["rooms"]
         self.assertEqual(
             [(r["name"], r["users"], r["topic"], r["topic_locked"]) for r in rooms],
-            [("lobby", 2, "", True), ("news", 0, "daily", True), ("dev", 1, "", False)],
+            [
+                ("lobby", 2, "", True),
+                ("news", 0, "daily", True),
+                ("dev", 1, "by ops", True),
+            ],  # fmt: skip
         )
 
 

@@ -198,7 +198,13 @@ class RoomEventCodecTests(ChatTestCase):
     """Room events cross the links between processes (workers, Redis)."""
 
     def test_round_trip(self) -> None:
-        from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
+        from chatd.core.roomevents import (
+            RoomJoin,
+            RoomLeave,
+            RoomLock,
+            RoomMessage,
+            RoomTopic,
+        )
         from chatd.core.roster import User
         from chatd.wire import LeaveReason
         from chatd.wire.eventcodec import (
@@ -214,6 +220,7 @@ class RoomEventCodecTests(ChatTestCase):
             RoomMessage(b"Dev", ann, b"a.b"),
             RoomTopic(b"Dev", b"ship. it"),
             RoomLeave(b"Dev", ann, LeaveReason.PART),
+            RoomLock(b"Dev", True),
         ]
         back = decodeBatch(encodeBatch(events))
         self.assertEqual([type(e) for e in back], [type(e) for e in events])
@@ -223,6 +230,7 @@ class RoomEventCodecTests(ChatTestCase):
         self.assertEqual(back[0].user.entry, ann.entry)  # type: ignore[attr-defined]
         self.assertEqual(back[2].topic, b"ship. it")  # type: ignore[attr-defined]
         self.assertEqual(back[3].reason, LeaveReason.PART)  # type: ignore[attr-defined]
+        self.assertEqual((back[4].room, back[4].locked), (b"Dev", True))  # type: ignore[attr-defined]
         self.assertRaises(BadEvent, decodeEvent, b"\x09" + b"\0" * 14)  # no room
 
 

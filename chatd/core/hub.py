@@ -19,7 +19,7 @@ from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
 from chatd.core.roomcast import RoomCast
-from chatd.core.roomevents import RoomLeave
+from chatd.core.roomevents import RoomLeave, RoomLock, RoomTopic
 from chatd.core.roster import IRoster, Replica, Roster
 from chatd.core.rules import LeaveReason
 from chatd.core.sequencer import ISequencer, LocalSequencer
@@ -152,6 +152,19 @@ class Hub:
         if user is None or found is None or user.id not in found.members:
             return False
         self.sequencer.submit(RoomLeave(found.name, user, LeaveReason.KICKED))
+        return True
+
+    def setTopic(self, room: str, topic: str | None, locked: bool | None) -> bool:
+        """The operator sets 1.2 room ``room``'s topic (None: as it is) and
+        locks or unlocks it (None: as it is): sequenced, so every process
+        and every member agree; False if there is no such room."""
+        found = self.rooms.directory.get(room.encode())
+        if found is None or found is self.rooms.directory.default:
+            return False
+        if topic is not None:
+            self.sequencer.submit(RoomTopic(found.name, topic.encode()))
+        if locked is not None:
+            self.sequencer.submit(RoomLock(found.name, locked))
         return True
 
     def roomReport(self) -> list[dict[str, object]]:

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from chatd.core.events import Event, Leave
 from chatd.core.fanout import FanOut
-from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomTopic
+from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomLock, RoomTopic
 from chatd.core.rooms import Directory, key
 from chatd.core.sequencer import IEventSink
 
@@ -87,6 +87,11 @@ class RoomCast:
     def _roomEvent(self, event: RoomEvent, name: bytes) -> None:
         roomKey = key(name)
         directory = self.directory
+        if type(event) is RoomLock:  # the operator's: no member sees it
+            locked = directory.get(name)
+            if locked is not None:
+                locked.locked = event.locked
+            return
         self.messages[roomKey] = self.messages.get(roomKey, 0) + 1
         if type(event) is RoomJoin:
             user = event.user

@@ -70,3 +70,14 @@ class RoomTopic(RoomEvent):
     def __init__(self, room: bytes, topic: bytes) -> None:
         RoomEvent.__init__(self, room)
         self.topic = topic
+
+
+class RoomLock(RoomEvent):
+    """The operator locked (or unlocked) ``room``'s topic: no client sees
+    it; every process's directory applies it at its place in the order."""
+
+    __slots__ = ("locked",)
+
+    def __init__(self, room: bytes, locked: bool) -> None:
+        RoomEvent.__init__(self, room)
+        self.locked = locked

@@ -27,11 +27,12 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from chatd import __version__
+from chatd.core.roomrequests import MAX_TOPIC
 from chatd.server.adminhttp import AdminSite, Refusal, jsonAnswer, peer
 from chatd.server.errors import ReloadRefused
 from chatd.server.metrics import registry
 from chatd.server.states import InvalidTransition, ServerState
-from chatd.wire import MAX_NOTICE_TEXT, noticeText
+from chatd.wire import MAX_NOTICE_TEXT, noticeText, valid_text
 
 if TYPE_CHECKING:
     from chatd.server.service import ChatService
@@ -45,6 +46,7 @@ ROUTES = {
     (b"POST", b"/maintenance"): "maintenance",
     (b"POST", b"/reload"): "reload",
     (b"POST", b"/kick"): "kick",
+    (b"POST", b"/topic"): "topic",
 }
 PUBLIC = {b"/metrics"}
 
@@ -82,6 +84,13 @@ def _param(request: server.Request, name: bytes) -> str:
     request.content.seek(0)
     raw = request.content.read(4096).decode("utf-8", "replace").strip()
     return "" if "=" in raw else raw
+
+
+def topicText(text: str) -> bool:
+    """A topic the operator may set: one line of text, at most MAX_TOPIC
+    bytes (empty clears it)."""
+    data = text.encode("utf-8")
+    return len(data) <= MAX_TOPIC and (not data or valid_text(data))
 
 
 def _path(request: server.Request) -> bytes:
@@ -198,6 +207,26 @@ class Admin(resource.Resource):
             return self._json(request, 404, {"error": f"no user {name!r}"})
         self._did(request, f"kicked {name}")
         return self._json(request, 200, {"kicked": name})
+
+    def do_topic(self, request: server.Request) -> bytes:
+        """``room=dev`` with ``text=...`` and/or ``lock=1`` / ``lock=0``."""
+        fields = {k: v[0].decode("utf-8", "replace") for k, v in request.args.items()}
+        room, text, lock = fields.get(b"room"), fields.get(b"text"), fields.get(b"lock")
+        if not room or (text is None and lock is None):
+            return self._json(
+                request, 400, {"error": "say room=... and text=... and/or lock=1|0"}
+            )
+        if lock not in (None, "0", "1"):
+            return self._json(request, 400, {"error": "lock is 1 or 0"})
+        if text is not None and not topicText(text):
+            return self._json(
+                request, 400, {"error": "a topic is at most 300 bytes of one line"}
+            )
+        locked = None if lock is None else lock == "1"
+        if not self.service.factory.setTopic(room, text, locked):
+            return self._json(request, 404, {"error": f"no room {room!r}"})
+        self._did(request, f"topic of {room}: text={text!r} lock={lock}")
+        return self._json(request, 200, {"room": room, "text": text, "locked": locked})
 
     def do_reload(self, request: server.Request) -> int:
         self._did(request, "reload")

@@ -240,6 +240,10 @@ class ChatFactory(protocol.Factory):
         """An operator removes user ``name``: ERROR KICKED, LEAVE kicked."""
         return self.hub.kick(name)
 
+    def setTopic(self, room: str, topic: str | None, locked: bool | None) -> bool:
+        """The operator sets or locks a 1.2 room's topic."""
+        return self.hub.setTopic(room, topic, locked)
+
     def kickFromRoom(self, name: str, room: str) -> bool:
         """An operator removes user ``name`` from 1.2 room ``room``."""
         return self.hub.kickFromRoom(name, room)

@@ -27,6 +27,7 @@ from chatd.core.roomevents import (
     RoomEvent,
     RoomJoin,
     RoomLeave,
+    RoomLock,
     RoomMessage,
     RoomTopic,
 )
@@ -51,6 +52,7 @@ _KINDS: dict[type[Event], int] = {
     RoomJoin: 9,
     RoomLeave: 10,
     RoomTopic: 11,
+    RoomLock: 12,
 }
 
 
@@ -97,6 +99,11 @@ def decodeEvent(data: bytes) -> Event:
         event.target = userFromEntry(data[_HEAD.size : start])
         if isinstance(event, Whisper):
             event.sender, event.text = _said(payload)
+    elif isinstance(event, RoomLock):
+        room, _, flag = frame.rpartition(b".")
+        if not room or flag not in (b"0", b"1"):
+            raise BadEvent(f"bad room lock {frame[:40]!r}")
+        event.room, event.locked = room, flag == b"1"
     elif isinstance(event, RoomMessage | RoomJoin | RoomLeave | RoomTopic):
         _roomFields(event, payload)
     elif isinstance(event, Message):

@@ -19,7 +19,7 @@ from chatd.core.events import (
     Notice,
     Whisper,
 )
-from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
+from chatd.core.roomevents import RoomJoin, RoomLeave, RoomLock, RoomMessage, RoomTopic
 from chatd.wire.codec import HEADER, FrameType, encode
 
 _PACK = HEADER.pack
@@ -54,6 +54,9 @@ _SPELL: dict[type, Callable] = {
         e.room + b"." + e.user.entry + b"." + e.reason.value.encode(),
     ),
     RoomTopic: lambda e: encode(FrameType.ROOM_TOPIC, e.room + b"." + e.topic),
+    # Never sent to a client (the room cast applies it): only its room and
+    # flag, for the links between processes.
+    RoomLock: lambda e: e.room + (b".1" if e.locked else b".0"),
 }
 
 
