@@ -564,11 +564,7 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-    rss = (
-        {}
-        if args.smoke
-        else {k: idleRss(k, IDLE_USERS) for k in ("chatd", "naive", *peers)}
-    )
+    rss = {} if args.smoke else {k: idleRss(k, IDLE_USERS) for k in ("chatd", "naive")}
     for kind, r in rss.items():
         print(f"idle {kind}: {r}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)

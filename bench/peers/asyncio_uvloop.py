@@ -30,6 +30,7 @@ HEADER = struct.Struct("!II")
 MAX_PAYLOAD = 1016
 ECHO, HELLO, WELCOME, READY, SAY, MESSAGE, JOIN, LEAVE, PING, PONG = range(1, 11)
 BYE = 17
+LISTEN_BACKLOG = 1024  # as chatd's listeners
 #: xterm-256 colours readable on dark and light terminals, as chatd picks.
 COLORS = (33, 39, 71, 108, 130, 133, 166, 172, 178, 203)
 
@@ -157,7 +158,10 @@ class ChatPeer(asyncio.Protocol):
 async def serve(host: str, port: int) -> None:
     loop = asyncio.get_running_loop()
     room = Room()
-    server = await loop.create_server(lambda: ChatPeer(room), host, port)
+    # asyncio's default backlog (100) resets a crowd connecting at once.
+    server = await loop.create_server(
+        lambda: ChatPeer(room), host, port, backlog=LISTEN_BACKLOG
+    )
     print("listening", server.sockets[0].getsockname()[1], flush=True)
     stopped = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
