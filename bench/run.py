@@ -1,7 +1,9 @@
-"""The benchmark suite: standard chatd-bench scenarios, chatd against a naive server.
+"""The benchmark suite: standard chatd-bench scenarios, chatd against other servers.
 
-Each scenario runs against a fresh ``twistd -n chatd`` and a fresh
-bench/naive_server.py (the reference point), the server pinned to core 0
+Each scenario runs against a fresh ``twistd -n chatd``, a fresh
+bench/naive_server.py (the reference point) and each peer of
+bench/peertable.py whose event loop is installed (a fast server in the
+idiomatic style of another stack), the server pinned to core 0
 and the load to core 1 when ``taskset`` and two cores exist.  The load is
 chatd-bench (``--load py``, the default) or bench/loadgen.c (``--load c``),
 a C epoll load generator compiled on the fly with gcc: the Python tool
@@ -33,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from peertable import PEERS, available, peerTable
 from server import ROOT, Server, freePort, pinned
 
 import twisted
@@ -82,6 +85,8 @@ def startServer(kind: str) -> Server:
     port = freePort()
     if kind == "floor":
         return Server([str(BUILT["floor"]), str(port)], port)
+    if kind in PEERS:
+        return Server([sys.executable, PEERS[kind][0], "--port", str(port)], port)
     return Server([sys.executable, "bench/naive_server.py", str(port)], port)
 
 
@@ -387,6 +392,8 @@ def report(
                 f"{r['rss_with_users'] / 2**20:.1f} MiB | "
                 f"{r['bytes_per_user']:,} ({r['bytes_per_user'] / 1024:.1f} KiB) |"
             )
+    for kind in PEERS:
+        lines += peerTable(results, kind, rate, ms, steal, load)
     lines += targets(results, rss)
     if plot:
         lines += ["", "![deliveries/s and p99 against receivers](benchmarks.png)"]
@@ -532,7 +539,13 @@ def main() -> None:
     if args.load == "c" and loadgen is None:
         print("falling back to chatd-bench (--load py)", file=sys.stderr)
     load = "c" if loadgen is not None else "py"
-    kinds = ["chatd", "naive"]
+    peers = available()
+    if len(peers) < len(PEERS):
+        print(
+            f"not installed, not run: {sorted(set(PEERS) - set(peers))}",
+            file=sys.stderr,
+        )
+    kinds = ["chatd", "naive", *peers]
     if loadgen is not None and buildC(FLOOR_SOURCE) is not None:
         kinds.append("floor")
     scenarios = SMOKE if args.smoke else SCENARIOS

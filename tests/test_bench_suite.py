@@ -40,6 +40,36 @@ class SuiteServerTests(unittest.SynchronousTestCase):
         self.assertEqual(options[rate + 1], "0")
 
 
+class PeerTableTests(unittest.SynchronousTestCase):
+    def test_ratios(self):
+        """chatd/peer for the rate and for CPU per unit; '-' without a figure."""
+        table = benchModule("peertable")
+        run = benchModule("run")
+
+        def result(perSecond: float, cpu: float | None) -> dict:
+            return {
+                "deliveries_per_s": perSecond,
+                "cpu_ns_per_unit": cpu,
+                "latency_us": {"p99": 1500},
+                "integrity_failures": 0,
+                "steal_share": 0.02,
+            }
+
+        results = {
+            "fanout x": {"chatd": result(300, 50.0), "uvloop": result(200, 100.0)},
+            "fanout y": {"chatd": result(300, None), "naive": result(1, 1.0)},
+        }
+        lines = table.peerTable(results, "uvloop", run.rate, run.ms, run.steal, "py")
+        self.assertEqual(
+            lines[-1],
+            "| fanout x | 300 | 200 | 1.50x | 50.0 | 100.0 | 0.50x | 1.50 | 0 | 2%/2% |",
+        )
+        noPeer = {"y": results["fanout y"]}
+        self.assertEqual(
+            table.peerTable(noPeer, "uvloop", run.rate, run.ms, run.steal, "py"), []
+        )
+
+
 class SuiteSmokeTests(unittest.TestCase):
     timeout = 90
 
@@ -89,7 +119,8 @@ class SuiteSmokeTests(unittest.TestCase):
             data = json.load(f)
         self.assertEqual(data["load"], "c")
         pair = data["results"]["fanout 1x10 64B"]
-        self.assertEqual(sorted(pair), ["chatd", "floor", "naive"])
+        peers = benchModule("peertable").available()
+        self.assertEqual(sorted(pair), sorted(["chatd", "floor", "naive", *peers]))
         for kind, result in pair.items():
             self.assertEqual(result["integrity_failures"], 0, kind)
             self.assertGreater(result["completed"], 0, kind)
