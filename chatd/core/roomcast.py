@@ -183,8 +183,10 @@ class RoomCast:
             if room is default:
                 continue
             joins += [RoomJoin(room.name, user) for user in self.members(room.name)]
-            if room.topic and not room.locked:
+            if room.topic:
                 topics.append(RoomTopic(room.name, room.topic))
+            if room.locked:
+                topics.append(RoomLock(room.name, True))
         return joins + topics
 
     def members(self, name: bytes) -> list[User]:
