@@ -76,7 +76,8 @@ class Hub:
         clock: IReactorTime,
         sequencer: ISequencer | None = None,
         roster: IRoster | None = None,
-        codec: IClientCodec | None = None,
+        *,
+        codec: IClientCodec,
     ) -> None:
         """``codec`` is the wire format most connections speak: its fan-out
         is made now and is :attr:`fanout` (the others' on first use)."""
@@ -93,9 +94,7 @@ class Hub:
         #: format, not once per recipient.
         self.fanouts: dict[str, FanOut] = {}
         #: The fan-out of the main wire format (chatd frames, in a server).
-        self.fanout = FanOut(clock.callLater, config.max_backlog)
-        if codec is not None:
-            self.fanout = self.fanoutFor(codec)
+        self.fanout = self.fanoutFor(codec)
         #: Protocol 1.2's rooms and their members' fan-outs.
         self.rooms = RoomCast(
             clock.callLater,

@@ -140,10 +140,7 @@ class RoomCast:
             if joining is not None and joining.codec.name == codecName:
                 fanout.deliverFrames(joining.codec.event(event), joining)
             elif len(fanout):
-                fanout.deliverFrames(self._encode(fanout, event))
-
-    def _encode(self, fanout: FanOut, event: Event) -> bytes:
-        return fanout.encode(event)  # type: ignore[misc]
+                fanout.deliverFrames(fanout.encode(event))  # type: ignore[misc]
 
     def _fanoutFor(self, roomKey: bytes, session: Session) -> FanOut:
         codec = session.codec

@@ -22,6 +22,7 @@ from chatd.core.rules import valid_text as validText
 if TYPE_CHECKING:
     from chatd.core.fanout import FanOut
     from chatd.core.hub import Hub
+    from chatd.core.rooms import Room
     from chatd.core.roster import User
 
 #: The longest topic (bytes); TOPIC beyond it is TOO_LONG.
@@ -81,6 +82,15 @@ class RoomRequests:
     def _refused(self, e: RoomError) -> None:
         self.error(ErrorCode[e.code], e.text)
 
+    def _joined(self, name: bytes) -> Room | None:
+        """Room ``name``, which this user must be in; else the refusal
+        (NO_SUCH_ROOM, then NOT_IN_ROOM) is sent and None returned."""
+        try:
+            return self.hub.rooms.directory.joined(self.user.id, name)  # type: ignore[union-attr]
+        except RoomError as e:
+            self._refused(e)
+            return None
+
     def enter(self, name: bytes) -> None:
         roomKey = self._room(name)
         if roomKey is None:
@@ -106,11 +116,8 @@ class RoomRequests:
             return self.error(
                 ErrorCode.BAD_STATE, "the default room cannot be left (BYE leaves)"
             )
-        try:
-            room = self.hub.rooms.directory.joined(self.user.id, name)  # type: ignore[union-attr]
-        except RoomError as e:
-            return self._refused(e)
-        if not self._withinRate():
+        room = self._joined(name)
+        if room is None or not self._withinRate():
             return
         self._sequence(RoomLeave(room.name, self.user, LeaveReason.PART))  # type: ignore[arg-type]
 
@@ -128,11 +135,8 @@ class RoomRequests:
         limit = MAX_PAYLOAD - len(name) - 1 - len(self.user.prefix)  # type: ignore[union-attr]
         if len(text) > limit:
             return self.error(ErrorCode.TOO_LONG, f"at most {limit} bytes of text here")
-        try:
-            room = self.hub.rooms.directory.joined(self.user.id, name)  # type: ignore[union-attr]
-        except RoomError as e:
-            return self._refused(e)
-        if not self._withinRate():
+        room = self._joined(name)
+        if room is None or not self._withinRate():
             return
         self._sequence(RoomMessage(room.name, self.user, text))  # type: ignore[arg-type]
 
@@ -172,19 +176,17 @@ class RoomRequests:
             return self.error(ErrorCode.BAD_TEXT)
         if len(text) > MAX_TOPIC:
             return self.error(ErrorCode.TOO_LONG, f"at most {MAX_TOPIC} bytes of topic")
-        directory = self.hub.rooms.directory
         if self._isDefault(roomKey):
             return self.error(
                 ErrorCode.TOPIC_LOCKED, "the default room's topic is the operator's"
             )
-        try:
-            room = directory.joined(self.user.id, name)  # type: ignore[union-attr]
-            if room.locked:
-                raise RoomError(
-                    "TOPIC_LOCKED", f"the topic of {room.name.decode()} is locked"
-                )
-        except RoomError as e:
-            return self._refused(e)
+        room = self._joined(name)
+        if room is None:
+            return
+        if room.locked:
+            return self.error(
+                ErrorCode.TOPIC_LOCKED, f"the topic of {room.name.decode()} is locked"
+            )
         if not self._withinRate():
             return
         self._sequence(RoomTopic(room.name, text))

@@ -116,19 +116,16 @@ class IrcCodec:
         #: numerics' parameter).
         self.subject: bytes | None = None
 
-    def _numeric(
+    def numeric(
         self, code: str, *params: bytes, trailing: bytes | None = None
     ) -> bytes:
         return line(b":" + SERVER, code.encode(), self.nick, *params, trailing=trailing)
-
-    def channel(self, room: bytes) -> bytes:
-        return b"#" + room
 
     # -- replies ---------------------------------------------------------------
 
     def welcome(self, user: User) -> bytes:
         self.nick = user.name
-        n = self._numeric
+        n = self.numeric
         isupport = [
             b"CHANTYPES=#", b"NICKLEN=32", b"CHANNELLEN=33", b"CASEMAPPING=ascii",
             b"LINELEN=%d" % LINELEN, b"TOPICLEN=300", b"NETWORK=chatd",
@@ -160,7 +157,7 @@ class IrcCodec:
         words = (text or code.value).encode()
         numeric = NUMERICS.get(code)
         if code is ErrorCode.AUTH_FAILED:  # 464, then the link ends
-            return self._numeric(numeric, trailing=words) + line(  # type: ignore[arg-type]
+            return self.numeric(numeric, trailing=words) + line(  # type: ignore[arg-type]
                 b"ERROR", trailing=b"Closing link: " + words
             )
         if code.fatal:
@@ -170,7 +167,7 @@ class IrcCodec:
         if code is ErrorCode.NO_SUCH_ROOM and self.namesFor:
             self.namesFor.popleft()  # the NAMES it asked for will not come
         params = [self.subject] if self.subject else []
-        return self._numeric(numeric, *params, trailing=words)
+        return self.numeric(numeric, *params, trailing=words)
 
     def noticeLine(self, text: bytes) -> bytes:
         return line(b":" + SERVER, b"NOTICE", self.nick, trailing=text)
@@ -194,7 +191,7 @@ class IrcCodec:
         if names:
             out.append(head + names + b"\r\n")
         out.append(
-            self._numeric(irc.RPL_ENDOFNAMES, chan, trailing=b"End of /NAMES list")
+            self.numeric(irc.RPL_ENDOFNAMES, chan, trailing=b"End of /NAMES list")
         )
         return [b"".join(out)]
 
@@ -202,7 +199,7 @@ class IrcCodec:
         return b""  # rooms are always on for IRC: the front end asks itself
 
     def rooms(self, listing: list[tuple[bytes, int, bytes]]) -> list[bytes]:
-        n = self._numeric
+        n = self.numeric
         out = [n(irc.RPL_LISTSTART, b"Channel", trailing=b"Users  Name")]
         out += [n(irc.RPL_LIST, b"#" + name, b"%d" % count, trailing=topic)
                 for name, count, topic in listing]  # fmt: skip

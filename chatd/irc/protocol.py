@@ -229,9 +229,9 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         self.session.reply(data)
 
     def _numeric(self, code: str, *params: bytes) -> bytes:
+        """A numeric to this client (``*`` until it is registered)."""
         *middle, trailing = params
-        nick = self.nick if self.registered and self.nick else b"*"
-        return line(b":" + SERVER, code.encode(), nick, *middle, trailing=trailing)
+        return self.irc.numeric(code, *middle, trailing=trailing)
 
     def _need(self, args: list[bytes], n: int, command: bytes) -> bool:
         if len(args) >= n and all(args[:n]):

@@ -58,7 +58,7 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
-        self.hub = Hub(config, clock, sequencer, roster, BINARY)
+        self.hub = Hub(config, clock, sequencer, roster, codec=BINARY)
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}

@@ -15,7 +15,6 @@ from chatd.core.events import (
     Kick,
     Leave,
     Message,
-    Messages,
     Notice,
     Whisper,
 )
@@ -66,6 +65,3 @@ def frameOf(event: Event) -> bytes:
     if frame is None:
         frame = event.frame = _SPELL[type(event)](event)
     return frame
-
-
-__all__ = ["frameOf", "Messages"]
