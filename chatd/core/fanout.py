@@ -126,6 +126,24 @@ class FanOut:
         if self._paused.pop(recipient, None) is not None:
             self._trim()
 
+    def detach(self, recipient: IRecipient) -> None:
+        """Stop writing to ``recipient`` (its connection is gone) but keep
+        it as its user's: targeted events (a kick) still reach it while it
+        waits to be resumed."""
+        uid = recipient.user.id
+        byUser = self._byUser.get(uid)
+        self.remove(recipient)
+        if byUser is recipient:
+            self._byUser[uid] = recipient
+
+    def add(self, recipient: IRecipient) -> None:
+        """``recipient`` (a resumed user) is live from now on: it gets what
+        is sequenced after this point, nothing before (its history does)."""
+        self._byUser[recipient.user.id] = recipient
+        self._live[recipient] = None
+        if self._pending:
+            self._given[recipient] = len(self._pending)
+
     def removeAll(self) -> None:
         """Flush what is sequenced and forget every recipient (shutdown)."""
         for recipient in list(self._paused):

@@ -45,6 +45,7 @@ class Handshake:
                   text: str | None = None, drain: bool = True) -> None: ...  # fmt: skip
         def setTimeout(self, period: float | None) -> Any: ...
         def _unavailable(self, failure: Failure) -> None: ...
+        def _giveToken(self) -> None: ...
 
     def hello(self, name: bytes, password: bytes | None) -> None:
         """HELLO ``name`` (``password`` None: none given)."""
@@ -106,6 +107,7 @@ class Handshake:
         self.user = user
         self.state = NAMED
         self.reply(self.codec.welcome(user))
+        self._giveToken()
         log.info(
             "hello conn={conn} id={id} name={name}",
             conn=self.conn.number,

@@ -18,6 +18,7 @@ from chatd.core.codec import IClientCodec
 from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
+from chatd.core.history import History
 from chatd.core.roomcast import RoomCast
 from chatd.core.roomevents import RoomLeave, RoomLock, RoomTopic
 from chatd.core.roster import IRoster, Replica, Roster
@@ -25,6 +26,7 @@ from chatd.core.rules import LeaveReason
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import Session
 from chatd.core.stats import Stats
+from chatd.core.tokens import Tokens
 
 
 class Rules(Protocol):
@@ -50,6 +52,12 @@ class Rules(Protocol):
     def max_rooms_per_user(self) -> int: ...
     @property
     def rooms(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def resume_window(self) -> float: ...
+    @property
+    def history(self) -> int: ...
+    @property
+    def history_bytes(self) -> int: ...
 
 
 class ILoginGuard(Interface):
@@ -78,9 +86,11 @@ class Hub:
         roster: IRoster | None = None,
         *,
         codec: IClientCodec,
+        resumable: bool = False,
     ) -> None:
         """``codec`` is the wire format most connections speak: its fan-out
-        is made now and is :attr:`fanout` (the others' on first use)."""
+        is made now and is :attr:`fanout` (the others' on first use).
+        ``resumable``: history and resume are served (one process)."""
         self.config = config
         self.clock = clock
         self.stats = Stats()
@@ -105,6 +115,12 @@ class Hub:
             [(n.encode(), t.encode(), bool(t)) for n, t in config.rooms],
         )
         self.sequencer.subscribe(self.rooms)
+        #: Resume tokens, and the sessions kept for a resume; None: not served.
+        self.tokens: Tokens | None = None
+        self.detached: dict[Session, None] = {}
+        if resumable:
+            self.tokens = Tokens()
+            self.rooms.history = History(config.history, config.history_bytes)
         self.errorLog = ErrorLog()
         #: Sessions admitted and not yet gone, in order of arrival.
         self.sessions: dict[Session, None] = {}
@@ -133,6 +149,9 @@ class Hub:
         for fanout in self.fanouts.values():
             fanout.maxBacklog = config.max_backlog
         self.rooms.applyConfig(config.max_backlog)
+        if self.rooms.history is not None:
+            self.rooms.history.limit = config.history
+            self.rooms.history.maxBytes = config.history_bytes
 
     def kick(self, name: str) -> bool:
         """Remove the active user ``name`` (any case), wherever it is

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
-from chatd.core.events import Event, Leave
+from chatd.core.events import Event, Leave, Notice
 from chatd.core.fanout import FanOut
+from chatd.core.history import History
 from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomLock, RoomTopic
 from chatd.core.rooms import Directory, key
 from chatd.core.sequencer import IEventSink
@@ -59,6 +60,8 @@ class RoomCast:
         self.fanouts: dict[bytes, dict[str, FanOut]] = {}
         #: Room events delivered, per room key (for /status).
         self.messages: dict[bytes, int] = {}
+        #: Each room's last events (HISTORY, a resume); None: not kept.
+        self.history: History | None = None
 
     # -- local sessions -------------------------------------------------------
 
@@ -77,12 +80,32 @@ class RoomCast:
 
     # -- IEventSink -------------------------------------------------------------
 
+    def rejoin(self, session: Session) -> None:
+        """A resumed ``session`` takes its user's rooms back: live in each
+        from now on (what it missed comes from the history)."""
+        self.arrive(session)
+        uid = session.user.id  # type: ignore[union-attr]
+        for room in self.directory.roomsOf(uid):
+            if room is self.directory.default:
+                continue
+            roomKey = key(room.name)
+            fanout = self._fanoutFor(roomKey, session)
+            session.roomFanouts[roomKey] = fanout
+            fanout.add(session)
+            if session.outputBlocked:
+                fanout.pause(session)
+
     def deliver(self, event: Event) -> None:
         room = event.room
         if room is not None:
             self._roomEvent(event, room)  # type: ignore[arg-type]
-        elif type(event) is Leave:
+            self._ended(room)
+            return
+        if type(event) is Leave:
             self._leftServer(event)
+        history = self.history
+        if history is not None and event.target is None and type(event) is not Notice:
+            history.record(self.directory.defaultKey, event)
 
     def _roomEvent(self, event: RoomEvent, name: bytes) -> None:
         roomKey = key(name)
@@ -93,6 +116,8 @@ class RoomCast:
                 locked.locked = event.locked
             return
         self.messages[roomKey] = self.messages.get(roomKey, 0) + 1
+        if self.history is not None:
+            self.history.record(roomKey, event)
         if type(event) is RoomJoin:
             user = event.user
             room = directory.add(user.id, name)
@@ -126,8 +151,19 @@ class RoomCast:
     def _leftServer(self, event: Leave) -> None:
         uid = event.user.id
         for room in self.directory.leaveAll(uid):
-            self._send(key(room.name), RoomLeave(room.name, event.user, event.reason))
+            leave = RoomLeave(room.name, event.user, event.reason)
+            leave.seq = event.seq  # its place in the order: the LEAVE's
+            roomKey = key(room.name)
+            if self.history is not None:
+                self.history.record(roomKey, leave)
+            self._send(roomKey, leave)
+            self._ended(room.name)
         self.users.pop(uid, None)
+
+    def _ended(self, name: bytes) -> None:
+        """A room that no longer exists takes its history with it."""
+        if self.history is not None and self.directory.get(name) is None:
+            self.history.drop(key(name))
 
     # -- fan-outs -----------------------------------------------------------------
 

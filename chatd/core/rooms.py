@@ -91,6 +91,11 @@ class Directory:
 
     # -- questions ---------------------------------------------------------
 
+    @property
+    def defaultKey(self) -> bytes:
+        """The default room's key (its events carry no room)."""
+        return key(self.default.name)
+
     def get(self, name: bytes) -> Room | None:
         return self.rooms.get(key(name))
 

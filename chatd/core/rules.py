@@ -54,6 +54,9 @@ class ErrorCode(enum.Enum):
     NOT_IN_ROOM = "you are not in that room"
     TOO_MANY_ROOMS = "too many rooms"
     TOPIC_LOCKED = "the topic of that room is locked"
+    # 1.2, history and resume
+    BAD_TOKEN = "that token resumes nothing"
+    HISTORY_GONE = "history no longer reaches back that far"
 
     @property
     def fatal(self) -> bool:

@@ -36,6 +36,7 @@ from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisp
 from chatd.core.fanout import IRecipient
 from chatd.core.handshake import Handshake
 from chatd.core.limits import TokenBucket
+from chatd.core.resuming import Resuming
 from chatd.core.roomrequests import RoomRequests
 from chatd.core.rules import ErrorCode, LeaveReason, valid_text
 
@@ -47,7 +48,7 @@ log = Logger(namespace="chatd")
 
 
 @implementer(IRecipient)
-class Session(Handshake, RoomRequests, TimeoutMixin):
+class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
     """The rules of one connection, between a front end and the hub."""
 
     state = CONNECTED
@@ -134,6 +135,8 @@ class Session(Handshake, RoomRequests, TimeoutMixin):
         """The connection is gone; ``why`` (for the log) if we did not end
         it.  The user leaves now (LEAVE ``error``); a resume window would
         keep the session here instead, to be attached again."""
+        if self._keep(why):
+            return
         self._disconnected = True
         self.setTimeout(None)
         if self._lateAnswer is not None and self._lateAnswer.active():
@@ -181,6 +184,7 @@ class Session(Handshake, RoomRequests, TimeoutMixin):
         """
         if self.state is CLOSED:
             return
+        self._endResume()
         self.ended = error.name if error is not None else reason.value
         wasActive = self.state is ACTIVE
         if not self._disconnected:
@@ -233,6 +237,8 @@ class Session(Handshake, RoomRequests, TimeoutMixin):
     def ready(self) -> None:
         if self.state is not NAMED:
             return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
+        if self._since is not None:
+            return self._readyResumed()
         self.state = ACTIVE
         config = self.hub.config
         self.setTimeout(config.idle_timeout or None)

@@ -108,12 +108,12 @@ def _version(session: Session, payload: bytes) -> None:
         unknown(session, FrameType.VERSION)
 
 
-def _split(method: Callable[[Session, bytes, bytes | None], None]) -> Callable:
+def _split(method: Callable[..., None]) -> Callable:
     """A 1.2 request whose payload is ``room.rest`` (rest None: no dot)."""
 
-    def request(session: Session, payload: bytes) -> None:
+    def request(session: Session, payload: bytes, *more: object) -> None:
         room, dot, rest = payload.partition(b".")
-        method(session, room, rest if dot else None)
+        method(session, room, rest if dot else None, *more)
 
     return request
 
@@ -127,7 +127,19 @@ ROOM_INPUTS: dict[int, Callable[[Session, bytes], None]] = {
     FrameType.LIST: lambda s, p: s.listRooms(),
     FrameType.ROOM_WHO: Session.roomWho,
     FrameType.TOPIC: _split(Session.topic),
+    # history and resume
+    FrameType.RESUMABLE: lambda s, p: s.resumable(_numbers(s)),
+    FrameType.RESUME: lambda s, p: s.resume(p, _numbers(s)),
+    FrameType.SINCE: _split(Session.since),
+    FrameType.HISTORY: lambda s, p: _split(Session.history)(s, p, _numbers(s)),
 }
+
+
+def _numbers(session: Session) -> IClientCodec:
+    """The numbered spelling of chatd frames for ``session``'s hub."""
+    from chatd.server.numbered import numberedCodec
+
+    return numberedCodec(session.hub.rooms.directory.default.name)
 
 
 def _room(ftype: int) -> Callable[[Session, bytes], None]:

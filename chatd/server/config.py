@@ -79,6 +79,10 @@ class Config:
     max_rooms_per_user: int = 20
     #: (name, topic) of each --room; a topic given here is locked.
     rooms: tuple[tuple[str, str], ...] = ()
+    # 1.2's history and resume (docs/protocol.md)
+    resume_window: float = 60.0
+    history: int = 100
+    history_bytes: int = 65536
 
 
 # name -> (parser, default, help).  The option is --name, the variable
@@ -126,6 +130,10 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "default-room": (_values.roomName, "lobby", "The room every user is in (1.1's one room)."),
     "max-rooms": (_values.positiveInt, 1000, "Most rooms at once (1.2 clients create rooms by entering them)."),
     "max-rooms-per-user": (_values.positiveInt, 20, "Most rooms one user is in, the default room counted."),
+    # 1.2's history and resume (docs/protocol.md)
+    "resume-window": (_values.seconds, 60.0, "Seconds a dropped 1.2 user who asked for it is kept for a RESUME (0 = never)."),
+    "history": (_values.count, 100, "Events kept per room for HISTORY and resume (0 = none)."),
+    "history-bytes": (_values.size, 65536, "Bytes of events kept per room at most."),
 }  # fmt: skip
 
 

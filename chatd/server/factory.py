@@ -58,7 +58,14 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
-        self.hub = Hub(config, clock, sequencer, roster, codec=BINARY)
+        self.hub = Hub(
+            config,
+            clock,
+            sequencer,
+            roster,
+            codec=BINARY,
+            resumable=getattr(self.backend, "mode", "") == "local",
+        )
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}
@@ -174,6 +181,8 @@ class ChatFactory(protocol.Factory):
         self.fanout.removeAll()
         for proto in conns:
             proto.session.close(reason, code)
+        for session in list(self.hub.detached):
+            session.close(reason)
         here = DeferredList(closed).addCallback(lambda _: len(conns))
         if beyond is None:
             return here

@@ -84,6 +84,13 @@ class FrameType(enum.IntEnum):
     ROOM_WHO = 27
     TOPIC = 28
     ROOM_TOPIC = 29
+    # 1.2, history and resume
+    RESUMABLE = 30
+    TOKEN = 31
+    RESUME = 32
+    SINCE = 33
+    MARK = 34
+    HISTORY = 35
 
 
 def encode(ftype: int, payload: bytes = b"") -> bytes:

@@ -1,0 +1,59 @@
+"""Resume tokens: the secret that takes a dropped session back.
+
+A token is 32 random URL-safe characters (192 bits, :mod:`secrets`),
+bound to one session and spent by the RESUME that uses it.  Only its
+SHA-256 is kept, so neither memory dumps nor logs hold a usable token,
+and a lookup compares digests (no timing leak on the secret itself).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatd.core.session import Session
+
+#: What a token looks like on the wire (anything else is BAD_TOKEN unread).
+TOKEN_FORM = re.compile(rb"[A-Za-z0-9_-]{1,64}\Z")
+
+
+def _digest(token: bytes) -> bytes:
+    return hashlib.sha256(token).digest()
+
+
+class Tokens:
+    """Digest of a live token -> the session it resumes."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[bytes, Session] = {}
+        self._digests: dict[Session, bytes] = {}
+
+    def issue(self, session: Session) -> bytes:
+        """A new token for ``session``; any earlier one is spent."""
+        self.forget(session)
+        token = secrets.token_urlsafe(24).encode()
+        digest = _digest(token)
+        self._sessions[digest] = session
+        self._digests[session] = digest
+        return token
+
+    def take(self, token: bytes) -> Session | None:
+        """The session ``token`` resumes (spent now), or None."""
+        if not TOKEN_FORM.match(token):
+            return None
+        session = self._sessions.pop(_digest(token), None)
+        if session is not None:
+            del self._digests[session]
+        return session
+
+    def forget(self, session: Session) -> None:
+        """``session`` is gone for good: its token resumes nothing."""
+        digest = self._digests.pop(session, None)
+        if digest is not None:
+            del self._sessions[digest]
+
+    def __len__(self) -> int:
+        return len(self._sessions)

@@ -1,0 +1,99 @@
+"""The chatd-frame codec of a connection that asked for numbers.
+
+A client that sent RESUMABLE or RESUME (docs/protocol.md, "History and
+resume") gets a MARK ``room.number`` before each frame of a room's order.
+:class:`NumberedCodec` is :class:`~chatd.server.binary.BinaryCodec` with
+that spelling; being another format, its recipients have a fan-out of
+their own (one per hub and format), so the MARKs are spelled once per
+event for all of them and cost the other clients nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatd.core.events import Notice
+from chatd.core.history import number
+from chatd.server.binary import BinaryCodec
+from chatd.wire import HEADER, FrameType, encode
+from chatd.wire.eventframes import frameOf
+
+if TYPE_CHECKING:
+    from chatd.core.events import Event
+
+_PACK = HEADER.pack
+_SIZE = HEADER.size
+
+
+def frames(blob: bytes) -> list[bytes]:
+    """Whole frames, one by one, of a blob of them."""
+    out = []
+    at = 0
+    while at < len(blob):
+        size = HEADER.unpack_from(blob, at)[1]
+        end = at + _SIZE + size
+        out.append(blob[at:end])
+        at = end
+    return out
+
+
+class NumberedCodec(BinaryCodec):
+    """Chatd frames, each event of a room's order after its MARK."""
+
+    name = "binary+numbers"
+
+    def __init__(self, default: bytes) -> None:
+        BinaryCodec.__init__(self)
+        #: The default room's name: its events (1.1's) carry none.
+        self.default = default
+
+    def _mark(self, room: bytes, value: int) -> bytes:
+        payload = b"%s.%d" % (room, value)
+        return _PACK(FrameType.MARK, len(payload)) + payload
+
+    def marked(self, event: Event, first: int = 0, room: bytes | None = None) -> bytes:
+        """``event``'s frames from frame ``first`` on, each after its MARK."""
+        room = event.room or room or self.default
+        blob = frameOf(event)
+        if event.count == 1:
+            return self._mark(room, number(event.seq)) + blob
+        return b"".join(
+            self._mark(room, number(event.seq, i)) + frame
+            for i, frame in enumerate(frames(blob))
+            if i >= first
+        )
+
+    def event(self, event: Event) -> bytes:
+        if event.target is not None or not event.seq or type(event) is Notice:
+            return frameOf(event)  # a whisper, a kick, a NOTICE, a greeting
+        return self.marked(event)
+
+    def resumable(self, window: float) -> bytes:
+        return encode(FrameType.RESUMABLE, b"%d" % int(window))
+
+    def token(self, token: bytes) -> bytes:
+        return encode(FrameType.TOKEN, token)
+
+    def replay(self, room: bytes, held: list[tuple[Event, int]]) -> tuple[bytes, int]:
+        """What a resume replays of ``room`` (:meth:`History.after`)."""
+        parts = [self.marked(event, first, room) for event, first in held]
+        count = sum(event.count - first for event, first in held)
+        return b"".join(parts), count * 2
+
+    def history(self, room: bytes, events: list[Event]) -> tuple[bytes, int]:
+        """HISTORY's answer: its header, then the events, marked."""
+        count = sum(event.count for event in events)
+        head = encode(FrameType.HISTORY, b"%s.%d" % (room, count))
+        body = b"".join(self.marked(event, 0, room) for event in events)
+        return head + body, 1 + 2 * count
+
+
+#: Numbered codecs by default room name (one per hub in practice).
+_CODECS: dict[bytes, NumberedCodec] = {}
+
+
+def numberedCodec(default: bytes) -> NumberedCodec:
+    codec = _CODECS.get(default)
+    if codec is None:
+        codec = _CODECS[default] = NumberedCodec(default)
+    return codec
