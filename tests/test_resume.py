@@ -288,6 +288,23 @@ class HistoryTests(ChatTestCase):
         self.assertIsNotNone(gone)
         self.assertEqual(gone, number(held[0][0].seq))
 
+    def test_last_counts_frames_and_cuts_runs(self) -> None:
+        from chatd.core.events import Messages
+
+        kept = History()
+        single = Message(User(1, 33, b"a"), b"x")
+        single.seq = 1
+        run = Messages(b"", 5)
+        run.seq = 2
+        for event in (single, run):
+            kept.record(b"r", event)
+        self.assertEqual(kept.last(b"r", 3), [(run, 2, 5)])
+        self.assertEqual(kept.last(b"r", 7), [(single, 0, 1), (run, 0, 5)])
+        self.assertEqual(kept.last(b"r", 2, number(2, 3)), [(run, 1, 3)])
+        self.assertEqual(kept.last(b"r", 9, number(2)), [(single, 0, 1)])
+        gone, held = kept.after(b"r", number(2, 1))
+        self.assertEqual((gone, held), (None, [(run, 2)]))
+
     def test_a_resume_window_of_zero_gives_no_token(self) -> None:
         from tests.memory import Server
 

@@ -114,17 +114,30 @@ class History:
 
     def last(
         self, roomKey: bytes, count: int, before: int | None = None
-    ) -> list[Event]:
-        """The last ``count`` events of the room (before number ``before``),
-        oldest first; a run of several frames counts as one."""
+    ) -> list[tuple[Event, int, int]]:
+        """The last ``count`` frames of the room (before number ``before``),
+        oldest first, as (event, first frame, frame after the last)."""
         log = self._rooms.get(roomKey)
         if log is None or count <= 0:
             return []
-        events = [event for event, _ in log.events]
-        if before is not None:
-            seq = split(before)[0]
-            events = [event for event in events if event.seq < seq]
-        return events[-count:]
+        limit = None if before is None else split(before)
+        picked: list[tuple[Event, int, int]] = []
+        for event, _ in reversed(log.events):
+            stop = event.count
+            if limit is not None:
+                if event.seq > limit[0]:
+                    continue
+                if event.seq == limit[0]:
+                    stop = min(stop, limit[1])
+            if stop <= 0:
+                continue
+            first = max(0, stop - count)
+            picked.append((event, first, stop))
+            count -= stop - first
+            if count <= 0:
+                break
+        picked.reverse()
+        return picked
 
     def __len__(self) -> int:
         """Events held, in all rooms."""

@@ -51,8 +51,11 @@ class NumberedCodec(BinaryCodec):
         payload = b"%s.%d" % (room, value)
         return _PACK(FrameType.MARK, len(payload)) + payload
 
-    def marked(self, event: Event, first: int = 0, room: bytes | None = None) -> bytes:
-        """``event``'s frames from frame ``first`` on, each after its MARK."""
+    def marked(
+        self, event: Event, first: int = 0, room: bytes | None = None, stop: int = 0
+    ) -> bytes:
+        """``event``'s frames from frame ``first`` on (to ``stop``, if
+        given), each after its MARK."""
         room = event.room or room or self.default
         blob = frameOf(event)
         if event.count == 1:
@@ -60,7 +63,7 @@ class NumberedCodec(BinaryCodec):
         return b"".join(
             self._mark(room, number(event.seq, i)) + frame
             for i, frame in enumerate(frames(blob))
-            if i >= first
+            if i >= first and (not stop or i < stop)
         )
 
     def event(self, event: Event) -> bytes:
@@ -80,11 +83,16 @@ class NumberedCodec(BinaryCodec):
         count = sum(event.count - first for event, first in held)
         return b"".join(parts), count * 2
 
-    def history(self, room: bytes, events: list[Event]) -> tuple[bytes, int]:
-        """HISTORY's answer: its header, then the events, marked."""
-        count = sum(event.count for event in events)
+    def history(
+        self, room: bytes, held: list[tuple[Event, int, int]]
+    ) -> tuple[bytes, int]:
+        """HISTORY's answer (:meth:`History.last`): its header, then the
+        frames, marked."""
+        count = sum(stop - first for _, first, stop in held)
         head = encode(FrameType.HISTORY, b"%s.%d" % (room, count))
-        body = b"".join(self.marked(event, 0, room) for event in events)
+        body = b"".join(
+            self.marked(event, first, room, stop) for event, first, stop in held
+        )
         return head + body, 1 + 2 * count
 
 
