@@ -201,3 +201,16 @@ class Hub:
             }
             for roomKey, room in rooms.directory.rooms.items()
         ]
+
+    def resumeReport(self) -> dict[str, object] | None:
+        """Users kept for a resume and what the history holds (/status)."""
+        history = self.rooms.history
+        if self.tokens is None or history is None:
+            return None
+        return {
+            "window": self.config.resume_window,
+            "detached": len(self.detached),
+            "history_rooms": history.rooms,
+            "history_events": len(history),
+            "history_bytes": history.heldBytes,
+        }

@@ -324,6 +324,8 @@ def status(service: ChatService) -> dict:
         # Protocol 1.2's rooms, the default room first (this process's view,
         # the same in every process: built from the one order).
         "rooms": factory.hub.roomReport(),
+        # 1.2's history and resume (None: not served in this mode).
+        "resume": factory.hub.resumeReport(),
         # --workers: one entry per worker (pid, users, connections, counters)
         "workers": None if workers is None else [asdict(w) for w in workers],
         # cluster (--redis): node, Redis link, stream lag, users cluster-wide

@@ -22,19 +22,9 @@ if TYPE_CHECKING:
     from chatd.core.events import Event
 
 _PACK = HEADER.pack
+_UNPACK = HEADER.unpack_from
 _SIZE = HEADER.size
-
-
-def frames(blob: bytes) -> list[bytes]:
-    """Whole frames, one by one, of a blob of them."""
-    out = []
-    at = 0
-    while at < len(blob):
-        size = HEADER.unpack_from(blob, at)[1]
-        end = at + _SIZE + size
-        out.append(blob[at:end])
-        at = end
-    return out
+_MARK = int(FrameType.MARK)
 
 
 class NumberedCodec(BinaryCodec):
@@ -47,24 +37,30 @@ class NumberedCodec(BinaryCodec):
         #: The default room's name: its events (1.1's) carry none.
         self.default = default
 
-    def _mark(self, room: bytes, value: int) -> bytes:
-        payload = b"%s.%d" % (room, value)
-        return _PACK(FrameType.MARK, len(payload)) + payload
-
     def marked(
         self, event: Event, first: int = 0, room: bytes | None = None, stop: int = 0
     ) -> bytes:
         """``event``'s frames from frame ``first`` on (to ``stop``, if
-        given), each after its MARK."""
-        room = event.room or room or self.default
+        given), each after its MARK.  Once per event for all numbered
+        recipients; a run of SAYs is cut into its frames in one pass."""
+        head = (event.room or room or self.default) + b"."
         blob = frameOf(event)
+        base = number(event.seq)
         if event.count == 1:
-            return self._mark(room, number(event.seq)) + blob
-        return b"".join(
-            self._mark(room, number(event.seq, i)) + frame
-            for i, frame in enumerate(frames(blob))
-            if i >= first and (not stop or i < stop)
-        )
+            payload = head + b"%d" % base
+            return _PACK(_MARK, len(payload)) + payload + blob
+        stop = stop or event.count
+        unpack = _UNPACK
+        out = []
+        at = 0
+        for i in range(stop):
+            end = at + _SIZE + unpack(blob, at)[1]
+            if i >= first:
+                payload = head + b"%d" % (base + i)
+                out.append(_PACK(_MARK, len(payload)) + payload)
+                out.append(blob[at:end])
+            at = end
+        return b"".join(out)
 
     def event(self, event: Event) -> bytes:
         if event.target is not None or not event.seq or type(event) is Notice:

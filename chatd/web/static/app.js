@@ -1,16 +1,25 @@
 // chatd in the browser: the frames of docs/protocol.md, carried in binary
 // WebSocket messages (one or more whole frames per message). It asks for
-// 1.2 (rooms) and speaks 1.1 to a server that answers UNKNOWN_TYPE.
-// Every piece of text from the server is put on the page with textContent,
-// never as HTML.
+// 1.2 (rooms, history and resume) and speaks 1.1 to a server that answers
+// UNKNOWN_TYPE. Every piece of text from the server is put on the page with
+// textContent, never as HTML.
+//
+// Resume: the page asks for RESUMABLE; the TOKEN is kept in `state.token`
+// only (never stored, never logged). A connection lost otherwise than by
+// /quit or a fatal ERROR is resumed (RESUME, a SINCE per room, READY) while
+// the server's window lasts; the events missed are replayed, none twice.
 
-import { FATAL, FINAL, T, entries, fields, frame, frames, person, split } from "./wire.js";
-import { Rooms, meTag, nameSpan } from "./rooms.js";
+import {
+  FATAL, FINAL, T, decode, entries, fields, frame, frames, numbered, person, split,
+} from "./wire.js";
+import { Rooms, meTag, nameSpan, topicLine } from "./rooms.js";
 import { NO_ROOMS, parseLine } from "./commands.js";
 
 const PING_EVERY_MS = 10000; // well inside the server's idle timeout
 const LIST_EVERY_MS = 30000; // the room list's user counts: this fresh
 const MAX_BACKOFF_S = 30;
+const MAX_ATTEMPTS = 15;     // reconnections in a row before giving up (~6 min)
+const HISTORY_LINES = 20;    // asked for on entering a room
 
 // -- the page -----------------------------------------------------------------
 
@@ -41,6 +50,16 @@ const state = {
   attempt: 0,
   retry: null,
   lastSent: 0,
+  // 1.2's history and resume
+  askedResume: false, // RESUMABLE sent, not answered yet
+  numbers: false,     // this connection's events are numbered (MARK)
+  window: 0,          // seconds the server keeps a dropped session
+  token: null,        // resumes the session; in this variable only
+  lostAt: null,       // when the connection was lost (Date.now())
+  resuming: false,    // RESUME sent, WELCOME or BAD_TOKEN not yet got
+  mark: null,         // { room, n } of the last MARK: numbers the next frame
+  pastLeft: 0,        // frames of a HISTORY answer still to come
+  replay: null,       // { ping, count } from a resume's READY to its PONG
 };
 
 function isMe(who) {
@@ -78,8 +97,16 @@ function connect() {
     setStatus("connected");
     state.usersPending = state.roomsPending = null;
     state.whoAsked = [];
+    state.numbers = false;
+    state.mark = state.replay = null;
+    state.pastLeft = 0;
     state.asked = send(T.VERSION, "1.2");
-    hello();
+    if (resumable()) {
+      state.resuming = send(T.RESUME, state.token);
+    } else {
+      state.token = null;
+      fresh();
+    }
   };
   ws.onmessage = (event) => {
     if (ws !== state.ws) return;
@@ -98,14 +125,34 @@ function hello() {
   send(T.HELLO, password ? `${name}.${password}` : name);
 }
 
+// A new session: RESUMABLE (before HELLO), then HELLO.
+function fresh() {
+  state.resuming = false;
+  state.askedResume = send(T.RESUMABLE);
+  hello();
+}
+
+// Whether the session lost can be resumed: a token, and within the window.
+function resumable() {
+  return state.token !== null && state.joined && state.lostAt !== null
+    && Date.now() - state.lostAt < state.window * 1000;
+}
+
 function lost() {
   state.active = false;
+  state.resuming = false;
   ui.line.disabled = true;
   if (state.stopped) return;
   if (!state.joined) {
     // Still choosing a name: the next Join connects again.
     setStatus("not connected");
     ui.login.querySelector("button").disabled = false;
+    return;
+  }
+  state.lostAt ??= Date.now();
+  if (state.attempt >= MAX_ATTEMPTS) {
+    setStatus("connection lost; reload the page to try again", true);
+    addLine("error", `Connection lost; gave up after ${MAX_ATTEMPTS} attempts.`);
     return;
   }
   const delay = Math.min(MAX_BACKOFF_S, 2 ** state.attempt) * (0.5 + Math.random() / 2);
@@ -141,6 +188,12 @@ function askList() {
   if (state.active && state.rooms12) send(T.LIST);
 }
 
+// The room's last lines, on entering it (room: its name as the server
+// spells it).
+function askHistory(room) {
+  if (state.numbers) send(T.HISTORY, `${room}.${HISTORY_LINES}`);
+}
+
 // The room named: shown if one is in it, else entered (and shown once in).
 function joinRoom(name) {
   if (!state.rooms12) return NO_ROOMS;
@@ -157,40 +210,54 @@ function joinRoom(name) {
 // -- frames from the server ---------------------------------------------------
 
 function handle(type, payload) {
+  if (type === T.MARK) {
+    state.mark = numbered(decode(payload));
+    return;
+  }
+  // A MARK numbers the frame after it; the frames of a HISTORY answer are
+  // history ("past"), each after its MARK.
+  const mark = state.mark;
+  state.mark = null;
+  const past = state.pastLeft > 0;
+  if (past) state.pastLeft -= 1;
+  const n = mark === null ? null : mark.n;
+  // Whether this frame of `room` is new here (not shown already); a live
+  // one's number is what a resume names in SINCE.
+  const fresh = (room) => {
+    if (mark === null) return true;
+    if (!room.fresh(n, past)) return false;
+    if (!past) room.marked = mark.room;
+    return true;
+  };
   switch (type) {
     case T.VERSION:
       speak12(true);
       break;
-    case T.WELCOME: {
-      const [name, id, color] = fields(payload, 3);
-      state.me = person(id, color, name);
-      send(T.READY);
-      const again = rooms.forget();
-      askWho(rooms.main);
-      state.active = true;
-      state.attempt = 0;
-      if (state.rooms12) {
-        for (const room of again) send(T.ENTER, room); // as before the loss
-        askList();
-      }
-      const back = state.joined;
-      state.joined = true;
-      ui.login.hidden = true;
-      ui.chat.hidden = false;
-      ui.line.disabled = false;
-      ui.nameError.textContent = "";
-      setStatus(`${back ? "reconnected" : "connected"} as ${name}`);
-      ui.line.focus();
+    case T.RESUMABLE:
+      state.askedResume = false;
+      state.numbers = true;
+      state.window = Number(decode(payload)) || 0;
+      break;
+    case T.TOKEN:
+      state.token = decode(payload);
+      break;
+    case T.WELCOME:
+      welcome(...fields(payload, 3));
+      break;
+    case T.HISTORY: {
+      const answer = numbered(decode(payload));
+      state.pastLeft = answer === null ? 0 : Number(answer.n);
       break;
     }
     case T.MESSAGE: {
       const [id, color, name, body] = fields(payload, 4);
-      rooms.message(rooms.main, person(id, color, name), body);
+      if (fresh(rooms.main)) message(rooms.main, person(id, color, name), body, n, past);
       break;
     }
     case T.ROOM_MESSAGE: {
-      const [room, id, color, name, body] = fields(payload, 5);
-      rooms.message(rooms.ensure(room), person(id, color, name), body);
+      const [name, id, color, who, body] = fields(payload, 5);
+      const room = rooms.ensure(name);
+      if (fresh(room)) message(room, person(id, color, who), body, n, past);
       break;
     }
     case T.WHISPERED: {
@@ -198,28 +265,41 @@ function handle(type, payload) {
       addLine("whisper", "(private) ", nameSpan(person(id, color, name)), ": ", body);
       break;
     }
-    case T.JOIN:
-      joined(rooms.main, person(...fields(payload, 3)));
+    case T.JOIN: {
+      const who = person(...fields(payload, 3));
+      if (!fresh(rooms.main)) break;
+      if (past) rooms.past(rooms.main, n, "event", "→ ", nameSpan(who), " joined");
+      else joined(rooms.main, who, undefined, mark);
       break;
+    }
     case T.ROOM_JOIN: {
-      const [room, id, color, name] = fields(payload, 4);
-      joined(rooms.ensure(room), person(id, color, name), room);
+      const [name, id, color, who] = fields(payload, 4);
+      const room = rooms.ensure(name);
+      if (!fresh(room)) break;
+      const someone = person(id, color, who);
+      if (past) rooms.past(room, n, "event", "→ ", nameSpan(someone), " joined");
+      else joined(room, someone, name, mark);
       break;
     }
     case T.LEAVE: {
       const [id, color, name, reason] = fields(payload, 4);
-      left(rooms.main, person(id, color, name), reason);
+      if (fresh(rooms.main)) gone(rooms.main, person(id, color, name), reason, n, past);
       break;
     }
     case T.ROOM_LEAVE: {
-      const [room, id, color, name, reason] = fields(payload, 5);
-      const known = rooms.find(room);
-      if (known !== undefined) left(known, person(id, color, name), reason);
+      const [name, id, color, who, reason] = fields(payload, 5);
+      const room = rooms.find(name);
+      if (room !== undefined && fresh(room)) {
+        gone(room, person(id, color, who), reason, n, past);
+      }
       break;
     }
     case T.ROOM_TOPIC: {
       const [name, topic] = fields(payload, 2);
-      rooms.topicSet(rooms.ensure(name), topic);
+      const room = rooms.ensure(name);
+      if (!fresh(room)) break;
+      if (past) rooms.past(room, n, "event", topicLine(topic));
+      else rooms.topicSet(room, topic, n);
       break;
     }
     case T.USERS:
@@ -239,15 +319,84 @@ function handle(type, payload) {
     case T.PING:
       send(T.PONG, payload);
       break;
+    case T.PONG:
+      if (state.replay !== null && decode(payload) === state.replay.ping) replayed();
+      break;
     default:
-      break; // ECHO, PONG and unknown types: nothing to show
+      break; // ECHO and unknown types: nothing to show
   }
 }
 
+function welcome(name, id, color) {
+  const before = state.me;
+  state.me = person(id, color, name);
+  if (state.resuming) {
+    resumed();
+  } else {
+    if (before !== null) {
+      // Ids only grow while a server runs: a smaller one is another run,
+      // whose numbers have nothing to do with those shown so far.
+      rooms.renumber(state.me.id > before.id);
+    }
+    send(T.READY);
+    const again = rooms.forget();
+    askWho(rooms.main);
+    if (state.rooms12) {
+      for (const room of again) send(T.ENTER, room); // as before the loss
+    }
+  }
+  state.active = true;
+  state.attempt = 0;
+  state.lostAt = null;
+  askList();
+  const back = state.joined;
+  state.joined = true;
+  ui.login.hidden = true;
+  ui.chat.hidden = false;
+  ui.line.disabled = false;
+  ui.nameError.textContent = "";
+  setStatus(`${back ? "reconnected" : "connected"} as ${name}`);
+  ui.line.focus();
+}
+
+// The session is back (WELCOME after RESUME): the user never left its
+// rooms. Each room is replayed from the last number got in it; the PONG of
+// the PING after READY comes after the replay.
+function resumed() {
+  state.resuming = false;
+  state.numbers = true;
+  const inRooms = [...rooms.rooms.values()].filter((room) => room.joined);
+  for (const room of inRooms) {
+    if (room.last !== null && room.marked !== null) {
+      send(T.SINCE, `${room.marked}.${room.last}`);
+    }
+  }
+  send(T.READY);
+  state.replay = { ping: `resumed.${Date.now()}`, count: 0 };
+  send(T.PING, state.replay.ping);
+  for (const room of inRooms) askWho(room); // joins and leaves a replay lacked
+}
+
+function replayed() {
+  const { count } = state.replay;
+  state.replay = null;
+  addLine("event", `reconnected, ${count} missed message${count === 1 ? "" : "s"} delivered`);
+}
+
+// MESSAGE or ROOM_MESSAGE, live or past.
+function message(room, who, body, n, past) {
+  rooms.message(room, who, body, n, past);
+  if (!past && n !== null && state.replay !== null) state.replay.count += 1;
+}
+
 // JOIN or ROOM_JOIN (spelled: the room's name as the server keeps it).
-function joined(room, who, spelled) {
-  rooms.entered(room, who, spelled);
-  if (!isMe(who) || room === rooms.main) return;
+function joined(room, who, spelled, mark) {
+  rooms.entered(room, who, spelled, mark === null ? null : mark.n);
+  if (!isMe(who)) return;
+  // Entered: its last lines, from before one came (HISTORY's own numbers
+  // tell which were shown already).
+  if (mark !== null) askHistory(mark.room);
+  if (room === rooms.main) return;
   askWho(room);
   askList();
   if (state.showOnJoin === room.key) {
@@ -256,8 +405,13 @@ function joined(room, who, spelled) {
   }
 }
 
-function left(room, who, reason) {
-  rooms.left(room, who, reason);
+// LEAVE or ROOM_LEAVE, live or past.
+function gone(room, who, reason, n, past) {
+  if (past) {
+    rooms.past(room, n, "event", "← ", nameSpan(who), ` left (${reason})`);
+    return;
+  }
+  rooms.left(room, who, reason, n);
   if (isMe(who)) askList();
 }
 
@@ -307,6 +461,25 @@ function failed(code, why) {
     speak12(false); // a 1.1 server: no rooms, the rest as before
     return;
   }
+  if (state.askedResume && code === "UNKNOWN_TYPE") {
+    state.askedResume = false; // no history or resume: as before
+    return;
+  }
+  if (state.resuming && (code === "BAD_TOKEN" || code === "UNKNOWN_TYPE")) {
+    // The session is gone (its window ended, the server restarted): a new
+    // one, with the same name.
+    state.token = null;
+    addLine("error", `${code}: could not resume; joining again as ${state.wanted.name}.`);
+    fresh();
+    return;
+  }
+  if (code === "HISTORY_GONE") {
+    const gap = numbered(why);
+    const name = gap === null ? why : gap.room;
+    rooms.line(rooms.find(name) ?? null, "error", `some messages were lost in ${name}`);
+    return;
+  }
+  if (FATAL.has(code)) state.token = null; // the server ended the session
   if (FINAL.has(code)) state.stopped = true;
   if (!state.active) {
     if (state.joined && code === "NAME_TAKEN") {

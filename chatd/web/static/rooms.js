@@ -2,8 +2,25 @@
 // (only the shown room's is on the page), the room list with unread marks,
 // the shown room's name, topic and members. Frames are app.js's business;
 // every piece of text from the server is put on the page with textContent.
+//
+// With 1.2's numbers (MARK) each room also remembers which of its events the
+// page has shown (so that a HISTORY answer or a resume's replay never shows
+// one twice) and the last number it got live (what a resume's SINCE names).
+// A numbered line carries its number (data-n), so that history is put
+// before the live lines it precedes.
 
 const MAX_LOG_LINES = 2000; // per room
+const MAX_SEEN = 4000; // numbers remembered per room (older ones forgotten)
+
+function remember(set, n) {
+  set.add(n);
+  if (set.size <= MAX_SEEN) return;
+  let drop = set.size - MAX_SEEN + MAX_SEEN / 4;
+  for (const old of set) {
+    if (drop-- <= 0) break;
+    set.delete(old);
+  }
+}
 
 // The default room (1.1's room: MESSAGE, JOIN, LEAVE, WHO) has this key;
 // its name is the first entry of LIST ("lobby" until one arrives).
@@ -44,6 +61,10 @@ export function meTag() {
   return tag;
 }
 
+export function topicLine(topic) {
+  return topic === "" ? "The topic was cleared." : `Topic: ${topic}`;
+}
+
 function span(className, content) {
   const s = document.createElement("span");
   s.className = className;
@@ -63,6 +84,23 @@ class Room {
     this.topic = "";
     this.unread = 0;          // messages since it was last shown
     this.log = log ?? document.createElement("ol");
+    this.seen = new Set();    // numbers (decimal strings) shown, this session
+    this.prior = new Set();   // shown in an earlier session of the same server
+    this.last = null;         // BigInt: the last number got live
+    this.marked = null;       // the room's name as MARKs spell it
+  }
+
+  // Whether event number `n` (a decimal string; null: not numbered) is new
+  // here; from now on it is not. `past`: it comes from a HISTORY answer.
+  fresh(n, past = false) {
+    if (n === null) return true;
+    if (this.seen.has(n) || (past && this.prior.has(n))) return false;
+    remember(this.seen, n);
+    if (!past) {
+      const value = BigInt(n);
+      if (this.last === null || value > this.last) this.last = value;
+    }
+    return true;
   }
 
   // What the list shows as its user count: live for a room one is in.
@@ -123,66 +161,109 @@ export class Rooms {
 
   // A line in `room`'s log (the shown room's if null).
   line(room, kind, ...parts) {
+    return this.put(room, kind, parts, null, false);
+  }
+
+  // A line of history (a HISTORY answer): marked so, and put before the
+  // lines of later numbers; it changes nothing else.
+  past(room, n, kind, ...parts) {
+    return this.put(room, kind, parts, n, true);
+  }
+
+  put(room, kind, parts, n, past) {
     room ??= this.current;
     const pane = this.pane;
     const shown = room === this.current;
     const atBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
     const li = document.createElement("li");
-    li.className = kind;
+    li.className = past ? `${kind} history` : kind;
+    if (n !== null) li.dataset.n = n;
     for (const part of parts) {
       li.append(typeof part === "string" ? document.createTextNode(part) : part);
     }
-    room.log.append(li);
+    room.log.insertBefore(li, past ? this.later(room, BigInt(n)) : null);
     while (room.log.childElementCount > MAX_LOG_LINES) room.log.firstElementChild.remove();
-    if (shown && atBottom) li.scrollIntoView({ block: "end" });
+    if (shown && atBottom) {
+      if (past) pane.scrollTop = pane.scrollHeight;
+      else li.scrollIntoView({ block: "end" });
+    }
     return li;
   }
 
-  message(room, who, body) {
+  // The first of the numbered lines at the end of `room`'s log whose
+  // numbers are above `n` (null: none is).
+  later(room, n) {
+    let first = null;
+    for (let li = room.log.lastElementChild; li !== null; li = li.previousElementSibling) {
+      if (li.dataset.n === undefined) continue;
+      if (BigInt(li.dataset.n) < n) break;
+      first = li;
+    }
+    return first;
+  }
+
+  // MESSAGE or ROOM_MESSAGE; n: its number (null if none), past: history.
+  message(room, who, body, n = null, past = false) {
     const own = this.isMe(who);
     const parts = [nameSpan(who)];
     if (own) parts.push(meTag());
     parts.push(": ", body);
-    this.line(room, own ? "message own" : "message", ...parts);
-    if (room !== this.current) {
+    this.put(room, own ? "message own" : "message", parts, n, past);
+    if (room !== this.current && !past) {
       room.unread += 1;
       this.renderList();
     }
   }
 
   // JOIN or ROOM_JOIN (spelled: the room's name as the server keeps it).
-  entered(room, who, spelled) {
+  entered(room, who, spelled, n = null) {
     room.members.set(who.id, who);
     if (!this.isMe(who)) {
-      this.line(room, "event", "→ ", nameSpan(who), " joined");
+      this.put(room, "event", ["→ ", nameSpan(who), " joined"], n, false);
     } else if (room === this.main) {
-      this.line(room, "event", "You joined as ", nameSpan(who), ".");
+      this.put(room, "event", ["You joined as ", nameSpan(who), "."], n, false);
     } else {
       room.joined = true;
       room.name = spelled;
-      this.line(room, "event", `You joined ${spelled}.`);
+      this.put(room, "event", [`You joined ${spelled}.`], n, false);
     }
     this.render();
   }
 
   // LEAVE or ROOM_LEAVE; one's own is a PART.
-  left(room, who, reason) {
+  left(room, who, reason, n = null) {
     room.members.delete(who.id);
     if (this.isMe(who)) {
       room.joined = false;
       room.members.clear();
-      this.line(room, "event", `You left ${room.name}.`);
+      this.put(room, "event", [`You left ${room.name}.`], n, false);
       if (room === this.current) this.show(this.main);
     } else {
-      this.line(room, "event", "← ", nameSpan(who), ` left (${reason})`);
+      this.put(room, "event", ["← ", nameSpan(who), ` left (${reason})`], n, false);
     }
     this.render();
   }
 
-  topicSet(room, topic) {
+  topicSet(room, topic, n = null) {
     room.topic = topic;
-    this.line(room, "event", topic === "" ? "The topic was cleared." : `Topic: ${topic}`);
+    this.put(room, "event", [topicLine(topic)], n, false);
     this.render();
+  }
+
+  // A new session (a fresh HELLO, not a resume): numbers start again.
+  // `sameServer`: the numbers shown so far are still the server's (kept to
+  // keep its history from showing them again); otherwise they mean nothing.
+  renumber(sameServer) {
+    for (const room of this.rooms.values()) {
+      if (sameServer) {
+        for (const n of room.seen) remember(room.prior, n);
+      } else {
+        room.prior = new Set();
+        for (const li of room.log.querySelectorAll("li[data-n]")) delete li.dataset.n;
+      }
+      room.seen = new Set();
+      room.last = null;
+    }
   }
 
   // A LIST answer: [name, users, topic] entries, the default room first.

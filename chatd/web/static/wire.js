@@ -1,5 +1,5 @@
-// chatd's frames (docs/protocol.md: 1.1, and 1.2's rooms) and the
-// dot-separated fields inside their payloads. No DOM here.
+// chatd's frames (docs/protocol.md: 1.1, and 1.2's rooms, history and
+// resume) and the dot-separated fields inside their payloads. No DOM here.
 
 export const T = {
   ECHO: 1, HELLO: 2, WELCOME: 3, READY: 4, SAY: 5, MESSAGE: 6, JOIN: 7,
@@ -9,6 +9,9 @@ export const T = {
   VERSION: 18, ENTER: 19, PART: 20, ROOM_SAY: 21, ROOM_MESSAGE: 22,
   ROOM_JOIN: 23, ROOM_LEAVE: 24, LIST: 25, ROOMS: 26, ROOM_WHO: 27,
   TOPIC: 28, ROOM_TOPIC: 29,
+  // 1.2's history and resume: only after the server has answered RESUMABLE
+  // (or a RESUME).
+  RESUMABLE: 30, TOKEN: 31, RESUME: 32, SINCE: 33, MARK: 34, HISTORY: 35,
 };
 export const MAX_PAYLOAD = 1016;
 export const FATAL = new Set([
@@ -63,6 +66,19 @@ export function split(s, n) {
 
 export function fields(payload, n) {
   return split(text.decode(payload), n);
+}
+
+export function decode(payload) {
+  return text.decode(payload);
+}
+
+// `room.number` (MARK, SINCE; HISTORY_GONE's text) or `room.count`
+// (HISTORY): { room, n } with n a decimal string, or null if malformed.
+export function numbered(s) {
+  const dot = s.lastIndexOf(".");
+  const n = s.slice(dot + 1);
+  if (dot < 1 || !/^[0-9]{1,20}$/.test(n)) return null;
+  return { room: s.slice(0, dot), n };
 }
 
 // The entries of a USERS or ROOMS frame (the empty frame, which ends the
