@@ -6,79 +6,22 @@ and the WebSocket alike.
 session's semantic inputs (:class:`chatd.core.session.Session`), with the
 payload split as the frame table says.  :data:`BINARY` is the output half,
 the :class:`~chatd.core.codec.IClientCodec` that spells what the session
-answers.  The rules (state, precedence, limits) stay in the session, so a
+answers (chatd.server.binarycodec; chatd.server.numbered for a client
+that asked for numbers).  The rules (state, precedence, limits) stay in the session, so a
 front end with another wire format drives the same rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-
-from zope.interface import implementer
 
 from chatd.core.codec import IClientCodec
 from chatd.core.session import Session
-from chatd.wire import HEADER, FrameType, encode, error_frame, packList
-from chatd.wire.eventframes import frameOf
+from chatd.server.binarycodec import BINARY, BinaryCodec
+from chatd.server.numbered import numberedCodec
+from chatd.wire import FrameType
 
-if TYPE_CHECKING:
-    from chatd.core.events import Event
-    from chatd.core.roster import Replica, User
-    from chatd.wire import ErrorCode
-
-_PACK = HEADER.pack
-
-
-@implementer(IClientCodec)
-class BinaryCodec:
-    """Session outputs as chatd frames.  An event is spelled once for every
-    recipient (:func:`~chatd.wire.eventframes.frameOf`), WHO once per
-    change of the active users."""
-
-    name = "binary"
-
-    def __init__(self) -> None:
-        self._who: tuple[int, list[bytes]] = (-1, [])
-
-    def welcome(self, user: User) -> bytes:
-        # WELCOME is name.id.color: another order than the entry's.
-        return encode(FrameType.WELCOME, b"%s.%d.%d" % (user.name, user.id, user.color))
-
-    def echo(self, payload: bytes) -> bytes:
-        return _PACK(FrameType.ECHO, len(payload)) + payload
-
-    def pong(self, payload: bytes) -> bytes:
-        return _PACK(FrameType.PONG, len(payload)) + payload
-
-    def error(self, code: ErrorCode, text: str | None) -> bytes:
-        return error_frame(code, text)
-
-    def notice(self, code: str, text: str) -> bytes:
-        return encode(FrameType.NOTICE, f"{code}.{text}".encode())
-
-    def users(self, replica: Replica) -> list[bytes]:
-        version, frames = self._who
-        if version != replica.version:
-            frames = packList(FrameType.USERS, [u.entry for u in replica.active])
-            self._who = (replica.version, frames)
-        return frames
-
-    def event(self, event: Event) -> bytes:
-        return frameOf(event)
-
-    def version(self, minor: int) -> bytes:
-        return encode(FrameType.VERSION, b"1.%d" % minor)
-
-    def rooms(self, listing: list[tuple[bytes, int, bytes]]) -> list[bytes]:
-        entries = [b"%s.%d.%s" % entry for entry in listing]
-        return packList(FrameType.ROOMS, entries)
-
-    def members(self, users: list[User]) -> list[bytes]:
-        return packList(FrameType.USERS, [u.entry for u in users])
-
-
-BINARY = BinaryCodec()
+__all__ = ["BINARY", "INPUTS", "BinaryCodec", "dispatch", "unknown"]
 
 
 def _hello(session: Session, payload: bytes) -> None:
@@ -137,8 +80,6 @@ ROOM_INPUTS: dict[int, Callable[[Session, bytes], None]] = {
 
 def _numbers(session: Session) -> IClientCodec:
     """The numbered spelling of chatd frames for ``session``'s hub."""
-    from chatd.server.numbered import numberedCodec
-
     return numberedCodec(session.hub.rooms.directory.default.name)
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from chatd.core.events import Notice
 from chatd.core.history import number
-from chatd.server.binary import BinaryCodec
+from chatd.server.binarycodec import BinaryCodec
 from chatd.wire import HEADER, FrameType, encode
 from chatd.wire.eventframes import frameOf
 
