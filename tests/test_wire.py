@@ -198,13 +198,14 @@ class FieldTests(SynchronousTestCase):
             "MAINTENANCE SLOW_CONSUMER IDLE_TIMEOUT HANDSHAKE_TIMEOUT SHUTDOWN KICKED "
             "UNAVAILABLE"  # protocol 1.1
             " BAD_ROOM NO_SUCH_ROOM NOT_IN_ROOM TOO_MANY_ROOMS TOPIC_LOCKED"  # 1.2
+            " BAD_TOKEN HISTORY_GONE"  # 1.2, history and resume
         ).split()
         self.assertEqual(sorted(c.name for c in wire.ErrorCode), sorted(spec))
         self.assertFalse(wire.ErrorCode.UNAVAILABLE.fatal)
-        for code in spec[-5:]:  # no 1.2 code closes the connection
+        for code in spec[-7:]:  # no 1.2 code closes the connection
             self.assertFalse(wire.ErrorCode[code].fatal)
-        # 1..17: protocol 1.1; 18..29: 1.2 (docs/protocol.md)
-        self.assertEqual([int(t) for t in wire.FrameType], list(range(1, 30)))
+        # 1..17: protocol 1.1; 18..35: 1.2 (docs/protocol.md)
+        self.assertEqual([int(t) for t in wire.FrameType], list(range(1, 36)))
 
 
 GOOD_NAMES = [b"a", b"Z", b"0", b"_", b"-", b"a" * 32, b"Alice_-9"]

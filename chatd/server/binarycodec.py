@@ -29,7 +29,9 @@ class BinaryCodec:
     name = "binary"
 
     def __init__(self) -> None:
-        self._who: tuple[int, list[bytes]] = (-1, [])
+        # (replica, its version, the frames): a codec may serve several
+        # hubs (tests build many), so the replica is part of the key.
+        self._who: tuple[object, int, list[bytes]] = (None, -1, [])
 
     def welcome(self, user: User) -> bytes:
         # WELCOME is name.id.color: another order than the entry's.
@@ -48,10 +50,10 @@ class BinaryCodec:
         return encode(FrameType.NOTICE, f"{code}.{text}".encode())
 
     def users(self, replica: Replica) -> list[bytes]:
-        version, frames = self._who
-        if version != replica.version:
+        cached, version, frames = self._who
+        if cached is not replica or version != replica.version:
             frames = packList(FrameType.USERS, [u.entry for u in replica.active])
-            self._who = (replica.version, frames)
+            self._who = (replica, replica.version, frames)
         return frames
 
     def event(self, event: Event) -> bytes:
