@@ -61,7 +61,6 @@ class Resuming:
     #: room key -> SINCE's number, from a RESUME's WELCOME to READY.
     _since: dict[bytes, int] | None = None
     _window: Any = None
-    _carriedBucket: TokenBucket | None = None
     ended: str | None
 
     if TYPE_CHECKING:
@@ -103,7 +102,7 @@ class Resuming:
             return self.error(ErrorCode.BAD_TOKEN)
         self._numbered(codec)
         self.user = user = old.user
-        self._carriedBucket = old._bucket
+        self._bucket = old._bucket  # the rate limit is the user's, not the connection's
         old._handOver()
         self.state = NAMED
         self._since = {}
@@ -170,16 +169,8 @@ class Resuming:
             self.reply(self.codec.token(token))  # type: ignore[attr-defined]
 
     def _readyResumed(self) -> None:
-        """READY after a RESUME: live again, after what it missed."""
-        self.state = ACTIVE
-        config = self.hub.config
-        self.setTimeout(config.idle_timeout or None)
-        self._bucket = self._carriedBucket
-        if self._bucket is None and config.rate_limit:
-            self._bucket = TokenBucket(
-                config.rate_limit, config.rate_burst, self.hub.clock.seconds
-            )
-        self._flushBatch()
+        """READY after a RESUME (the session is ACTIVE now): live again,
+        after what it missed."""
         rooms = self.hub.rooms
         self.fanout.add(self)  # type: ignore[arg-type]
         rooms.rejoin(self)  # type: ignore[arg-type]

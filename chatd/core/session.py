@@ -237,18 +237,11 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
     def ready(self) -> None:
         if self.state is not NAMED:
             return self.error(ErrorCode.BAD_STATE, "READY needs a WELCOME first, once")
+        # The WELCOME goes out before the JOIN the fan-out will send.
+        self._activate()
         if self._since is not None:
             return self._readyResumed()
-        self.state = ACTIVE
-        config = self.hub.config
-        self.setTimeout(config.idle_timeout or None)
-        if config.rate_limit:
-            self._bucket = TokenBucket(
-                config.rate_limit, config.rate_burst, self.hub.clock.seconds
-            )
         user = self.user
-        # The WELCOME must go out before the JOIN the fan-out will send.
-        self._flushBatch()
         self.fanout.expect(self)
         self.hub.rooms.arrive(self)
         self._submit(Join(user))  # type: ignore[arg-type]
@@ -261,6 +254,18 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
             name=user.display,  # type: ignore[union-attr]
             n=len(self.fanout),
         )
+
+    def _activate(self) -> None:
+        """ACTIVE: the idle clock, the rate limit (a resumed user keeps its
+        own bucket), and the replies so far written first."""
+        self.state = ACTIVE
+        config = self.hub.config
+        self.setTimeout(config.idle_timeout or None)
+        if self._bucket is None and config.rate_limit:
+            self._bucket = TokenBucket(
+                config.rate_limit, config.rate_burst, self.hub.clock.seconds
+            )
+        self._flushBatch()
 
     def say(self, text: bytes) -> None:
         if self.state is not ACTIVE:
