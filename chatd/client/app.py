@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="reconnect with backoff when the connection is lost",
     )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="do not resume the session after a dropped connection (protocol 1.2)",
+    )
     p.add_argument("--no-color", action="store_true", help="no ANSI colours")
     p.add_argument("--version", action="version", version=f"chatd-client {__version__}")
     p.add_argument("--keepalive", type=float, default=KEEPALIVE, help=argparse.SUPPRESS)
@@ -129,6 +134,7 @@ def _setup(argv: list[str]) -> dict:
         tls=args.tls,
         trust=_loadTrust(args.ca) if args.tls else None,
         reconnect=args.reconnect,
+        resume=not args.no_resume,
         keepalive=args.keepalive,
         interactive=interactive,
         color=color,
@@ -160,6 +166,7 @@ def run(settings: dict) -> int:
         tls=settings["tls"],
         reconnect=settings["reconnect"],
         keepalive=settings["keepalive"],
+        resume=settings["resume"],
     )
     session.done.addBoth(_stop, reactor)
     reactor.addSystemEventTrigger("before", "shutdown", session.shutdown)

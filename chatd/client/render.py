@@ -55,6 +55,11 @@ def dim(text: str, enabled: bool) -> str:
     return f"{DIM}{text}{RESET}" if enabled else text
 
 
+def history_line(line: str, enabled: bool) -> str:
+    """A line of HISTORY's answer: said before we came, marked so."""
+    return f"{dim('(history)', enabled)} {line}"
+
+
 def warning(text: str, enabled: bool) -> str:
     """A line from the client or server about the chat, not in it."""
     return f"{BOLD}! {text}{RESET}" if enabled else f"! {text}"

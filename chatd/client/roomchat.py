@@ -55,15 +55,29 @@ class RoomChat:
         self.waiting: list[tuple[commands.Command, str]] = []
         self._users: list[bytes] = []
         self._rooms: list[bytes] = []
+        #: VERSION's answer when it came before HELLO (chatd.client.resume).
+        self._early: bool | None = None
+        #: Told of our own ROOM_JOIN, and of a HISTORY refused (the resume's).
+        self.onEntered: Callable[[str], None] = lambda room: None
+        self.onHistoryRefused: Callable[[str | None], None] = lambda room: None
 
     def _prompt(self) -> None:
         self.console.setPrompt(self.book.prompt())
 
     # -- the connection ----------------------------------------------------
 
-    def active(self) -> None:
+    def preAnswered(self, rooms: bool) -> None:
+        """VERSION was answered before HELLO: the rooms wait for ACTIVE."""
+        self.asked = True
+        self._early = rooms
+
+    def active(self, resumed: bool = False) -> None:
         """The connection is ACTIVE: ask for 1.2 on a terminal (a script's
-        lines are SAYs to the default room, as in 1.1: it needs no rooms)."""
+        lines are SAYs to the default room, as in 1.1: it needs no rooms),
+        unless that was asked before HELLO; ``resumed``: we never left."""
+        early, self._early = self._early, None
+        if early is not None:
+            return self._answered(early, resumed)
         if not self.console.interactive:
             return
         self.asked = True
@@ -72,11 +86,16 @@ class RoomChat:
     def lost(self) -> None:
         self.book.lost()
         self.asked = False
+        self._early = None
         self._users, self._rooms = [], []
 
-    def _answered(self, rooms: bool) -> None:
-        for request in self.book.answered(rooms):
-            self._request(request, FrameType.ENTER, request.room or "")
+    def _answered(self, rooms: bool, resumed: bool = False) -> None:
+        if resumed:
+            self.book.resumed()
+            self._prompt()
+        else:
+            for request in self.book.answered(rooms):
+                self._request(request, FrameType.ENTER, request.room or "")
         waiting, self.waiting = self.waiting, []
         for command, line in waiting:
             self.submit(command, line)
@@ -192,6 +211,7 @@ class RoomChat:
             return self.requests.acked()  # our copy: the oldest SAY arrived
         if ftype == FrameType.ROOM_JOIN:
             self.book.entered(room)
+            self.onEntered(room)
         else:
             self.book.left(room)
         self._prompt()
@@ -225,5 +245,8 @@ class RoomChat:
             self._answered(False)
             return True
         if code in ROOM_ERRORS or not len(self.requests):
-            self.book.refused(code)
+            request = self.book.refused(code)
+            if request is not None and request.kind == "history":
+                self.onHistoryRefused(request.room)
+                return True  # asked on our own: nothing the user did
         return False

@@ -23,8 +23,8 @@ DEFAULT_ROOM = "lobby"
 #: For each room ERROR code, the requests it can answer (docs/protocol.md,
 #: "which error wins").  BAD_STATE answers an ENTER or PART once ACTIVE.
 _ANSWERS = {
-    "BAD_ROOM": {"enter", "part", "who", "topic", "say"},
-    "NO_SUCH_ROOM": {"part", "who", "topic", "say"},
+    "BAD_ROOM": {"enter", "part", "who", "topic", "say", "history"},
+    "NO_SUCH_ROOM": {"part", "who", "topic", "say", "history"},
     "NOT_IN_ROOM": {"part", "topic", "say"},
     "BAD_STATE": {"enter", "part"},
     "TOO_MANY_ROOMS": {"enter"},
@@ -52,7 +52,7 @@ def room_key(name: str | None) -> str | None:
 class Request:
     """A room request sent and not answered yet.
 
-    ``kind`` is enter, part, who, list, topic or say; ``room`` None is the
+    ``kind`` is enter, part, who, list, topic, say or history; ``room`` None is the
     default room; ``switch``: an ENTER whose room becomes the current one.
     """
 
@@ -76,6 +76,8 @@ class RoomBook:
         #: Rooms to enter again after a reconnect, and which was current.
         self.rejoin: list[str] = []
         self._rejoinCurrent: str | None = None
+        #: The rooms as they were at the loss, for a resumed session.
+        self._saved: tuple[dict[str, str], str | None, list[str]] = ({}, None, [])
 
     # -- the connection ----------------------------------------------------
 
@@ -84,6 +86,7 @@ class RoomBook:
         if self.joined:
             self.rejoin = list(self.joined.values())
             self._rejoinCurrent = self.current
+            self._saved = (dict(self.joined), self.current, list(self._earlier))
         self.rooms = None
         self.joined.clear()
         self.current = None
@@ -94,10 +97,22 @@ class RoomBook:
         """VERSION answered (True) or refused (False): the ENTERs to send again."""
         self.rooms = rooms
         names, self.rejoin = self.rejoin, []
+        self._saved = ({}, None, [])
         if not rooms:
             return []
         want = room_key(self._rejoinCurrent)
         return [Request("enter", name, room_key(name) == want) for name in names]
+
+    def saved(self) -> set[str]:
+        """The keys of the rooms we were in when the connection was lost."""
+        return set(self._saved[0])
+
+    def resumed(self) -> None:
+        """The session was resumed: we never left our rooms."""
+        joined, self.current, self._earlier = self._saved
+        self.joined.update(joined)
+        self.rooms = True
+        self.rejoin, self._saved = [], ({}, None, [])
 
     # -- names ---------------------------------------------------------------
 
@@ -144,6 +159,10 @@ class RoomBook:
     def said(self, room: str) -> None:
         """Our own ROOM_MESSAGE copy came back."""
         self._take({"say"}, room)
+
+    def historyCame(self, room: str) -> None:
+        """HISTORY's answer for ``room`` came."""
+        self._take({"history"}, room)
 
     def topicSet(self, room: str) -> None:
         self._take({"topic"}, room)

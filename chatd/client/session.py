@@ -6,7 +6,9 @@ does the handshake (asking for a name or password on a terminal), sends
 commands, keeps an idle connection alive, leaves with BYE and, with
 ``--reconnect``, dials again with backoff.  A script's lines go through
 chatd.client.pipe; on a terminal chatd.client.inflight says which request a
-reply answers and chatd.client.roomchat does rooms (protocol 1.2).  Given its reactor and ``connect``: tests use a task.Clock.
+reply answers, chatd.client.roomchat does rooms and chatd.client.resume
+history and resume (protocol 1.2).  Given its reactor and ``connect``: tests
+use a task.Clock.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from chatd.client.connection import ChatClientProtocol, SessionFactory
 from chatd.client.console import Console
 from chatd.client.inflight import REQUEST_REFUSALS, InFlight
 from chatd.client.pipe import PipeInput
+from chatd.client.resume import Resume
 from chatd.client.roomchat import RoomChat
 from chatd.netutil import describe_failure
 from chatd.wire import (
@@ -56,6 +59,7 @@ class Session:
         tls: bool = False,
         reconnect: bool = False,
         keepalive: float = KEEPALIVE,
+        resume: bool = False,
     ) -> None:
         self.reactor = reactor
         self.console = console
@@ -82,6 +86,8 @@ class Session:
         #: Terminal mode: SAYs and WHISPERs whose reply may still come, in order.
         self.requests = InFlight()
         self.rooms = RoomChat(console, self._send, self.requests)
+        #: On a terminal with ``resume``: 1.2 before HELLO, resumed after a drop.
+        self.resume = Resume(self, resume and console.interactive)
         self.eof = False
         self.heard = False
         self.everActive = False
@@ -155,7 +161,8 @@ class Session:
             proto.transport.abortConnection()
             return
         self.keepalive.start(self.keepaliveInterval, now=False)
-        self._hello()
+        if not self.resume.connected():
+            self._hello()
 
     def _hello(self) -> None:
         self.state = "hello"
@@ -184,6 +191,7 @@ class Session:
             return
         self.proto = None
         self.pipe.stop()
+        self.resume.lost()
         self.rooms.lost()
         for whisper in self.requests.lost():
             self.console.warn(
@@ -201,14 +209,15 @@ class Session:
         self._lost()
 
     def _lost(self) -> None:
-        """The connection is gone without us asking: retry or give up."""
-        if self.reconnect and self.everActive and self.retryable:
+        """The connection is gone without us asking: resume, retry or give up."""
+        delay = self.resume.retryDelay() if self.retryable else None
+        if delay is None and self.reconnect and self.everActive and self.retryable:
             delay, self.backoff = self.backoff, min(self.backoff * 2, MAX_BACKOFF)
-            self.console.warn(f"reconnecting in {delay:g} s")
-            self.state = "idle"
-            self._retryCall = self.reactor.callLater(delay, self._dial)
-        else:
-            self._finish(1, "no connection to the server")
+        if delay is None:
+            return self._finish(1, "no connection to the server")
+        self.console.warn(f"reconnecting in {delay:g} s")
+        self.state = "idle"
+        self._retryCall = self.reactor.callLater(delay, self._dial)
 
     def quit(self) -> None:
         """Leave cleanly: BYE, wait for the server to close, exit 0."""
@@ -309,6 +318,11 @@ class Session:
 
     def frameReceived(self, ftype: int, payload: bytes) -> None:
         self.heard = True
+        if not self.resume.frame(ftype, payload):  # MARKs, repeats, history
+            self.handle(ftype, payload)
+
+    def handle(self, ftype: int, payload: bytes) -> None:
+        """A frame to act on and show (a room's held ones come later)."""
         if ftype == FrameType.PING:
             return self._send(FrameType.PONG, payload)
         if ftype == FrameType.PONG:
@@ -354,12 +368,15 @@ class Session:
             self.retryable = False
             return self._finish(1, "malformed WELCOME")
         self.limit = self.rooms.limit = commands.max_text(user_id, color, name)
+        resumed = self.resume.welcomed()  # then SINCEs went first
         self._send(FrameType.READY)
-        self.rooms.active()
+        if resumed:
+            self.resume.ready()
+        self.rooms.active(resumed)
         self.state = "active"
         self.everActive = True
         self.backoff = 1.0
-        self.console.setPrompt("> ")
+        self.console.setPrompt(self.rooms.book.prompt())
         queued, self.queued = self.queued, []
         for command in queued:
             self._submit(command)
@@ -370,8 +387,8 @@ class Session:
         code, text = parse_error(payload)
         if self.state in ("naming", "password"):
             return  # e.g. HANDSHAKE_TIMEOUT while the user types
-        if self.rooms.error(code):
-            return  # VERSION refused: a 1.1 server
+        if self.resume.error(code, text) or self.rooms.error(code):
+            return  # VERSION refused (1.1), BAD_TOKEN, HISTORY_GONE, ...
         if self.state == "hello" and code in NAME_REFUSALS:
             self.console.warn(f"{text} ({self.name!r} refused: {code})")
             if self.console.interactive and not self.eof:
