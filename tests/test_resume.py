@@ -136,6 +136,18 @@ class ResumeTests(ChatTestCase):
             peer.send(T.RESUME, forged)
             self.assertOnlyError(peer, "BAD_TOKEN")
 
+    def test_a_client_that_closes_its_side_is_kept_too(self) -> None:
+        alice, token = self.speaker(b"alice")
+        bob, _ = self.speaker(b"bob", resumable=False)
+        bob.received()
+        alice.proto.readConnectionLost()  # its FIN: not a BYE
+        self.assertTrue(alice.closing)
+        alice.lose()
+        self.assertEqual(bob.received(), [])  # no LEAVE
+        self.assertEqual(len(self.server.factory.hub.detached), 1)
+        _, frames = self.resume(token, {})
+        self.assertEqual(frames[1][0], T.WELCOME)
+
     def test_the_window_ends_with_a_leave(self) -> None:
         alice, token = self.speaker(b"alice")
         bob, _ = self.speaker(b"bob", resumable=False)

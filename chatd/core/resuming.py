@@ -199,9 +199,12 @@ class Resuming:
             n=replayed,
         )
 
-    def _keep(self, why: str) -> bool:
-        """The connection was lost: keep the session for the window
-        (True), if it may be resumed and was not ended on purpose."""
+    def keep(self, why: str) -> bool:
+        """The connection was lost (or the client closed its side): keep
+        the session for the window (True), if it may be resumed and was
+        not ended on purpose.  Again once kept: True, nothing more."""
+        if self._window is not None:
+            return True
         window = self.resumeWindow
         if self.state is not ACTIVE or window <= 0 or not self.numbered:
             return False

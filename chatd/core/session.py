@@ -135,7 +135,7 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
         """The connection is gone; ``why`` (for the log) if we did not end
         it.  The user leaves now (LEAVE ``error``); a resume window would
         keep the session here instead, to be attached again."""
-        if self._keep(why):
+        if self.keep(why):
             return
         self._disconnected = True
         self.setTimeout(None)

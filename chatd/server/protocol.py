@@ -238,6 +238,8 @@ class ChatProtocol(FrameReceiver):
         self._readEnded = True
         if self.session.state is CLOSED:
             self.transport.loseConnection()  # lingering: it closed too
+        elif self.session.keep("client closed"):
+            self.transport.loseConnection()  # kept for a RESUME: no LEAVE
         else:
             # Like a disconnect without BYE, but what is queued for it still
             # goes out (a client that shut only its sending side reads on).
