@@ -19,6 +19,10 @@ appended when it exists), docs/benchmarks.png and docs/benchmarks.json.
 
     python bench/run.py [--duration 5] [--out docs] [--load c]
     python bench/run.py --smoke --out /tmp/x    # one short scenario
+    python bench/run.py --load c --rounds 3 --servers chatd,uvloop --only fanout
+
+With ``--rounds N`` each scenario runs N times per server, interleaved, and
+each server's figure is its median round (bench/rounds.py).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import time
 from pathlib import Path
 
 from peertable import PEERS, available, peerTable
+from rounds import interleaved, median
 from server import ROOT, Server, freePort, pinned
 
 import twisted
@@ -287,6 +292,14 @@ LOADS = {
 }
 
 
+def roundsOf(results: dict) -> int:
+    """How many rounds each figure is the median of."""
+    for pair in results.values():
+        for r in pair.values():
+            return len(r.get("rounds", [])) or 1
+    return 1
+
+
 def report(
     results: dict, rss: dict, info: dict, duration: float, plot: bool, load: str
 ) -> str:
@@ -313,7 +326,13 @@ def report(
             if info["pinned"]
             else "No pinning (taskset or a second core missing)."
         ),
-        f"Each scenario: {duration:g} s of load against a freshly started server.",
+        f"Each scenario: {duration:g} s of load against a freshly started server"
+        + (
+            f", {n} interleaved rounds per server; each figure is the server's "
+            "median round by rate (every round in benchmarks.json)."
+            if (n := roundsOf(results)) > 1
+            else "."
+        ),
         "Fan-out is closed loop: each sender keeps at most *w* messages",
         "unacknowledged (its own MESSAGE copy is the acknowledgement); senders",
         "are users too, so a message to 50 receivers and 1 sender is 51 deliveries.",
@@ -534,7 +553,15 @@ def main() -> None:
         default="py",
         help="load generator: chatd-bench (py) or bench/loadgen.c (c)",
     )
+    p.add_argument(
+        "--rounds", type=int, default=1, help="interleaved runs per server (median)"
+    )
+    p.add_argument(
+        "--servers", default=None, help="comma-separated servers (default: all)"
+    )
     args = p.parse_args()
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     loadgen = buildC(LOADGEN_SOURCE) if args.load == "c" else None
     if args.load == "c" and loadgen is None:
         print("falling back to chatd-bench (--load py)", file=sys.stderr)
@@ -548,22 +575,33 @@ def main() -> None:
     kinds = ["chatd", "naive", *peers]
     if loadgen is not None and buildC(FLOOR_SOURCE) is not None:
         kinds.append("floor")
+    if args.servers:
+        wanted = args.servers.split(",")
+        unknown = set(wanted) - set(kinds)
+        if unknown or "chatd" not in wanted:
+            p.error(f"--servers: chatd and some of {kinds}, not {sorted(unknown)}")
+        kinds = [k for k in kinds if k in wanted]
+        if "naive" not in kinds:  # the report's first table compares with it
+            kinds.insert(1, "naive")
     scenarios = SMOKE if args.smoke else SCENARIOS
     if args.only:
         scenarios = [s for s in scenarios if args.only in s[0]]
     duration = 1.5 if args.smoke else args.duration
     results: dict = {}
     for name, mode, options in scenarios:
-        results[name] = {}
-        for kind in kinds:
+
+        def run(kind: str, name: str = name, mode: str = mode, options: dict = options) -> dict:  # fmt: skip
             r = measure(kind, mode, options, duration, loadgen)
-            results[name][kind] = r
             print(
                 f"{name:24} {kind:6} {rate(r):12,.0f}/s p99 {ms(r['latency_us']['p99'])} ms "
                 f"cpu {r['cpu_ns_per_unit']} ns/unit integrity {r['integrity_failures']}",
                 file=sys.stderr,
                 flush=True,
             )
+            return r
+
+        runs = interleaved(kinds, args.rounds, run)
+        results[name] = {kind: median(rs, rate) for kind, rs in runs.items()}
     rss = {} if args.smoke else {k: idleRss(k, IDLE_USERS) for k in ("chatd", "naive")}
     for kind, r in rss.items():
         print(f"idle {kind}: {r}", file=sys.stderr)

@@ -75,7 +75,8 @@ class SuiteSmokeTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_smoke_echo(self):
-        """bench/run.py --smoke: chatd and the naive server, clean, reported."""
+        """bench/run.py --smoke: chatd and the naive server, clean, reported;
+        with --rounds 2 each figure is the median of two interleaved runs."""
         out = os.path.abspath(self.mktemp())
         os.makedirs(out)
         marker = benchModule("run").MARKER
@@ -83,7 +84,8 @@ class SuiteSmokeTests(unittest.TestCase):
             f.write(f"# By hand\n\nHow to run it.\n\n{marker}\n\nSTALE TABLE\n")
         stdout, stderr, status = yield utils.getProcessOutputAndValue(
             sys.executable,
-            ["bench/run.py", "--smoke", "--only", "echo", "--out", out],
+            ["bench/run.py", "--smoke", "--only", "echo", "--out", out]
+            + ["--rounds", "2", "--servers", "chatd,naive"],
             env=environment(),
             path=str(ROOT),
         )
@@ -91,12 +93,15 @@ class SuiteSmokeTests(unittest.TestCase):
         with open(f"{out}/benchmarks.json") as f:
             data = json.load(f)
         pair = data["results"]["echo 10x4"]
+        self.assertEqual(sorted(pair), ["chatd", "naive"])  # --servers
         for kind in ("chatd", "naive"):
             self.assertTrue(pair[kind]["ok"], pair[kind])
             self.assertGreater(pair[kind]["completed"], 0)
+            self.assertEqual(len(pair[kind]["rounds"]), 2)
         with open(f"{out}/benchmarks.md") as f:
             text = f.read()
         self.assertIn("| echo 10x4 |", text)
+        self.assertIn("2 interleaved rounds per server", text)
         self.assertIn(f"Python {sys.version.split()[0]}", text)
         # The hand-written part above the marker is kept; the rest replaced.
         self.assertTrue(text.startswith(f"# By hand\n\nHow to run it.\n\n{marker}\n"))
@@ -129,3 +134,40 @@ class SuiteSmokeTests(unittest.TestCase):
         self.assertIn("The kernel's share", text)
         # A new report starts with docs/benchmarks.md's hand-written part.
         self.assertIn("## Running chatd-bench by hand", text)
+
+
+class RoundsTests(unittest.SynchronousTestCase):
+    def test_median_round_with_every_rate(self):
+        """Each server's figure is its median round; every round's rate is
+        kept, and one unclean round makes the figure unclean."""
+        rounds = benchModule("rounds")
+
+        def run(rate: float, failures: int = 0) -> dict:
+            return {
+                "deliveries_per_s": rate,
+                "cpu_ns_per_unit": 1e9 / rate,
+                "integrity_failures": failures,
+                "ok": failures == 0,
+            }
+
+        def rate(r: dict) -> float:
+            return r["deliveries_per_s"]
+
+        chosen = rounds.median([run(3.0), run(1.0), run(2.0, failures=1)], rate)
+        self.assertEqual(chosen["deliveries_per_s"], 2.0)
+        self.assertEqual([r["rate"] for r in chosen["rounds"]], [3.0, 1.0, 2.0])
+        self.assertEqual(chosen["integrity_failures"], 1)
+        self.assertFalse(chosen["ok"])
+        clean = rounds.median([run(5.0), run(4.0)], rate)
+        self.assertEqual(clean["deliveries_per_s"], 4.0)  # the lower middle
+        self.assertTrue(clean["ok"])
+        self.assertRaises(ValueError, rounds.median, [], rate)
+
+    def test_interleaved(self):
+        """Servers take turns, round after round."""
+        order: list[str] = []
+        runs = benchModule("rounds").interleaved(
+            ["chatd", "peer"], 2, lambda kind: order.append(kind) or {"kind": kind}
+        )
+        self.assertEqual(order, ["chatd", "peer", "chatd", "peer"])
+        self.assertEqual([r["kind"] for r in runs["peer"]], ["peer", "peer"])

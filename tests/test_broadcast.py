@@ -106,6 +106,24 @@ class DeliveryTests(FanOutTestCase):
         for r, start in recipients:
             self.assertEqual(r.data, b"".join(log[start:]), r)
 
+    def test_write_bound_when_live_until_rebind(self) -> None:
+        """The fan-out calls the write a recipient had when it went live;
+        after :meth:`FanOut.rebind` it calls the one it has now."""
+        r = self.join("w")
+        self.clock.advance(0)
+        other: list[bytes] = []
+        r.write = other.append  # type: ignore[method-assign]
+        self.say(b"<1>")
+        self.clock.advance(0)
+        self.assertEqual((r.writes[-1], other), (b"<1>", []))
+        self.fanout.rebind(r)
+        self.say(b"<2>")
+        self.clock.advance(0)
+        self.assertEqual((r.writes[-1], other), (b"<1>", [b"<2>"]))
+        self.fanout.remove(r)
+        self.fanout.rebind(r)  # not live: nothing to bind
+        self.assertNotIn(r, self.fanout)
+
     def test_one_write_per_turn(self) -> None:
         """However many events in a turn: nothing until the turn ends, then one write."""
         a, b = self.join("a"), self.join("b")

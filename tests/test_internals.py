@@ -85,12 +85,24 @@ class SendNowTests(TestCase):
     @defer.inlineCallbacks
     def test_never_ahead_of_what_twisted_holds(self):  # type: ignore[no-untyped-def]
         """Bytes Twisted still buffers go first: without the guard, "second"
-        would reach the socket before "first"."""
-        server, client = yield self.connected(len(b"first" * 1000 + b"second"))
+        would reach the socket before the end of "first"."""
+        first = b"first" * 3_000_000  # 15 MB: more than the kernel takes at once
+        server, client = yield self.connected(len(first + b"second"))
         write = writerFor(server.transport)
-        server.transport.write(b"first" * 1000)  # held until the next turn
+        write(first)
+        self.assertGreater(server.transport._tempDataLen, 0)  # Twisted holds the rest
         write(b"second")
-        self.assertEqual((yield client.done), b"first" * 1000 + b"second")
+        self.assertEqual((yield client.done), first + b"second")
+
+    @defer.inlineCallbacks
+    def test_after_what_was_written_before_it(self):  # type: ignore[no-untyped-def]
+        """Bytes given to Twisted before the writer existed (an HTTP
+        upgrade's 101, written by twisted.web) still go first."""
+        server, client = yield self.connected(len(b"HTTP/1.1 101\r\n\r\nframe"))
+        server.transport.write(b"HTTP/1.1 101\r\n\r\n")  # held until the next turn
+        write = writerFor(server.transport)
+        write(b"frame")
+        self.assertEqual((yield client.done), b"HTTP/1.1 101\r\n\r\nframe")
 
     @defer.inlineCallbacks
     def test_drop_unstarted_keeps_the_frame_in_flight(self):  # type: ignore[no-untyped-def]

@@ -29,7 +29,12 @@ class IRecipient(Interface):
     user = Attribute("The User this recipient is, for targeted events.")
 
     def write(data: bytes) -> None:
-        """Hand whole frames to the user's connection."""
+        """Hand whole frames to the user's connection.
+
+        The fan-out looks this up once, when the recipient goes live (and
+        again on :meth:`FanOut.resume`), and calls what it found every turn:
+        a recipient that changes its ``write`` while live says so with
+        :meth:`FanOut.rebind`."""
 
     def backlog() -> int:
         """Bytes its front end holds that the peer has not taken yet."""
@@ -77,7 +82,9 @@ class FanOut:
         #: called once per event for all of them (None: tests that deliver
         #: frames themselves).
         self.encode = encode
-        self._live: dict[IRecipient, None] = {}
+        # Live recipients and the write each had when it went live: the
+        # flush calls these, one lookup fewer per recipient per turn.
+        self._live: dict[IRecipient, Callable[[bytes], None]] = {}
         # Local users by user id (targeted events), and those whose JOIN is
         # on its way through the sequencer.  Ids, not User objects: an event
         # from another process carries a copy of the User.
@@ -140,7 +147,7 @@ class FanOut:
         """``recipient`` (a resumed user) is live from now on: it gets what
         is sequenced after this point, nothing before (its history does)."""
         self._byUser[recipient.user.id] = recipient
-        self._live[recipient] = None
+        self._live[recipient] = recipient.write
         if self._pending:
             self._given[recipient] = len(self._pending)
 
@@ -185,7 +192,7 @@ class FanOut:
         pending = self._pending
         if joining is not None:
             # The newcomer gets nothing sequenced before its own JOIN.
-            self._live[joining] = None
+            self._live[joining] = joining.write
             if pending:
                 self._given[joining] = len(pending)
         if frames != 1:
@@ -218,18 +225,18 @@ class FanOut:
         self.bytesOut += len(blob) * len(live)
         # write() may pause a recipient (moving it out of _live): iterate a copy.
         if not given:
-            for recipient in tuple(live):
-                recipient.write(blob)
+            for write in tuple(live.values()):
+                write(blob)
         else:
-            for recipient in tuple(live):
+            for recipient, write in tuple(live.items()):
                 first = given.get(recipient, 0)
                 if not first:
-                    recipient.write(blob)
+                    write(blob)
                     continue
                 self.deliveries -= _frameCount(multi, first)
                 self.bytesOut -= ends[first]
                 if first < count:
-                    recipient.write(blob[ends[first] :])
+                    write(blob[ends[first] :])
         if self._paused:
             self._queue(number, blob)
 
@@ -321,7 +328,7 @@ class FanOut:
         if state is None:
             return
         data = self._catchUp(recipient, state) if state.cursor < self._next else b""
-        self._live[recipient] = None
+        self._live[recipient] = recipient.write
         if self._pending:
             # It has this turn's frames up to its skip; the flush gives the rest.
             index = self._endsNow().index(state.skip) if state.skip else 0
@@ -330,6 +337,12 @@ class FanOut:
         self._trim()
         if data:
             recipient.write(data)  # may pause it again; that is fine
+
+    def rebind(self, recipient: IRecipient) -> None:
+        """``recipient`` writes another way from now on (a front end that
+        filters its output switched writers): look its ``write`` up again."""
+        if recipient in self._live:
+            self._live[recipient] = recipient.write
 
     def backlog(self, recipient: IRecipient) -> int:
         """Bytes held for ``recipient``: its front end's plus its queue."""

@@ -147,6 +147,15 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
         self.hub.sessions.pop(self, None)
         self.hub.errorLog.forget(self)
 
+    def writeWith(self, writer: Any) -> None:
+        """Write broadcasts with ``writer`` from now on (a front end that
+        filters its output switches writers); every fan-out it is live in
+        binds the new one."""
+        self.write = writer  # type: ignore[method-assign]
+        self.fanout.rebind(self)
+        for fanout in self.roomFanouts.values():
+            fanout.rebind(self)
+
     def outputPaused(self) -> None:
         """The front end's transport is full: stop writing broadcasts."""
         self._outputBlocked = True

@@ -114,7 +114,7 @@ class IrcProtocol(IrcCommands, ChatProtocol):
             self.write = writer  # type: ignore[method-assign]
             session = self.session
             if not session.outputBlocked and session.state is not CLOSED:
-                session.write = writer  # type: ignore[method-assign]
+                session.writeWith(writer)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self._pinger is not None and self._pinger.running:

@@ -13,7 +13,7 @@ write is already one batch per turn that is three system calls where one
 would do.  :func:`writerFor` returns a write function that, when the
 transport holds nothing unsent, calls ``send`` on the socket at once and
 hands only what the kernel did not take to ``transport.write``; anything
-else (TLS, a non-empty buffer, a closing transport) goes through
+else (TLS, a non-empty buffer, a socket that fails) goes through
 ``transport.write`` unchanged, so ordering and flow control stay Twisted's.
 asyncio's transports do the same.
 """
@@ -40,6 +40,10 @@ Unsent = list[tuple[bytes, int, int]]
 def writerFor(transport: Any, unsent: Unsent | None = None) -> Callable[[bytes], None]:
     """The fastest correct way to write whole frames to ``transport``.
 
+    Every write to ``transport`` after this call must go through the writer
+    returned: it knows Twisted holds nothing by having seen it empty and
+    having given it nothing since.
+
     With ``unsent`` (a list the caller keeps), writes Twisted buffers are
     noted there, for :func:`dropUnstarted`.  Every write must be whole frames.
     """
@@ -54,33 +58,46 @@ def writerFor(transport: Any, unsent: Unsent | None = None) -> Callable[[bytes],
         # Our own batching coalesces; Nagle would only add delay.
         transport.setTcpNoDelay(True)
     send = sock.send
+    # Whether Twisted may hold bytes: only then are its buffers looked at.
+    # Every byte written from now on comes through here, so once Twisted
+    # was seen empty it stays empty until we hand it something, and the
+    # common case (the kernel takes it all) touches no Twisted attribute.
+    # True at first: what was written before (an HTTP upgrade's 101) may
+    # still be in Twisted's buffer.
+    held = True
 
     def sendNow(data: bytes) -> None:
-        t = transport
-        if (
-            t._tempDataLen
-            or t.offset != len(t.dataBuffer)
-            or not t.connected
-            or t.disconnecting
-        ):
-            write(data)
-            if unsent is not None:
-                _remember(t, unsent, data, 0)
-            return
-        if unsent:
-            unsent.clear()  # Twisted holds nothing: all of it went out
+        nonlocal held
+        if held:
+            t = transport
+            if (
+                t._tempDataLen
+                or t.offset != len(t.dataBuffer)
+                or not t.connected
+                or t.disconnecting
+            ):
+                write(data)
+                if unsent is not None:
+                    _remember(t, unsent, data, 0)
+                return
+            held = False
+            if unsent:
+                unsent.clear()  # Twisted holds nothing: all of it went out
         try:
             sent = send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            # Let Twisted meet the error on its own path and close properly.
+            # Closed or shut down: let Twisted meet the error on its own path
+            # (and drop what is written after a close, as it always does).
             write(data)
+            held = True
             return
-        if sent < len(data):
+        if sent != len(data):
             write(data[sent:])
+            held = True
             if unsent is not None:
-                _remember(t, unsent, data, sent)
+                _remember(transport, unsent, data, sent)
 
     return sendNow
 
