@@ -14,6 +14,9 @@ from collections.abc import Callable
 PEERS = {
     "uvloop": ("bench/peers/asyncio_uvloop.py", "asyncio + uvloop", "uvloop"),
 }
+#: Not a peer but read the same way: chatd from another checkout
+#: (bench/run.py --baseline), for before/after figures from one run.
+BASELINE = ("the --baseline checkout", "chatd before this change")
 
 
 def available() -> list[str]:
@@ -46,10 +49,12 @@ def peerTable(
     if not rows:
         return []
     c = load == "c"
+    where, what = PEERS.get(kind, BASELINE)[:2]
     lines = [
         "",
-        f"chatd against {PEERS[kind][1]} ({PEERS[kind][0]}), a fast peer written",
-        "the idiomatic way; same load, same pinning.  *rate chatd/peer* above 1 and",
+        f"chatd against {what} ({where})"
+        + (", a fast peer written the idiomatic way" if kind in PEERS else "")
+        + "; same load, same pinning.  *rate chatd/peer* above 1 and",
         "*CPU chatd/peer* below 1 favour chatd.",
         "",
         f"| scenario | chatd /s | {kind} /s | rate chatd/peer | chatd CPU ns/unit | "

@@ -84,9 +84,15 @@ BUILT: dict[str, Path] = {}
 CHATD_OPTIONS = ("--idle-timeout", "0", "--handshake-timeout", "0")
 
 
+#: --baseline DIR: another checkout of chatd, run as server kind "before".
+BASELINE: list[Path] = []
+
+
 def startServer(kind: str) -> Server:
     if kind == "chatd":
         return Server.chatd(*CHATD_OPTIONS)
+    if kind == "before":
+        return Server.chatd(*CHATD_OPTIONS, root=BASELINE[0])
     port = freePort()
     if kind == "floor":
         return Server([str(BUILT["floor"]), str(port)], port)
@@ -411,7 +417,7 @@ def report(
                 f"{r['rss_with_users'] / 2**20:.1f} MiB | "
                 f"{r['bytes_per_user']:,} ({r['bytes_per_user'] / 1024:.1f} KiB) |"
             )
-    for kind in PEERS:
+    for kind in ("before", *PEERS):
         lines += peerTable(results, kind, rate, ms, steal, load)
     lines += targets(results, rss)
     if plot:
@@ -559,6 +565,12 @@ def main() -> None:
     p.add_argument(
         "--servers", default=None, help="comma-separated servers (default: all)"
     )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another chatd checkout, run beside this one as 'before'",
+    )
     args = p.parse_args()
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
@@ -573,6 +585,11 @@ def main() -> None:
             file=sys.stderr,
         )
     kinds = ["chatd", "naive", *peers]
+    if args.baseline is not None:
+        if not (args.baseline / "chatd" / "__init__.py").exists():
+            p.error(f"--baseline: no chatd checkout at {args.baseline}")
+        BASELINE.append(args.baseline.resolve())
+        kinds.insert(1, "before")
     if loadgen is not None and buildC(FLOOR_SOURCE) is not None:
         kinds.append("floor")
     if args.servers:

@@ -58,12 +58,16 @@ def pinned(argv: list[str], core: int | None) -> list[str]:
 class Server:
     """A server subprocess listening on 127.0.0.1:port."""
 
-    def __init__(self, argv: list[str], port: int, core: int | None = 0) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+    def __init__(
+        self, argv: list[str], port: int, core: int | None = 0, root: Path = ROOT
+    ) -> None:
+        """``root``: the checkout whose chatd runs (another one for a
+        before/after comparison)."""
+        env = dict(os.environ, PYTHONPATH=str(root))
         self.port = port
         self.proc = subprocess.Popen(
             pinned(argv, core),
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -72,10 +76,14 @@ class Server:
 
     @classmethod
     def chatd(
-        cls, *options: str, core: int | None = 0, logfile: str = "/dev/null"
+        cls,
+        *options: str,
+        core: int | None = 0,
+        logfile: str = "/dev/null",
+        root: Path = ROOT,
     ) -> Server:
         port = freePort()
-        return cls(chatdArgv(port, *options, logfile=logfile), port, core)
+        return cls(chatdArgv(port, *options, logfile=logfile), port, core, root)
 
     def _waitListening(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
