@@ -18,12 +18,14 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList
 
 from chatd.core.hub import Hub
+from chatd.core.rooms import key
 from chatd.core.roster import IRoster
-from chatd.core.sequencer import ISequencer
+from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
 from chatd.server.admission import Admission, addressKey
 from chatd.server.backend import BackendStatus, IBackend, LocalBackend, Refusal
 from chatd.server.binary import BINARY
+from chatd.server.historystore import PersistentHistory, openStore
 from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
@@ -58,14 +60,24 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
+        resumable = getattr(self.backend, "mode", "") == "local"
+        #: --history-db's store, read back before the sequencer starts.
+        self.historyStore: PersistentHistory | None = None
+        if resumable and config.history_db and sequencer is None:
+            self.historyStore = store = openStore(
+                config, clock, self._permanent(config)
+            )
+            sequencer = LocalSequencer(after=store.lastSeq)
         self.hub = Hub(
             config,
             clock,
             sequencer,
             roster,
             codec=BINARY,
-            resumable=getattr(self.backend, "mode", "") == "local",
+            resumable=resumable,
         )
+        if self.historyStore is not None:
+            self.hub.rooms.history = self.historyStore
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}
@@ -82,6 +94,17 @@ class ChatFactory(protocol.Factory):
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
         self.backend.attach(self)
+
+    @staticmethod
+    def _permanent(config: Config) -> list[bytes]:
+        """Keys of the rooms that never end: the default and the operator's."""
+        names = [config.default_room] + [name for name, _ in config.rooms]
+        return [key(name.encode()) for name in names]
+
+    def closeHistory(self) -> None:
+        """Write --history-db's last events and close it (a graceful stop)."""
+        if self.historyStore is not None:
+            self.historyStore.close()
 
     def startFactory(self) -> None:
         self.backend.listening()
