@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
-from chatd.core.events import Message
+from chatd.core.events import Message, Messages
 from chatd.core.history import number
 from chatd.core.roster import User
 from chatd.server.config import build
@@ -24,6 +24,7 @@ from chatd.server.historydb import (
 )
 from chatd.server.historystore import FLUSH_DELAY, PersistentHistory
 from chatd.wire import FrameType as T
+from chatd.wire import encode
 from chatd.wire.eventcodec import encodeEvent
 from tests.memory import Server
 
@@ -166,6 +167,19 @@ class StoreTests(SynchronousTestCase):
         store.close()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.store(path).lastSeq, 7)
+
+    def test_a_run_of_says_comes_back_whole(self) -> None:
+        path = self.mktemp()
+        store = self.store(path)
+        run = Messages(
+            b"".join(encode(T.MESSAGE, b"1.31.alice.m%d" % i) for i in range(3)), 3
+        )
+        run.seq = 9
+        store.record(b"lobby", run)
+        store.close()
+        [(event, first, stop)] = self.store(path).last(b"lobby", 10)
+        self.assertIsInstance(event, Messages)
+        self.assertEqual((event.seq, event.frame, first, stop), (9, run.frame, 0, 3))
 
     def test_the_file_has_the_bounds_of_memory(self) -> None:
         path = self.mktemp()
