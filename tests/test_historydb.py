@@ -277,3 +277,8 @@ class RestartTests(SynchronousTestCase):
         bob.send(T.ENTER, b"den")
         bob.received()
         self.assertEqual(self.history(bob, b"den")[: len(den)], den)
+        report = second.factory.historyReport()
+        self.assertEqual(report, {"path": path, "events_written": 0,
+                                  "transactions": 0, "events_lost": 0})  # fmt: skip
+        second.clock.advance(FLUSH_DELAY)
+        self.assertEqual(second.factory.historyReport()["transactions"], 1)  # type: ignore[index]

@@ -106,6 +106,19 @@ class ChatFactory(protocol.Factory):
         if self.historyStore is not None:
             self.historyStore.close()
 
+    def historyReport(self) -> dict[str, object] | None:
+        """--history-db for /status: the file, events written, in how many
+        transactions, and lost to failed writes (None: off)."""
+        store = self.historyStore
+        if store is None:
+            return None
+        return {
+            "path": store.db.path,
+            "events_written": store.written,
+            "transactions": store.transactions,
+            "events_lost": store.lost,
+        }
+
     def startFactory(self) -> None:
         self.backend.listening()
 
