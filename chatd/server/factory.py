@@ -18,7 +18,6 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList
 
 from chatd.core.hub import Hub
-from chatd.core.rooms import key
 from chatd.core.roster import IRoster
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
@@ -64,9 +63,7 @@ class ChatFactory(protocol.Factory):
         #: --history-db's store, read back before the sequencer starts.
         self.historyStore: PersistentHistory | None = None
         if resumable and config.history_db and sequencer is None:
-            self.historyStore = store = openStore(
-                config, clock, self._permanent(config)
-            )
+            self.historyStore = store = openStore(config, clock)
             sequencer = LocalSequencer(after=store.lastSeq)
         self.hub = Hub(
             config,
@@ -94,12 +91,6 @@ class ChatFactory(protocol.Factory):
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
         self.backend.attach(self)
-
-    @staticmethod
-    def _permanent(config: Config) -> list[bytes]:
-        """Keys of the rooms that never end: the default and the operator's."""
-        names = [config.default_room] + [name for name, _ in config.rooms]
-        return [key(name.encode()) for name in names]
 
     def closeHistory(self) -> None:
         """Write --history-db's last events and close it (a graceful stop)."""

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatd.core.history import History, IHistoryStore
+from chatd.core.rooms import key
 from chatd.server.historydb import Batch, HistoryDB, HistoryDBError
 from chatd.wire.eventcodec import BadEvent, decodeEvent, encodeEvent
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
     from chatd.core.events import Event
+    from chatd.server.config import Config
 
 log = Logger(namespace="chatd")
 
@@ -211,11 +213,11 @@ class PersistentHistory:
         )
 
 
-def openStore(
-    config: Any, clock: IReactorTime, live: Iterable[bytes]
-) -> PersistentHistory:
-    """The store ``config.history_db`` names, read back (``live``: the rooms
-    that never end)."""
+def openStore(config: Config, clock: IReactorTime) -> PersistentHistory:
+    """The store ``config.history_db`` names, read back; the default room
+    and the operator's (``--room``) never end."""
+    if config.history_db is None:
+        raise ValueError("no --history-db given")
     store = PersistentHistory(
         HistoryDB(config.history_db),
         clock,
@@ -223,5 +225,6 @@ def openStore(
         config.history_bytes,
         keepEnded=config.max_rooms,
     )
-    store.load(live)
+    names = [config.default_room] + [name for name, _ in config.rooms]
+    store.load(key(name.encode()) for name in names)
     return store
