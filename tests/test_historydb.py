@@ -194,6 +194,11 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual((gone, [e.seq for e, _ in held]), (number(6), [6, 7, 8]))
         rows = sqlite3.connect(path).execute("SELECT count(*) FROM events")
         self.assertEqual(rows.fetchone()[0], 3)
+        again.close()
+        smaller = self.store(path, limit=2)  # restarted with --history 2
+        smaller.close()
+        rows = sqlite3.connect(path).execute("SELECT seq FROM events")
+        self.assertEqual(rows.fetchall(), [(7,), (8,)])
 
     def test_an_ended_room_keeps_its_history_within_the_cap(self) -> None:
         path = self.mktemp()

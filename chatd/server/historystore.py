@@ -66,6 +66,8 @@ class PersistentHistory:
         #: Ended rooms that keep their history, the first ended first.
         self._ended: dict[bytes, None] = {}
         self._pending: list[tuple[bytes, Event]] = []
+        #: Rooms whose bound to write may have moved (events dropped).
+        self._trimmed: set[bytes] = set()
         self._evicted: dict[bytes, None] = {}
         self._flush: IDelayedCall | None = None
         self._closed = False
@@ -91,6 +93,12 @@ class PersistentHistory:
             raise HistoryDBError(f"{self.db.path}: a bad event: {e}") from None
         for roomKey, gone in stored.gone.items():
             self.memory.forgot(roomKey, gone)
+        # Smaller bounds than the file was written with: trim it too.
+        self._trimmed = {
+            r for r in newest if self.memory.gone(r) > stored.gone.get(r, 0)
+        }
+        if self._trimmed:
+            self._soon()
         alive = set(live)
         for roomKey in sorted(newest, key=newest.__getitem__):
             if roomKey not in alive:
@@ -172,7 +180,8 @@ class PersistentHistory:
         """What is not written yet, as one transaction (and forget it)."""
         pending, self._pending = self._pending, []
         evicted, self._evicted = list(self._evicted), {}
-        rooms = {roomKey for roomKey, _ in pending}
+        rooms = {roomKey for roomKey, _ in pending} | self._trimmed
+        self._trimmed = set()
         gone = {r: g for r in rooms if (g := self.memory.gone(r))}
         events = [(r, e.seq, encodeEvent(e)) for r, e in pending]
         return Batch(events, gone, evicted)
