@@ -19,7 +19,7 @@ that count what they are given, so the figures are the Python work):
       after 10 messages each missed: CPU seconds until every one has its
       replay, and the frames replayed
 
-    python bench/resume.py [--deliveries 1000000]
+    python bench/resume.py [--deliveries 1000000] [--fanout-only]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import tempfile
 import time
 import tracemalloc
@@ -184,18 +185,27 @@ def resumeMany(n: int = 1000, missed: int = 10) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deliveries", type=int, default=1_000_000)
+    parser.add_argument("--fanout-only", action="store_true", help="(a) only")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="chatd-bench-")
-    for i in range(2):  # twice, interleaved: the machine is noisy
-        fanout("(a0) 100 users, history off, plain", args.deliveries, False, history=0)
-        fanout("(a1) 100 users, history on, plain", args.deliveries, False)
-        fanout("(a2) 100 users, history on, numbered (MARKs)", args.deliveries, True)
-        db = os.path.join(folder, f"history{i}.db")
-        fanout(
-            "(a3) 100 users, history-db, plain", args.deliveries, False, history_db=db
-        )
-    memory()
-    resumeMany()
+    try:
+        for i in range(2):  # twice, interleaved: the machine is noisy
+            fanout(
+                "(a0) 100 users, history off, plain", args.deliveries, False, history=0
+            )
+            fanout("(a1) 100 users, history on, plain", args.deliveries, False)
+            fanout(
+                "(a2) 100 users, history on, numbered (MARKs)", args.deliveries, True
+            )
+            for every, row in ((1, "a3"), (16, "a4")):
+                db = os.path.join(folder, f"history{i}{row}.db")
+                label = f"({row}) 100 users, history-db, flush per {every} reads"
+                fanout(label, args.deliveries, False, every, history_db=db)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if not args.fanout_only:
+        memory()
+        resumeMany()
 
 
 if __name__ == "__main__":
