@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from zope.interface import Attribute, Interface, implementer
+
 if TYPE_CHECKING:
     from chatd.core.events import Event
 
@@ -50,6 +52,33 @@ def size(event: Event) -> int:
     return _HEADER + prefix + len(text) + (len(room) + 1 if room else 0) + 8
 
 
+class IHistoryStore(Interface):
+    """Where the rooms' last events are kept: :class:`History` in memory,
+    or a store that also writes them to disk (chatd.server.historystore)."""
+
+    limit = Attribute("Events kept per room at most (a reload may change it).")
+    maxBytes = Attribute("Bytes of events kept per room at most.")
+    rooms = Attribute("How many rooms have events kept.")
+    heldBytes = Attribute("Bytes of events kept, in all rooms.")
+
+    def record(roomKey: bytes, event: Event) -> None:
+        """``event`` (sequenced) happened in the room keyed ``roomKey``."""
+
+    def drop(roomKey: bytes) -> None:
+        """The room ended (its last member left)."""
+
+    def after(roomKey: bytes, since: int) -> tuple[int | None, list[tuple[Event, int]]]:
+        """What follows number ``since`` (:meth:`History.after`)."""
+
+    def last(
+        roomKey: bytes, count: int, before: int | None = None
+    ) -> list[tuple[Event, int, int]]:
+        """The room's last ``count`` frames (:meth:`History.last`)."""
+
+    def __len__() -> int:
+        """Events kept, in all rooms."""
+
+
 class _Log:
     """One room's kept events and what they weigh."""
 
@@ -62,6 +91,7 @@ class _Log:
         self.gone = 0
 
 
+@implementer(IHistoryStore)
 class History:
     """The last ``limit`` events (at most ``maxBytes``) of every room."""
 
@@ -91,6 +121,18 @@ class History:
     def drop(self, roomKey: bytes) -> None:
         """The room ended: its history goes with it."""
         self._rooms.pop(roomKey, None)
+
+    def gone(self, roomKey: bytes) -> int:
+        """The seq of the room's newest dropped event (0: none)."""
+        log = self._rooms.get(roomKey)
+        return log.gone if log is not None else 0
+
+    def forgot(self, roomKey: bytes, gone: int) -> None:
+        """Events of the room up to seq ``gone`` were dropped before (a
+        store read back from disk): :meth:`after` says so."""
+        log = self._rooms.get(roomKey)
+        if log is not None:
+            log.gone = max(log.gone, gone)
 
     def after(
         self, roomKey: bytes, since: int

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from chatd.core.events import Event, Leave, Notice
 from chatd.core.fanout import FanOut
-from chatd.core.history import History
+from chatd.core.history import IHistoryStore
 from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomLock, RoomTopic
 from chatd.core.rooms import Directory, key
 from chatd.core.sequencer import IEventSink
@@ -61,7 +61,7 @@ class RoomCast:
         #: Room events delivered, per room key (for /status).
         self.messages: dict[bytes, int] = {}
         #: Each room's last events (HISTORY, a resume); None: not kept.
-        self.history: History | None = None
+        self.history: IHistoryStore | None = None
 
     # -- local sessions -------------------------------------------------------
 
@@ -161,7 +161,8 @@ class RoomCast:
         self.users.pop(uid, None)
 
     def _ended(self, name: bytes) -> None:
-        """A room that no longer exists takes its history with it."""
+        """A room that no longer exists tells its history (memory drops
+        it; ``--history-db`` keeps it for when the room comes back)."""
         if self.history is not None and self.directory.get(name) is None:
             self.history.drop(key(name))
 

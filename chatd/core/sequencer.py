@@ -42,8 +42,10 @@ class ISequencer(Interface):
 class LocalSequencer:
     """The order is the order of calls: right for a single process."""
 
-    def __init__(self) -> None:
-        self.last = 0
+    def __init__(self, after: int = 0) -> None:
+        """``after``: the last seq already given (a history kept on disk
+        across a restart), so numbers go on increasing."""
+        self.last = after
         self._sinks: list[IEventSink] = []
 
     def subscribe(self, sink: IEventSink, after: int | None = None) -> None:

@@ -326,6 +326,8 @@ def status(service: ChatService) -> dict:
         "rooms": factory.hub.roomReport(),
         # 1.2's history and resume (None: not served in this mode).
         "resume": factory.hub.resumeReport(),
+        # --history-db: the file and what was written to it (None: off).
+        "history_db": factory.historyReport(),
         # --workers: one entry per worker (pid, users, connections, counters)
         "workers": None if workers is None else [asdict(w) for w in workers],
         # cluster (--redis): node, Redis link, stream lag, users cluster-wide

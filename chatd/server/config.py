@@ -23,6 +23,7 @@ from chatd.server import values as _values
 from chatd.server.admission import DEFAULT_EXEMPT, connectionsPerSecond, parseNetworks
 from chatd.server.endpointcheck import checkDirectory, checkEndpoint, isLocal
 from chatd.server.errors import describeError
+from chatd.server.historydb import HistoryDBError, checkHistoryDB
 from chatd.web import options as _web
 
 DEFAULT_LISTEN = "tcp:7777"
@@ -83,6 +84,7 @@ class Config:
     resume_window: float = 60.0
     history: int = 100
     history_bytes: int = 65536
+    history_db: str | None = None
 
 
 # name -> (parser, default, help).  The option is --name, the variable
@@ -134,6 +136,7 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     "resume-window": (_values.seconds, 60.0, "Seconds a dropped 1.2 user who asked for it is kept for a RESUME (0 = never)."),
     "history": (_values.count, 100, "Events kept per room for HISTORY and resume (0 = none)."),
     "history-bytes": (_values.size, 65536, "Bytes of events kept per room at most."),
+    "history-db": (str, None, "SQLite file the history is also kept in, so that it outlives a restart (one process only; off by default)."),
 }  # fmt: skip
 
 
@@ -316,6 +319,8 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         raise usage.UsageError(
             "--workers: not together with --redis yet; run one node per core instead"
         )
+    if values["history_db"] is not None:
+        checkHistoryFile(values)
     rooms = list(given.get("room") or ())
     source = "--room"
     if not rooms:
@@ -332,6 +337,19 @@ def build(given: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         rooms=specs,
         **values,
     )
+
+
+def checkHistoryFile(values: Mapping[str, Any]) -> None:
+    """--history-db: one process only, and a file chatd can use."""
+    if values["workers"] > 1 or values["redis"]:
+        raise usage.UsageError(
+            "--history-db: for one process only, not with --workers or --redis"
+        )
+    checkDirectory("--history-db", values["history_db"])
+    try:
+        checkHistoryDB(values["history_db"])
+    except HistoryDBError as e:
+        raise usage.UsageError(f"--history-db: {e}") from None
 
 
 def fromEnvironment(environ: Mapping[str, str] | None = None) -> Config:

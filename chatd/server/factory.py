@@ -19,11 +19,12 @@ from twisted.internet.defer import Deferred, DeferredList
 
 from chatd.core.hub import Hub
 from chatd.core.roster import IRoster
-from chatd.core.sequencer import ISequencer
+from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
 from chatd.server.admission import Admission, addressKey
 from chatd.server.backend import BackendStatus, IBackend, LocalBackend, Refusal
 from chatd.server.binary import BINARY
+from chatd.server.historystore import PersistentHistory, openStore
 from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
@@ -58,14 +59,22 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
+        resumable = getattr(self.backend, "mode", "") == "local"
+        #: --history-db's store, read back before the sequencer starts.
+        self.historyStore: PersistentHistory | None = None
+        if resumable and config.history_db and sequencer is None:
+            self.historyStore = store = openStore(config, clock)
+            sequencer = LocalSequencer(after=store.lastSeq)
         self.hub = Hub(
             config,
             clock,
             sequencer,
             roster,
             codec=BINARY,
-            resumable=getattr(self.backend, "mode", "") == "local",
+            resumable=resumable,
         )
+        if self.historyStore is not None:
+            self.hub.rooms.history = self.historyStore
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}
@@ -82,6 +91,24 @@ class ChatFactory(protocol.Factory):
         self.refusal: ErrorCode | None = None
         self._numbers = itertools.count(1)
         self.backend.attach(self)
+
+    def closeHistory(self) -> None:
+        """Write --history-db's last events and close it (a graceful stop)."""
+        if self.historyStore is not None:
+            self.historyStore.close()
+
+    def historyReport(self) -> dict[str, object] | None:
+        """--history-db for /status: the file, events written, in how many
+        transactions, and lost to failed writes (None: off)."""
+        store = self.historyStore
+        if store is None:
+            return None
+        return {
+            "path": store.db.path,
+            "events_written": store.written,
+            "transactions": store.transactions,
+            "events_lost": store.lost,
+        }
 
     def startFactory(self) -> None:
         self.backend.listening()

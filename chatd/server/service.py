@@ -424,4 +424,6 @@ class ChatService(service.MultiService):
         self.portFile.remove()
         self.factory.refusal = ErrorCode.SHUTDOWN
         # Every listener and the stats timer, in reverse order.
-        return drain(self, service.MultiService.stopService(self))
+        d = drain(self, service.MultiService.stopService(self))
+        d.addCallback(lambda _: self.factory.closeHistory())  # after the LEAVEs
+        return d
