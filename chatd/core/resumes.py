@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Interface, implementer
 
 from chatd.core.connection import ACTIVE
 from chatd.core.tokens import Tokens
@@ -46,8 +46,6 @@ class Taken:
 
 class IResumes(Interface):
     """Tokens, detached users' windows and history, for resumable sessions."""
-
-    limit = Attribute("The most events one HISTORY answers (--history).")
 
     def issue(session: Session) -> bytes:
         """A fresh token for ``session`` (its earlier one is spent)."""
