@@ -16,19 +16,11 @@ from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
 from tests.daemon import LOOPBACK, Daemon, FrameClient, connect
+from tests.test_resume_e2e import frameOf
 from tests.test_workers_e2e import post
 
 WORKERS = ("--workers", "2", "--min-workers", "2", "--rate-limit", "0")
 HANDED = re.compile(r"resume handed over id=\d+ worker=(\d+) to worker=(\d+)")
-
-
-@defer.inlineCallbacks
-def frameOf(client: FrameClient, wanted: int):  # type: ignore[no-untyped-def]
-    """The next frame of type ``wanted`` (others are skipped)."""
-    while True:
-        ftype, payload = yield client.next()
-        if ftype == wanted:
-            return payload
 
 
 @defer.inlineCallbacks
