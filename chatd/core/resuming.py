@@ -174,7 +174,7 @@ class Resuming:
         self._await(asked).addCallback(self._answerHistory, found.name, codec)
 
     def _answerHistory(self, events: Last, name: bytes, codec: IClientCodec) -> None:
-        if self.state is ACTIVE:
+        if self.state is ACTIVE and not self._disconnected:
             frames, n = codec.history(name, events)  # type: ignore[attr-defined]
             self.reply(frames, n)
 
@@ -212,8 +212,8 @@ class Resuming:
 
     def _replay(self, replay: Replay) -> None:
         """Live from this turn on, after the replay of what it missed."""
-        if self.state is not ACTIVE:
-            return
+        if self.state is not ACTIVE or self._disconnected:
+            return  # closed or dropped while the replay came
         rooms = self.hub.rooms
         self.fanout.add(self)  # type: ignore[arg-type]
         rooms.rejoin(self)  # type: ignore[arg-type]
