@@ -118,9 +118,9 @@ class Resuming:
             return self.error(ErrorCode.BAD_TOKEN)
         self._numbered(codec)
         self.user = user = taken.user
-        self._bucket = (
-            taken.bucket
-        )  # the rate limit is the user's, not the connection's
+        # The rate limit is the user's, not the connection's.
+        self._bucket = taken.bucket
+        self.fanout.target(self)  # type: ignore[arg-type]  # a kick ends it
         self.state = NAMED
         self._since = {}
         self.reply(codec.welcome(user))
