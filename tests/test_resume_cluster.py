@@ -170,6 +170,9 @@ class RemoteTests(unittest.TestCase):
         )
 
     def test_only_the_digest_crosses_the_link(self) -> None:
+        unnamed = _Session(4)
+        unnamed.user = None  # type: ignore[assignment]
+        self.resumes.forget(unnamed)  # type: ignore[arg-type]
         session = _Session(5)
         token = self.resumes.issue(session)  # type: ignore[arg-type]
         self.assertEqual(self.sent, [(link.TOKEN, link.U32.pack(5) + digest(token))])

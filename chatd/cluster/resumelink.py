@@ -74,7 +74,9 @@ class RemoteResumes:
         return self._ask(link.RESUME, digest(token)).addCallback(_taken)
 
     def forget(self, session: Session) -> None:
-        uid = session.user.id  # type: ignore[union-attr]
+        if session.user is None:
+            return  # never named: no token
+        uid = session.user.id
         if self._sessions.get(uid) is session:
             del self._sessions[uid]
             if self.lost is None:
