@@ -85,7 +85,7 @@ class AuthorityTests(unittest.TestCase):
         self.authority.submit(RoomJoin(b"den", ann), self.a)  # type: ignore[arg-type]
         self.message(self.a, link.KEPT, link.U32.pack(ann.id))
         answer = self.resume(self.b, kept)
-        self.assertEqual(answer, bytes([resumewire.GRANTED]) + ann.entry)
+        self.assertEqual(answer, bytes([resumewire.RESUMED]) + ann.entry)
         self.assertIn((link.HANDOVER, link.U32.pack(ann.id)), self.a.sent)
         self.assertEqual((self.a.uids, self.b.uids), (set(), {ann.id}))
         self.assertEqual(set(self.authority.routing.routes[b"den"]), {self.b})
@@ -189,7 +189,7 @@ class RemoteTests(unittest.TestCase):
         req, body = resumewire.parseRequest(payload)
         self.assertEqual((kind, body), (link.RESUME, digest(b"abc")))
         user = User(9, 33, b"ann")
-        answer = bytes([resumewire.GRANTED]) + user.entry
+        answer = bytes([resumewire.RESUMED]) + user.entry
         self.resumes.message(link.ANSWER, resumewire.request(req, answer))
         self.assertEqual(
             (got[-1].user.id, got[-1].user.name, got[-1].bucket), (9, b"ann", None)

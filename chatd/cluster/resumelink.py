@@ -133,6 +133,6 @@ class RemoteResumes:
 
 
 def _taken(body: bytes) -> Taken | None:
-    if not body or body[0] != resumewire.GRANTED:
+    if not body or body[0] != resumewire.RESUMED:
         return None
     return Taken(userFromEntry(body[1:]))

@@ -172,7 +172,7 @@ class ResumeAuthority:
             a=old.index,
             b=worker.index,
         )
-        return bytes([resumewire.GRANTED]) + user.entry
+        return bytes([resumewire.RESUMED]) + user.entry
 
     def _replay(self, body: bytes) -> bytes:
         history = self.history

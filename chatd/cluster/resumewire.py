@@ -22,8 +22,8 @@ _KEY = struct.Struct("!H")
 _ITEM = struct.Struct("!III")  # first frame, frame after the last, event bytes
 _ROOM = struct.Struct("!QI")  # gone (0: none), events held
 _ASK = struct.Struct("!IBQ")  # count, has before, before
-#: RESUME's answer: granted (a user entry follows) or refused.
-GRANTED, REFUSED = 1, 0
+#: RESUME's answer: resumed (the user's entry follows) or refused.
+RESUMED, REFUSED = 1, 0
 
 
 class _Reader:
