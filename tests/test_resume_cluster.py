@@ -21,7 +21,9 @@ from chatd.core.history import History
 from chatd.core.roomevents import RoomJoin, RoomMessage
 from chatd.core.roster import Replica, User
 from chatd.core.tokens import digest
+from chatd.wire import FrameType as T
 from chatd.wire import LeaveReason
+from tests.memory import ChatTestCase
 
 WINDOW = 60.0
 
@@ -229,3 +231,43 @@ class _Session:
 
     def _windowOver(self) -> None:
         self.calls.append("windowOver")
+
+
+class WorkerSessionTests(ChatTestCase):
+    """A session whose resumes are main's: it waits for each answer."""
+
+    config = {"resume_window": 60.0, "idle_timeout": 0.0}
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.sent: list[tuple[int, bytes]] = []
+        self.remote = RemoteResumes(lambda kind, data: self.sent.append((kind, data)))
+        self.server.factory.hub.resumes = self.remote
+
+    def answer(self, body: bytes) -> None:
+        req, _ = resumewire.parseRequest(self.sent[-1][1])
+        self.remote.message(link.ANSWER, resumewire.request(req, body))
+        self.server.clock.advance(0)  # held input goes on
+
+    def test_input_waits_for_each_answer(self) -> None:
+        bob = self.server.active(b"bob")
+        peer = self.server.connect()
+        peer.send(T.VERSION, b"1.2")
+        peer.send(T.RESUME, b"abc")
+        peer.send(T.SINCE, b"lobby.1")
+        peer.send(T.READY)
+        self.assertEqual(peer.types(), [T.VERSION])  # SINCE, READY wait
+        self.answer(bytes([resumewire.RESUMED]) + bob.entry)
+        self.assertEqual(self.sent[-1][0], link.REPLAY)
+        self.assertEqual(peer.types(), [T.WELCOME, T.TOKEN])
+        self.answer(resumewire.replayBody({b"lobby": (None, [])}))
+        peer.send(T.ECHO, b"e")
+        self.assertEqual(peer.received(), [(T.ECHO, b"e")])
+
+    def test_no_answer_is_unavailable_not_bad_token(self) -> None:
+        peer = self.server.connect()
+        peer.send(T.VERSION, b"1.2")
+        peer.send(T.RESUME, b"abc")
+        self.assertEqual(peer.types(), [T.VERSION])
+        self.remote.linkLost("main is gone")
+        self.assertOnlyError(peer, "UNAVAILABLE")

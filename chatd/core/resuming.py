@@ -15,6 +15,7 @@ events in the same turn (:meth:`chatd.core.fanout.FanOut.add`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -103,7 +104,7 @@ class Resuming:
         resumes = self.hub.resumes
         if resumes is None:
             return self._resumed(None, codec)
-        self._await(resumes.take(token)).addCallback(self._resumed, codec)
+        self._await(resumes.take(token), self._resumed, codec)
 
     def _resumed(self, taken: Taken | None, codec: IClientCodec) -> None:
         """RESUME's answer: the user is this session's now, or BAD_TOKEN."""
@@ -171,22 +172,21 @@ class Resuming:
         if resumes is None:
             return self._answerHistory([], found.name, codec)
         asked = resumes.last(key(room), count, before)
-        self._await(asked).addCallback(self._answerHistory, found.name, codec)
+        self._await(asked, self._answerHistory, found.name, codec)
 
     def _answerHistory(self, events: Last, name: bytes, codec: IClientCodec) -> None:
         if self.state is ACTIVE and not self._disconnected:
             frames, n = codec.history(name, events)  # type: ignore[attr-defined]
             self.reply(frames, n)
 
-    def _await(self, d: Deferred[Any]) -> Deferred[Any]:
-        """An answer that may come later (a worker asks the main process):
-        until then the connection's later input waits (replies keep request
-        order); a lost answer is UNAVAILABLE."""
+    def _await(self, d: Deferred[Any], then: Callable[..., None], *args: Any) -> None:
+        """``then(answer, *args)`` once ``d`` has it, which may be later (a
+        worker asks the main process): until then the connection's later
+        input waits (replies keep request order); no answer is UNAVAILABLE."""
         if not settled(d):
             self.conn.holdInput(True)
             d.addBoth(self._answered)
-        d.addErrback(self._unavailable)
-        return d
+        d.addCallback(then, *args).addErrback(self._unavailable)
 
     # -- the session's life ------------------------------------------------
 
@@ -208,7 +208,7 @@ class Resuming:
         resumes = self.hub.resumes
         if resumes is None or not since:
             return self._replay({})
-        self._await(resumes.replay(since)).addCallback(self._replay)
+        self._await(resumes.replay(since), self._replay)
 
     def _replay(self, replay: Replay) -> None:
         """Live from this turn on, after the replay of what it missed."""
