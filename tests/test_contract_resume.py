@@ -1,7 +1,8 @@
 """History and resume in every deployment mode (tests/contract.py): the
-numbers agree across processes everywhere; one process and the WebSocket
-resume a dropped user with what it missed, --workers and --redis answer
-RESUMABLE ``0`` and HISTORY with no events, as docs/protocol.md says.
+numbers agree across processes everywhere; one process, --workers (the
+resume lands on the other worker) and the WebSocket resume a dropped user
+with what it missed, --redis answers RESUMABLE ``0`` and HISTORY with no
+events, as docs/protocol.md says.
 tests/test_resume.py checks the rules in depth in memory."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from chatd.wire import FrameType as T
 from tests.contractcase import ContractHelpers
 
 #: The modes that serve resume (docs/protocol.md, "Status").
-RESUMING = {"single", "websocket"}
+RESUMING = {"single", "workers", "websocket"}
 
 
 class ResumeContractTests(ContractHelpers):
@@ -83,6 +84,11 @@ class ResumeContractTests(ContractHelpers):
             bob.send(T.SAY, text)
         before = yield self.sync(bob)
         self.assertNotIn(T.LEAVE, [t for t, _ in before])
+        if self.mode == "workers":
+            # Workers alternate (--min-workers 2): ann was on the first,
+            # bob on the second; this one takes the first, so the resume
+            # lands on the second, where ann was not.
+            yield self.deployment.connect(0)
         again = yield self.deployment.connect(0)
         again.send(T.VERSION, b"1.2")
         again.send(T.RESUME, token)

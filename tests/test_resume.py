@@ -217,6 +217,31 @@ class ResumeTests(ChatTestCase):
         self.assertTrue(frames[1][1].startswith(b"BAD_TOKEN."))
         self.assertEqual(self.server.factory.hub.detached, {})
 
+    def resumedNotReady(self) -> tuple[Peer, Peer, Peer]:
+        """alice dropped and resumed, not READY yet: (alice, bob, again)."""
+        alice, token = self.speaker(b"alice")
+        bob, _ = self.speaker(b"bob", resumable=False)
+        bob.received()
+        alice.lose()
+        again = self.server.connect()
+        again.send(T.VERSION, b"1.2")
+        again.send(T.RESUME, token)
+        again.received()
+        return alice, bob, again
+
+    def test_kick_before_a_resumed_ready_ends_the_user(self) -> None:
+        alice, bob, again = self.resumedNotReady()
+        self.assertTrue(self.server.factory.hub.kick("alice"))
+        self.assertTrue(again.received()[0][1].startswith(b"KICKED."))
+        self.assertEqual(bob.received(), [(T.LEAVE, alice.entry + b".kicked")])
+
+    def test_a_resumed_user_dropped_before_ready_leaves(self) -> None:
+        alice, bob, again = self.resumedNotReady()
+        again.lose()
+        self.assertEqual(bob.received(), [(T.LEAVE, alice.entry + b".error")])
+        bob.send(T.WHO)
+        self.assertNotIn(b"alice", b"".join(p for _, p in bob.received()))
+
     def test_rooms_are_replayed_and_live_again(self) -> None:
         alice, token = self.speaker(b"alice")
         bob, _ = self.speaker(b"bob", resumable=False)

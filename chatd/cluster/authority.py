@@ -136,6 +136,12 @@ class Names:
             if user is not None:
                 self.roster.release(user)
 
+    def move(self, uid: int, old: WorkerHandle, new: WorkerHandle) -> None:
+        """A resume took user ``uid`` from ``old`` to ``new``: its name is
+        ``new``'s now (released there, or left if ``new`` dies)."""
+        old.uids.discard(uid)
+        new.uids.add(uid)
+
     def forget(
         self, handle: WorkerHandle, reason: LeaveReason, replica: Replica
     ) -> None:

@@ -16,6 +16,16 @@ main -> worker                           worker -> main
   STOP    (SHUTDOWN everyone, exit)        STATS   json counters
   ABORT   (abort connections still open)
   LOGIN   failures:u32 ms:u32 key          LOGIN   failures:u32 ms:u32 key
+  HANDOVER uid:u32 (drop it silently)      TOKEN   uid:u32 digest
+  EXPIRE  uid:u32 (its window is over)     FORGET  uid:u32 (ended for good)
+  ANSWER  req:u32 answer                   KEPT    uid:u32 (detached)
+                                           RESUME  req:u32 digest
+                                           REPLAY  req:u32 since
+                                           HISTORY req:u32 question
+
+The resume messages (protocol 1.2) are :mod:`chatd.cluster.resumes` at
+main and :mod:`chatd.cluster.resumelink` in a worker; their payloads are
+:mod:`chatd.cluster.resumewire`.
 
 A BATCH is one reactor turn of the one total order, the same bytes for
 every worker; the ``seq`` list numbers the worker's own submissions in it,
@@ -43,8 +53,12 @@ if TYPE_CHECKING:
 
 # main -> worker
 CONFIG, ADOPT, BATCH, NAMED, NOTICE, STOP, ABORT, LOGIN = b"CABNOSXL"
+HANDOVER, EXPIRE, ANSWER = b"HWY"
 # worker -> main (and LOGIN)
 SUBMIT, ADOPTED, DONE, CLAIM, RELEASE, STATS = b"EaDQRJ"
+TOKEN, FORGET, KEPT, RESUME, REPLAY, HISTORY = b"TFKGPV"
+#: What a worker asks or tells main's resume authority.
+RESUME_KINDS = frozenset((TOKEN, FORGET, KEPT, RESUME, REPLAY, HISTORY))
 
 U32 = struct.Struct("!I")
 U64 = struct.Struct("!Q")
@@ -74,6 +88,7 @@ _WORKER_SETTINGS = (
     "max_rooms",
     "max_rooms_per_user",
     "rooms",
+    "resume_window",
 )
 
 

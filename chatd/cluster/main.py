@@ -12,6 +12,9 @@ listener.  It is put together from one module per idea:
   reactor turn) and the one roster (names unique across workers);
 * :mod:`.supervisor` starts, retires, cuts off and replaces workers;
 * :mod:`.handle` is one worker's link, with its back-pressure;
+* :mod:`.resumes` is the one authority of protocol 1.2's resume (tokens,
+  detached users' windows, the hand-over between workers) and answers
+  replays and HISTORY from main's history, the only whole one;
 * :mod:`.tally` adds the workers' counters up for the stats line, /status
   and /metrics.
 
@@ -36,8 +39,10 @@ from chatd.cluster import link, logins
 from chatd.cluster.authority import Authority, Names
 from chatd.cluster.handle import WorkerHandle
 from chatd.cluster.handoff import Placement, RefusedProtocol, unsupportedListeners
+from chatd.cluster.resumes import ResumeAuthority
 from chatd.cluster.supervisor import Supervisor
 from chatd.cluster.tally import Tally
+from chatd.core.history import History
 from chatd.server.admission import Admission
 from chatd.server.backend import BackendStatus, IBackend, Refusal
 from chatd.server.config import Config
@@ -67,6 +72,12 @@ class MainBackend:
         self.names = Names(self.authority)
         self.sequencer = self.authority
         self.roster = self.names.roster
+        self.resumes = ResumeAuthority(
+            self.authority,
+            self.names,
+            reactor.callLater,
+            lambda: self.config.resume_window,
+        )
         self.supervisor = Supervisor(reactor, self, self.authority, self._seed)
         self.placement = Placement(self.supervisor)
         self.tally = Tally()
@@ -98,6 +109,9 @@ class MainBackend:
     def attach(self, factory: ChatFactory) -> None:
         self.factory = factory
         self.placement.factory = factory
+        config = factory.config
+        history = History(config.history, config.history_bytes)
+        factory.hub.rooms.history = self.resumes.history = history
 
     def buildProtocol(self, addr: object) -> protocol.Protocol:
         return self.placement.buildProtocol(next(self._connNumbers), addr)
@@ -173,6 +187,8 @@ class MainBackend:
             return  # being cut off: main already sequenced its users' LEAVEs
         if kind == link.SUBMIT:
             self.authority.submit(decodeEvent(payload), handle)
+        elif kind in link.RESUME_KINDS:
+            self.resumes.message(handle, kind, payload)
         elif kind == link.CLAIM:
             (req,) = link.U32.unpack_from(payload)
             self.names.claim(handle, req, payload[link.U32.size :])
@@ -199,6 +215,7 @@ class MainBackend:
     def tooSlow(self, handle: WorkerHandle) -> None:
         """``handle`` does not read its link: cut its clients off and replace it."""
         self.supervisor.cutOff(handle)
+        self.resumes.workerGone(handle)
         self.names.forget(handle, LeaveReason.SLOW, self._room().replica)
         self.authority.drop(handle)
 
@@ -215,6 +232,7 @@ class MainBackend:
         self.supervisor.detach(handle)
         self.placement.drop(handle)
         self.tally.departed(handle)
+        self.resumes.workerGone(handle)
         self.names.forget(handle, LeaveReason.ERROR, self._room().replica)
         self.supervisor.replace(handle, expected)
 

@@ -50,6 +50,16 @@ class RoomRouting:
                 self._left(roomKey, worker)
         return None
 
+    def move(self, uid: int, worker: WorkerHandle) -> None:
+        """User ``uid`` is served by ``worker`` from this point of the
+        order on (a resume on another worker): its rooms' messages follow."""
+        rooms = self._rooms.get(uid, {})
+        for roomKey, old in list(rooms.items()):
+            self._left(roomKey, old)
+            rooms[roomKey] = worker
+            served = self.routes.setdefault(roomKey, {})
+            served[worker] = served.get(worker, 0) + 1
+
     def _left(self, roomKey: bytes, worker: WorkerHandle | None) -> None:
         served = self.routes.get(roomKey)
         if worker is None or served is None or worker not in served:

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from chatd.cluster import link
 from chatd.cluster.logins import SharedLogins
 from chatd.cluster.remote import RemoteRoster, RemoteSequencer
+from chatd.cluster.resumelink import RemoteResumes
 from chatd.server.backend import IBackend, LocalBackend
 from chatd.server.factory import ChatFactory
 from chatd.server.protocol import ChatProtocol
@@ -61,6 +62,7 @@ class WorkerBackend(LocalBackend):
         self.link = send
         self.sequencer = self.remoteSequencer = RemoteSequencer(send.send)
         self.roster = self.remoteRoster = RemoteRoster(send.send)
+        self.resumes = RemoteResumes(send.send)
         self.factory: ChatFactory | None = None
         #: a connection here -> main's number for it (weak: one this
         #: worker refused itself is never forgotten, only collected).
@@ -71,6 +73,7 @@ class WorkerBackend(LocalBackend):
         # One back-off for all workers (chatd.cluster.logins).
         self.logins = SharedLogins(factory.admission, self.link.send)
         factory.hub.logins = self.logins
+        factory.hub.resumes = self.resumes  # main keeps tokens and history
 
     def buildProtocol(self, addr: object) -> ChatProtocol:
         assert self.factory is not None
@@ -110,6 +113,8 @@ class WorkerLink(link.Link):
             if not self.fds:
                 raise link.LinkError("ADOPT without a descriptor")
             worker.adopt(self.fds.popleft(), conn, family, tls, port)
+        elif kind in (link.HANDOVER, link.EXPIRE, link.ANSWER):
+            worker.backend.resumes.message(kind, payload)
         elif kind == link.NAMED:
             worker.backend.remoteRoster.answered(payload)
         elif kind == link.LOGIN:
@@ -302,6 +307,7 @@ class Worker:
         if self.factory is not None:
             self.backend.remoteSequencer.linkLost(why)
             self.backend.remoteRoster.linkLost(why)
+            self.backend.resumes.linkLost(why)
         if not self.stopping:
             log.warn("link to the main process closed: shutting down")
         self.stop(why)

@@ -151,6 +151,11 @@ class FanOut:
         if self._pending:
             self._given[recipient] = len(self._pending)
 
+    def target(self, recipient: IRecipient) -> None:
+        """Targeted events (a kick) reach ``recipient`` from now on, before
+        it is live: a resumed user between its WELCOME and READY."""
+        self._byUser[recipient.user.id] = recipient
+
     def removeAll(self) -> None:
         """Flush what is sequenced and forget every recipient (shutdown)."""
         for recipient in list(self._paused):

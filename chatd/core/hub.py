@@ -19,6 +19,7 @@ from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
 from chatd.core.history import History
+from chatd.core.resumes import IResumes, LocalResumes
 from chatd.core.roomcast import RoomCast
 from chatd.core.roomevents import RoomLeave, RoomLock, RoomTopic
 from chatd.core.roster import IRoster, Replica, Roster
@@ -26,7 +27,6 @@ from chatd.core.rules import LeaveReason
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import Session
 from chatd.core.stats import Stats
-from chatd.core.tokens import Tokens
 
 
 class Rules(Protocol):
@@ -116,11 +116,12 @@ class Hub:
         )
         self.sequencer.subscribe(self.rooms)
         #: Resume tokens, and the sessions kept for a resume; None: not served.
-        self.tokens: Tokens | None = None
+        self.resumes: IResumes | None = None
         self.detached: dict[Session, None] = {}
         if resumable:
-            self.tokens = Tokens()
-            self.rooms.history = History(config.history, config.history_bytes)
+            history = History(config.history, config.history_bytes)
+            self.rooms.history = history
+            self.resumes = LocalResumes(clock, history)
         self.errorLog = ErrorLog()
         #: Sessions admitted and not yet gone, in order of arrival.
         self.sessions: dict[Session, None] = {}
@@ -205,12 +206,13 @@ class Hub:
     def resumeReport(self) -> dict[str, object] | None:
         """Users kept for a resume and what the history holds (/status)."""
         history = self.rooms.history
-        if self.tokens is None or history is None:
+        if self.resumes is None:
             return None
         return {
             "window": self.config.resume_window,
             "detached": len(self.detached),
-            "history_rooms": history.rooms,
-            "history_events": len(history),
-            "history_bytes": history.heldBytes,
+            # A worker's history is the main process's (its own /status).
+            "history_rooms": history.rooms if history else 0,
+            "history_events": len(history) if history else 0,
+            "history_bytes": history.heldBytes if history else 0,
         }

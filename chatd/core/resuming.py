@@ -15,11 +15,15 @@ events in the same turn (:meth:`chatd.core.fanout.FanOut.add`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from chatd.core.connection import ACTIVE, CLOSED, CONNECTED, NAMED
+from chatd.core.connection import ACTIVE, CLOSED, CONNECTED, NAMED, settled
+from chatd.core.events import Leave
 from chatd.core.limits import TokenBucket
 from chatd.core.rooms import key
 from chatd.core.rules import ErrorCode, LeaveReason, valid_name
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from chatd.core.connection import IConnection, State
     from chatd.core.fanout import FanOut
     from chatd.core.hub import Hub
+    from chatd.core.resumes import Last, Replay, Taken
     from chatd.core.roster import User
 
 log = Logger(namespace="chatd")
@@ -72,11 +77,13 @@ class Resuming:
         def setTimeout(self, period: float | None) -> Any: ...
         def _flushBatch(self) -> None: ...
         def _active(self) -> bool: ...
+        def _answered(self, result: object) -> object: ...
+        def _unavailable(self, failure: Failure) -> None: ...
 
     @property
     def resumeWindow(self) -> float:
         """Seconds a dropped session is kept (0: resume is not served)."""
-        if self.hub.tokens is None:
+        if self.hub.resumes is None:
             return 0.0
         return self.hub.config.resume_window
 
@@ -94,16 +101,27 @@ class Resuming:
         """RESUME ``token``: take a kept session's user over."""
         if self.state is not CONNECTED:
             return self.error(ErrorCode.BAD_STATE, "RESUME comes instead of HELLO")
-        tokens = self.hub.tokens
-        old = tokens.take(token) if tokens is not None else None
-        if old is None or old.state is not ACTIVE or old.user is None:
+        resumes = self.hub.resumes
+        if resumes is None:
+            return self._resumed(None, codec)
+        self._await(resumes.take(token), self._resumed, codec)
+
+    def _resumed(self, taken: Taken | None, codec: IClientCodec) -> None:
+        """RESUME's answer: the user is this session's now, or BAD_TOKEN."""
+        if taken is not None and self.state is not CONNECTED:
+            # Closed while the answer came: the user is nobody's now.
+            self.hub.roster.release(taken.user)
+            self.hub.sequencer.submit(Leave(taken.user, LeaveReason.ERROR))
+            return
+        if taken is None:
             log.info("resume refused conn={conn} peer={peer}", conn=self.conn.number,
                      peer=self.conn.peer)  # fmt: skip
             return self.error(ErrorCode.BAD_TOKEN)
         self._numbered(codec)
-        self.user = user = old.user
-        self._bucket = old._bucket  # the rate limit is the user's, not the connection's
-        old._handOver()
+        self.user = user = taken.user
+        # The rate limit is the user's, not the connection's.
+        self._bucket = taken.bucket
+        self.fanout.target(self)  # type: ignore[arg-type]  # a kick ends it
         self.state = NAMED
         self._since = {}
         self.reply(codec.welcome(user))
@@ -150,10 +168,25 @@ class Resuming:
         found = self.hub.rooms.directory.get(room)
         if found is None:
             return self.error(ErrorCode.NO_SUCH_ROOM)
-        kept = self.hub.rooms.history
-        events = kept.last(key(room), min(count, kept.limit), before) if kept else []
-        frames, n = codec.history(found.name, events)  # type: ignore[attr-defined]
-        self.reply(frames, n)
+        resumes = self.hub.resumes
+        if resumes is None:
+            return self._answerHistory([], found.name, codec)
+        asked = resumes.last(key(room), count, before)
+        self._await(asked, self._answerHistory, found.name, codec)
+
+    def _answerHistory(self, events: Last, name: bytes, codec: IClientCodec) -> None:
+        if self.state is ACTIVE and not self._disconnected:
+            frames, n = codec.history(name, events)  # type: ignore[attr-defined]
+            self.reply(frames, n)
+
+    def _await(self, d: Deferred[Any], then: Callable[..., None], *args: Any) -> None:
+        """``then(answer, *args)`` once ``d`` has it, which may be later (a
+        worker asks the main process): until then the connection's later
+        input waits (replies keep request order); no answer is UNAVAILABLE."""
+        if not settled(d):
+            self.conn.holdInput(True)
+            d.addBoth(self._answered)
+        d.addCallback(then, *args).addErrback(self._unavailable)
 
     # -- the session's life ------------------------------------------------
 
@@ -165,26 +198,35 @@ class Resuming:
     def _giveToken(self) -> None:
         """After WELCOME: the token, if this session may be resumed."""
         if self.numbered and self.resumeWindow > 0:
-            token = self.hub.tokens.issue(self)  # type: ignore[union-attr,arg-type]
+            token = self.hub.resumes.issue(self)  # type: ignore[union-attr,arg-type]
             self.reply(self.codec.token(token))  # type: ignore[attr-defined]
 
     def _readyResumed(self) -> None:
         """READY after a RESUME (the session is ACTIVE now): live again,
         after what it missed."""
+        since, self._since = self._since or {}, None
+        resumes = self.hub.resumes
+        if resumes is None or not since:
+            return self._replay({})
+        self._await(resumes.replay(since), self._replay)
+
+    def _replay(self, replay: Replay) -> None:
+        """Live from this turn on, after the replay of what it missed."""
+        if self.state is not ACTIVE or self._disconnected:
+            return  # closed or dropped while the replay came
         rooms = self.hub.rooms
         self.fanout.add(self)  # type: ignore[arg-type]
         rooms.rejoin(self)  # type: ignore[arg-type]
         if self._outputBlocked:
             self.fanout.pause(self)  # type: ignore[arg-type]
-        since, self._since = self._since or {}, None
         directory = rooms.directory
         order = [directory.default, *directory.roomsOf(self.user.id)]  # type: ignore[union-attr]
         replayed = 0
         for room in order:
-            roomKey = key(room.name)
-            if roomKey not in since or rooms.history is None:
+            found = replay.get(key(room.name))
+            if found is None:
                 continue
-            gone, held = rooms.history.after(roomKey, since[roomKey])
+            gone, held = found
             if gone is not None:
                 self.error(ErrorCode.HISTORY_GONE, f"{room.name.decode()}.{gone}")
             frames, n = self.codec.replay(room.name, held)  # type: ignore[attr-defined]
@@ -214,7 +256,7 @@ class Resuming:
         self.fanout.detach(self)  # type: ignore[arg-type]
         self.hub.rooms.depart(self, drain=False)  # type: ignore[arg-type]
         self.hub.detached[self] = None  # type: ignore[index]
-        self._window = self.hub.clock.callLater(window, self._windowOver)
+        self._window = self.hub.resumes.keep(self, window)  # type: ignore[union-attr,arg-type]
         log.info(
             "detach conn={conn} id={id} name={name} why={why} window={window}",
             conn=self.conn.number,
@@ -236,8 +278,8 @@ class Resuming:
             self._window.cancel()
         self._window = None
         self.hub.detached.pop(self, None)  # type: ignore[call-overload]
-        if self.hub.tokens is not None:
-            self.hub.tokens.forget(self)  # type: ignore[arg-type]
+        if self.hub.resumes is not None:
+            self.hub.resumes.forget(self)  # type: ignore[arg-type]
 
     def _handOver(self) -> None:
         """Another connection resumed this user: this session stops at

@@ -195,7 +195,8 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
             return
         self._endResume()
         self.ended = error.name if error is not None else reason.value
-        wasActive = self.state is ACTIVE
+        # A resumed user is active to the others from its WELCOME on.
+        wasActive = self.state is ACTIVE or self._since is not None
         if not self._disconnected:
             self._flushBatch()  # in the current state, so order is kept
         self.state = CLOSED

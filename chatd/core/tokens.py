@@ -20,8 +20,15 @@ if TYPE_CHECKING:
 TOKEN_FORM = re.compile(rb"[A-Za-z0-9_-]{1,64}\Z")
 
 
-def _digest(token: bytes) -> bytes:
+def digest(token: bytes) -> bytes:
+    """What is kept of ``token``: its SHA-256."""
     return hashlib.sha256(token).digest()
+
+
+def mint() -> tuple[bytes, bytes]:
+    """A new token and its digest."""
+    token = secrets.token_urlsafe(24).encode()
+    return token, digest(token)
 
 
 class Tokens:
@@ -34,26 +41,25 @@ class Tokens:
     def issue(self, session: Session) -> bytes:
         """A new token for ``session``; any earlier one is spent."""
         self.forget(session)
-        token = secrets.token_urlsafe(24).encode()
-        digest = _digest(token)
-        self._sessions[digest] = session
-        self._digests[session] = digest
+        token, kept = mint()
+        self._sessions[kept] = session
+        self._digests[session] = kept
         return token
 
     def take(self, token: bytes) -> Session | None:
         """The session ``token`` resumes (spent now), or None."""
         if not TOKEN_FORM.match(token):
             return None
-        session = self._sessions.pop(_digest(token), None)
+        session = self._sessions.pop(digest(token), None)
         if session is not None:
             del self._digests[session]
         return session
 
     def forget(self, session: Session) -> None:
         """``session`` is gone for good: its token resumes nothing."""
-        digest = self._digests.pop(session, None)
-        if digest is not None:
-            del self._sessions[digest]
+        kept = self._digests.pop(session, None)
+        if kept is not None:
+            del self._sessions[kept]
 
     def __len__(self) -> int:
         return len(self._sessions)
