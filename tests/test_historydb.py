@@ -255,6 +255,8 @@ class RestartTests(SynchronousTestCase):
     def test_history_and_numbers_outlive_a_restart(self) -> None:
         path = self.mktemp()
         first = self.server(path)
+        # A resume replays from the same store HISTORY answers from.
+        self.assertIs(first.factory.hub.resumes.history, first.factory.historyStore)  # type: ignore[union-attr]
         alice = self.numbered(first, b"alice")
         alice.send(T.SAY, b"one")
         alice.send(T.ENTER, b"den")

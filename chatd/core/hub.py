@@ -18,7 +18,7 @@ from chatd.core.codec import IClientCodec
 from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Kick
 from chatd.core.fanout import FanOut
-from chatd.core.history import History
+from chatd.core.history import History, IHistoryStore
 from chatd.core.resumes import IResumes, LocalResumes
 from chatd.core.roomcast import RoomCast
 from chatd.core.roomevents import RoomLeave, RoomLock, RoomTopic
@@ -87,10 +87,12 @@ class Hub:
         *,
         codec: IClientCodec,
         resumable: bool = False,
+        history: IHistoryStore | None = None,
     ) -> None:
         """``codec`` is the wire format most connections speak: its fan-out
         is made now and is :attr:`fanout` (the others' on first use).
-        ``resumable``: history and resume are served (one process)."""
+        ``resumable``: history and resume are served (one process), from
+        ``history`` (--history-db's store) or a history in memory."""
         self.config = config
         self.clock = clock
         self.stats = Stats()
@@ -119,7 +121,8 @@ class Hub:
         self.resumes: IResumes | None = None
         self.detached: dict[Session, None] = {}
         if resumable:
-            history = History(config.history, config.history_bytes)
+            if history is None:
+                history = History(config.history, config.history_bytes)
             self.rooms.history = history
             self.resumes = LocalResumes(clock, history)
         self.errorLog = ErrorLog()

@@ -23,7 +23,7 @@ from chatd.core.tokens import Tokens
 
 if TYPE_CHECKING:
     from chatd.core.events import Event
-    from chatd.core.history import History
+    from chatd.core.history import IHistoryStore
     from chatd.core.limits import TokenBucket
     from chatd.core.roster import User
     from chatd.core.session import Session
@@ -73,7 +73,7 @@ class IResumes(Interface):
 class LocalResumes:
     """One process: the registry, the reactor's timers, the history here."""
 
-    def __init__(self, clock: Any, history: History) -> None:
+    def __init__(self, clock: Any, history: IHistoryStore) -> None:
         self.clock = clock
         self.history = history
         self.tokens = Tokens()

@@ -72,9 +72,8 @@ class ChatFactory(protocol.Factory):
             roster,
             codec=BINARY,
             resumable=resumable,
+            history=self.historyStore,
         )
-        if self.historyStore is not None:
-            self.hub.rooms.history = self.historyStore
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}
