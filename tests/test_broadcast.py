@@ -14,7 +14,12 @@ from zope.interface.verify import verifyObject
 from chatd.core.events import Event, Join, Kick, Whisper
 from chatd.core.fanout import FanOut, IRecipient
 from chatd.core.roster import User
-from chatd.core.sequencer import IEventSink, ISequencer, LocalSequencer
+from chatd.core.sequencer import (
+    IEventSink,
+    ISequencer,
+    ISynchronousSequencer,
+    LocalSequencer,
+)
 from chatd.wire.eventframes import frameOf
 from tests.memory import TurnClock
 
@@ -361,6 +366,26 @@ class PropertyTests(FanOutTestCase):
 
 
 class SequencerTests(SynchronousTestCase):
+    def test_synchronous_path(self) -> None:
+        """One process's sequencer answers at once, without a Deferred: the
+        event is delivered before ``sequence`` returns its number, and the
+        numbers continue those ``submit`` gives."""
+        sequencer = LocalSequencer()
+        verifyObject(ISynchronousSequencer, sequencer)
+        seen: list[int] = []
+
+        @implementer(IEventSink)
+        class Sink:
+            def deliver(self, event: Event) -> None:
+                seen.append(event.seq)
+
+        sequencer.subscribe(Sink())
+        self.assertEqual(sequencer.sequence(Event(b"a")), 1)
+        self.assertEqual(seen, [1])
+        self.assertEqual(self.successResultOf(sequencer.submit(Event(b"b"))), 2)
+        self.assertEqual(sequencer.sequence(Event(b"c")), 3)
+        self.assertEqual(seen, [1, 2, 3])
+
     def test_every_subscriber_gets_every_frame_in_order(self) -> None:
         """One fan-out or several: each gets the frames in sequence order."""
         got: list[list[bytes]] = [[], []]

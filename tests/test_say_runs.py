@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from chatd.core.events import Event
 from chatd.wire import HEADER, MAX_PAYLOAD, SAY_HEADER_NOISE, encode, plainTexts
 from tests.memory import Server, T
 from tests.test_wire import BAD_TEXTS, GOOD_TEXTS
@@ -65,10 +66,13 @@ class SayRunTests(SynchronousTestCase):
         """The point of the bulk path: one sequencing per run, not per SAY."""
         server = Server()
         alice, bob = server.users(b"alice", b"bob")
-        calls = []
-        sequencer = server.factory.hub.sequencer
-        submit = sequencer.submit
-        self.patch(sequencer, "submit", lambda e: calls.append(e.count) or submit(e))
+        calls: list[int] = []
+
+        class Count:
+            def deliver(self, event: Event) -> None:
+                calls.append(event.count)
+
+        server.factory.hub.sequencer.subscribe(Count())
         alice.sendRaw(b"".join(encode(T.SAY, b"line %d\tok" % i) for i in range(10)))
         self.assertEqual(calls, [10])
         self.assertEqual(len(bob.received()), 10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
-from zope.interface import implementer
+from zope.interface import implementer, implementer_only
 from zope.interface.verify import verifyObject
 
 from chatd.core.events import Event
@@ -57,8 +57,10 @@ class ChainedRoster(LaterRoster):
 
 
 @implementer(ISequencer)
+@implementer_only(ISequencer)
 class FlakySequencer(LocalSequencer):
-    """A sequencer whose backend can be unreachable."""
+    """A sequencer whose backend can be unreachable (so not one that always
+    answers at once: no ISynchronousSequencer)."""
 
     down = False
 
@@ -258,7 +260,7 @@ class EventCodecTests(ChatTestCase):
         self.assertRaises(BadEvent, decodeBatch, b"\0\0\0\x09abc")
 
 
-@implementer(ISequencer)
+@implementer_only(ISequencer)  # answers later: not an ISynchronousSequencer
 class LaterSequencer(LocalSequencer):
     """A sequencer that numbers events when the test says (a remote one)."""
 

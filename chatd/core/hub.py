@@ -9,6 +9,7 @@ not a chat room: the rooms of protocol 1.2 are :mod:`chatd.core.rooms`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -16,7 +17,7 @@ from zope.interface import Interface
 
 from chatd.core.codec import IClientCodec
 from chatd.core.errorlog import ErrorLog
-from chatd.core.events import Kick
+from chatd.core.events import Event, Kick
 from chatd.core.fanout import FanOut
 from chatd.core.history import History, IHistoryStore
 from chatd.core.resumes import IResumes, LocalResumes
@@ -24,7 +25,7 @@ from chatd.core.roomcast import RoomCast
 from chatd.core.roomevents import RoomLeave, RoomLock, RoomTopic
 from chatd.core.roster import IRoster, Replica, Roster
 from chatd.core.rules import LeaveReason
-from chatd.core.sequencer import ISequencer, LocalSequencer
+from chatd.core.sequencer import ISequencer, ISynchronousSequencer, LocalSequencer
 from chatd.core.session import Session
 from chatd.core.stats import Stats
 
@@ -102,6 +103,12 @@ class Hub:
             sequencer if sequencer is not None else LocalSequencer()
         )
         self.sequencer.subscribe(self.replica)
+        #: The sequencer's synchronous path, where it has one (one process).
+        self.sequenceNow: Callable[[Event], int] | None = (
+            self.sequencer.sequence
+            if ISynchronousSequencer.providedBy(self.sequencer)
+            else None
+        )
         #: One fan-out per wire format, so an event is encoded once per
         #: format, not once per recipient.
         self.fanouts: dict[str, FanOut] = {}

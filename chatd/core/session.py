@@ -343,6 +343,10 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
         request order, the sender's own MESSAGE or JOIN first, and WHO
         lists a user who has just joined, as in one process.
         """
+        now = self.hub.sequenceNow
+        if now is not None:
+            now(event)  # one process: sequenced and delivered already
+            return
         d = self.hub.sequencer.submit(event)
         done = settled(d)
         if done and not isinstance(d.result, Failure):
