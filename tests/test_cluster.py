@@ -630,6 +630,7 @@ class RedisReportTests(unittest.SynchronousTestCase):
             "node": "n1", "redis": "127.0.0.1:6379", "link": "up",
             "registered": True, "last_seq": 7, "stream_lag": 1,
             "cluster_users": 3, "gaps": 0, "redis_resets": 0, "redis_commands": 12,
+            "events_read": 40,
         }  # fmt: skip
 
         class Node:
