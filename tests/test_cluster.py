@@ -654,6 +654,7 @@ class RedisReportTests(unittest.SynchronousTestCase):
         text = generate_latest(registry(service)).decode()
         self.assertIn("chatd_cluster_link_up 1.0", text)
         self.assertIn("chatd_cluster_redis_commands_total 12.0", text)
+        self.assertIn("chatd_cluster_events_read_total 40.0", text)
 
 
 class StartTests(unittest.SynchronousTestCase):
