@@ -630,6 +630,7 @@ class RedisReportTests(unittest.SynchronousTestCase):
             "node": "n1", "redis": "127.0.0.1:6379", "link": "up",
             "registered": True, "last_seq": 7, "stream_lag": 1,
             "cluster_users": 3, "gaps": 0, "redis_resets": 0, "redis_commands": 12,
+            "events_read": 40,
         }  # fmt: skip
 
         class Node:
@@ -653,6 +654,7 @@ class RedisReportTests(unittest.SynchronousTestCase):
         text = generate_latest(registry(service)).decode()
         self.assertIn("chatd_cluster_link_up 1.0", text)
         self.assertIn("chatd_cluster_redis_commands_total 12.0", text)
+        self.assertIn("chatd_cluster_events_read_total 40.0", text)
 
 
 class StartTests(unittest.SynchronousTestCase):

@@ -104,6 +104,10 @@ class SequencerTests(FakeClusterCase):
         self.assertEqual(frames, [(e.seq, frameOf(e)) for e in sinkB.events])
         self.assertEqual([s for s, _ in frames], list(range(1, 41)))
         self.assertEqual((a.seq.gaps, b.seq.gaps), (0, 0))
+        # Each node read every event, its own and the other's (one stream).
+        self.assertEqual(
+            (a.status()["events_read"], b.status()["events_read"]), (40, 40)
+        )
 
     def test_unavailable_until_joined(self) -> None:
         node = ClusterNode(TARGET, "a", TTL, self.clock, connect=self.redis.connect)

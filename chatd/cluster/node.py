@@ -161,6 +161,7 @@ class ClusterNode:
             "gaps": self.seq.gaps,
             "redis_resets": self.membership.resets,
             "redis_commands": self.commands,
+            "events_read": self.seq.eventsRead,
         }
 
     # -- ISequencer, IRoster ---------------------------------------------------

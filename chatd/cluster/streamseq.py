@@ -53,6 +53,9 @@ class StreamSequencer:
         self.lastSeq = 0
         self.clusterSeq = 0
         self.gaps = 0
+        #: Events read back from the stream (all rooms'): the cost a node
+        #: pays for others' traffic shows here (bench/roomstreams.py).
+        self.eventsRead = 0
         self._sinks: list[IEventSink] = []
         self._pending: list[tuple[Event, Deferred[int]]] = []
         # Submissions Redis numbered that the stream reader has not yet
@@ -276,6 +279,7 @@ class StreamSequencer:
             # Another node sequenced our users' LEAVEs: it reaped us.  Cut
             # them first, so none receives its own LEAVE.
             self.standing.leaseLost("was declared gone by another node")
+        self.eventsRead += len(events)
         for i, event in enumerate(events):
             event.seq = first + i
             if isinstance(event, Join):

@@ -78,6 +78,7 @@ class NodeStatus:
     gaps: int
     redis_resets: int
     redis_commands: int
+    events_read: int
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,7 @@ def clusterMetrics(status: NodeStatus) -> Iterator[Metric]:
         "chatd_cluster_redis_commands", "Commands sent to Redis.",
         status.redis_commands,
     )  # fmt: skip
+    yield CounterMetricFamily(
+        "chatd_cluster_events_read", "Events read back from the stream.",
+        status.events_read,
+    )  # fmt: skip
