@@ -9,9 +9,8 @@ and no wire format: a front end calls its semantic inputs (:meth:`hello`,
 the outputs (chatd.server.binary for chatd frames).  It submits events to the
 hub's sequencer and is the fan-out's :class:`~chatd.core.fanout.IRecipient`.
 
-Replies produced while one chunk of input is handled are collected and
-written at the end of the chunk (:meth:`beginChunk`, :meth:`endChunk`), so
-a read of many frames costs one write.
+How it answers (replies batched per chunk of input, behind the broadcasts
+sequenced before them, and flow control) is :class:`chatd.core.output.Output`.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from chatd.core.events import Event, Join, Kick, Leave, Message, Messages, Whisp
 from chatd.core.fanout import IRecipient
 from chatd.core.handshake import Handshake
 from chatd.core.limits import TokenBucket
+from chatd.core.output import Output
 from chatd.core.resuming import Resuming
 from chatd.core.roomrequests import RoomRequests
 from chatd.core.rules import ErrorCode, LeaveReason, valid_text
@@ -48,15 +48,11 @@ log = Logger(namespace="chatd")
 
 
 @implementer(IRecipient)
-class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
+class Session(Output, Handshake, RoomRequests, Resuming, TimeoutMixin):
     """The rules of one connection, between a front end and the hub."""
 
     state = CONNECTED
     user: User | None = None
-    _batch: list[bytes] | None = None
-    _outputBlocked = False
-    _overBacklog = False
-    _disconnected = False
     _bucket: TokenBucket | None = None
     #: Why the session closed (an ERROR code or a LEAVE reason), for the log.
     ended: str | None = None
@@ -97,26 +93,6 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
         if self.state is ACTIVE:
             self.resetTimeout()
 
-    def beginChunk(self) -> None:
-        self._batch = []
-
-    def endChunk(self) -> None:
-        """Write the chunk's replies; cut off a client over its backlog."""
-        self._flushBatch()
-        self._batch = None
-        if self._overBacklog and self.state is not CLOSED:
-            self.slowConsumer()
-
-    def reply(self, frames: bytes, count: int = 1) -> None:
-        """Send frames answering this client (ECHO, PONG, USERS, ERROR...),
-        in request order and after every broadcast sequenced before."""
-        if self._batch is not None:
-            self._batch.append(frames)
-            if count != 1:
-                self.stats.framesOut += count - 1
-        else:
-            self._writeDirect(frames, count)
-
     def bulkSayLimit(self) -> int:
         """The longest SAY text a run of plain SAYs may carry right now, or 0
         when SAYs must take :meth:`frameReceived` (not ACTIVE, rate-limited,
@@ -146,30 +122,6 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
             self.ended = why
         self.hub.sessions.pop(self, None)
         self.hub.errorLog.forget(self)
-
-    def writeWith(self, writer: Any) -> None:
-        """Write broadcasts with ``writer`` from now on (a front end that
-        filters its output switches writers); every fan-out it is live in
-        binds the new one."""
-        self.write = writer  # type: ignore[method-assign]
-        self.fanout.rebind(self)
-        for fanout in self.roomFanouts.values():
-            fanout.rebind(self)
-
-    def outputPaused(self) -> None:
-        """The front end's transport is full: stop writing broadcasts."""
-        self._outputBlocked = True
-        self.write = self.conn.write  # type: ignore[method-assign]
-        self.fanout.pause(self)
-        for fanout in self.roomFanouts.values():
-            fanout.pause(self)
-
-    def outputResumed(self) -> None:
-        self._outputBlocked = False
-        self.write = self.conn.write  # type: ignore[method-assign]
-        self.fanout.resume(self)
-        for fanout in list(self.roomFanouts.values()):
-            fanout.resume(self)
 
     def timeoutConnection(self) -> None:
         if self.state is ACTIVE:
@@ -365,68 +317,9 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
         if self.state is not CLOSED:
             self.error(ErrorCode.UNAVAILABLE)
 
-    # -- output --------------------------------------------------------------
-
-    def notice(self, code: str, text: str) -> None:
-        """A NOTICE for this connection, after what it was already sent."""
-        if self.state is not CLOSED:
-            self.reply(self.codec.notice(code, text))
-
-    def error(self, code: ErrorCode, text: str | None = None) -> None:
-        """A non-fatal ERROR: the connection stays open."""
-        self._countError(code)
-        self.reply(self.codec.error(code, text))
-
     def _countError(self, code: ErrorCode) -> None:
         self.stats.errors[code.name] += 1
         self.hub.errorLog.record(self, code)
-
-    def _flushBatch(self) -> None:
-        batch = self._batch
-        if batch:
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
-            count = len(batch)
-            batch.clear()
-            self._writeDirect(data, count)
-
-    def _writeDirect(self, data: bytes, frames: int) -> None:
-        """Write replies, after any broadcast frames sequenced before them."""
-        if self._disconnected:
-            return
-        self.stats.framesOut += frames
-        self.stats.bytesOut += len(data)
-        if self.state is ACTIVE:
-            for fanout in self.roomFanouts.values():  # 1.2: its rooms' first
-                fanout.send(self, b"")
-            self.fanout.send(self, data)
-        else:
-            self.conn.write(data)
-        if (
-            self._outputBlocked
-            and self.state is not CLOSED
-            and self._backlog() > self.fanout.maxBacklog
-        ):
-            if self._batch is None:
-                self.slowConsumer()
-            else:
-                # Inside our own frame handler: closing here would pull the
-                # state from under it (a LEAVE before its MESSAGE, a close
-                # within close).  Cut off once the chunk is handled.
-                self._overBacklog = True
-
-    def _backlog(self) -> int:
-        """Bytes held for this client: its front end's, and every queue of
-        the fan-outs it is in."""
-        held = self.fanout.backlog(self)
-        for fanout in self.roomFanouts.values():
-            held += fanout.backlog(self) - self.conn.backlog()
-        return held
-
-    @property
-    def outputBlocked(self) -> bool:
-        """Its front end's transport is full (a fan-out it joins now starts
-        it paused)."""
-        return self._outputBlocked
 
     def _active(self) -> bool:
         """Whether the request may go on: NOT_READY before ACTIVE."""
@@ -436,12 +329,6 @@ class Session(Handshake, RoomRequests, Resuming, TimeoutMixin):
         return False
 
     # -- IRecipient ----------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        self.conn.write(data)
-
-    def backlog(self) -> int:
-        return self.conn.backlog()
 
     def slowConsumer(self) -> None:
         """Cut off: what the client has not started to receive is dropped
