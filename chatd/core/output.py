@@ -78,24 +78,26 @@ class Output:
         filters its output switches writers); every fan-out it is live in
         binds the new one."""
         self.write = writer  # type: ignore[method-assign]
-        self.fanout.rebind(self)
-        for fanout in self.roomFanouts.values():
+        for fanout in self._fanouts():
             fanout.rebind(self)
 
     def outputPaused(self) -> None:
         """The front end's transport is full: stop writing broadcasts."""
         self._outputBlocked = True
         self.write = self.conn.write  # type: ignore[method-assign]
-        self.fanout.pause(self)
-        for fanout in self.roomFanouts.values():
+        for fanout in self._fanouts():
             fanout.pause(self)
 
     def outputResumed(self) -> None:
+        """It has room again: each fan-out writes what it kept, then live."""
         self._outputBlocked = False
         self.write = self.conn.write  # type: ignore[method-assign]
-        self.fanout.resume(self)
-        for fanout in list(self.roomFanouts.values()):
-            fanout.resume(self)
+        for fanout in self._fanouts():
+            fanout.resume(self)  # may cut it off (and change roomFanouts)
+
+    def _fanouts(self) -> tuple[FanOut, ...]:
+        """The fan-outs it is in (a copy: a call on one may change them)."""
+        return (self.fanout, *self.roomFanouts.values())
 
     def notice(self, code: str, text: str) -> None:
         """A NOTICE for this connection, after what it was already sent."""
