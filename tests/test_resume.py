@@ -100,7 +100,10 @@ class ResumeTests(ChatTestCase):
         self.assertNotIn(T.LEAVE, [t for t, _ in got])  # detached, not gone
         self.assertIn(b"alice", b"".join(p for t, p in got if t == T.USERS))
         report = self.server.factory.hub.resumeReport()
-        self.assertEqual((report["detached"], report["window"]), (1, 60.0))  # type: ignore[index]
+        self.assertEqual(  # alice's token lives on, bob has none
+            (report["detached"], report["window"], report["tokens"]),  # type: ignore[index]
+            (1, 60.0, 1),
+        )
         bob.send(T.HELLO, b"alice")  # the name is still held
         self.assertEqual([t for t, _ in bob.received()], [T.ERROR])
         again, frames = self.resume(token, {b"lobby": last})

@@ -9,15 +9,16 @@ and the log line main writes on the hand-over says which two took part.
 
 from __future__ import annotations
 
+import json
 import re
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
 from tests.daemon import LOOPBACK, Daemon, FrameClient, connect
 from tests.test_resume_e2e import frameOf
-from tests.test_workers_e2e import post
+from tests.test_workers_e2e import post, request
 
 WORKERS = ("--workers", "2", "--min-workers", "2", "--rate-limit", "0")
 HANDED = re.compile(r"resume handed over id=\d+ worker=(\d+) to worker=(\d+)")
@@ -34,6 +35,21 @@ def numbered(client: FrameClient, count: int):  # type: ignore[no-untyped-def]
             ftype, payload = yield client.next()
             got.append((room, ftype, payload))
     return got
+
+
+@defer.inlineCallbacks
+def resumeBlock(port: int, until, within: float = 10.0):  # type: ignore[no-untyped-def]
+    """/status's ``resume`` block once ``until(block)`` holds: a worker's
+    KEPT reaches main on its own link after the drop, with no reply the
+    test could wait on, so this asks again (bounded) until main has it."""
+    waited = 0.0
+    while True:
+        response = yield request(port, "GET", "/status")
+        block = json.loads(response.split(b"\r\n\r\n", 1)[1])["resume"]
+        if until(block) or waited >= within:
+            return block
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        waited += 0.05
 
 
 class ResumeOnAnotherWorker(unittest.TestCase):
@@ -105,6 +121,14 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         yield self.sync(carol)
         before = yield self.sync(bob)
         self.assertNotIn(T.LEAVE, [t for t, _ in before])
+        # main's /status counts ann detached, held for her resume.
+        port = self.daemon.adminPort
+        block = yield resumeBlock(port, lambda b: b["detached"] == 1)
+        self.assertEqual((block["detached"], block["window"]), (1, 60.0))
+        self.assertGreaterEqual(block["tokens"], 2)  # ann's and carol's
+        self.assertEqual(block["history_rooms"], 2)  # lobby and den
+        self.assertGreaterEqual(block["history_events"], 6)
+        self.assertGreater(block["history_bytes"], 0)
         again = yield self.client(  # worker 2
             (T.VERSION, b"1.2"),
             (T.RESUME, token),
@@ -114,6 +138,9 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         )
         self.assertEqual((yield frameOf(again, T.WELCOME)).split(b".")[0], b"ann")
         self.assertNotEqual((yield frameOf(again, T.TOKEN)), token)
+        # main spent ann's token before it answered the RESUME: not detached.
+        block = yield resumeBlock(port, lambda b: True)
+        self.assertEqual(block["detached"], 0)
         replay = yield numbered(again, 3)
         self.assertEqual(
             [(room, t, p.rsplit(b".", 1)[1]) for room, t, p in replay],

@@ -178,6 +178,7 @@ class MainBackend:
             self.mode,
             users=self.tally.users(running, self.names),
             workers=self.tally.table(running),
+            resume=self.resumes.report(),
         )
 
     # -- from the workers (HandleOwner) ----------------------------------------

@@ -95,6 +95,9 @@ class RemoteResumes:
         body = resumewire.askBody(roomKey, count, before)
         return self._ask(link.HISTORY, body).addCallback(resumewire.parseLast)
 
+    def __len__(self) -> int:
+        return len(self._sessions)
+
     # -- from main ------------------------------------------------------
 
     def message(self, kind: int, payload: bytes) -> None:

@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from chatd.cluster import link, resumewire
 from chatd.core.events import Event, Join, Kick, Leave
+from chatd.core.resumes import resumeFigures
 from chatd.core.sequencer import IEventSink
 
 if TYPE_CHECKING:
@@ -118,6 +119,12 @@ class ResumeAuthority:
         LEAVEs are sequenced by :meth:`Names.forget`)."""
         for uid in [u for u, kept in self._kept.items() if kept.worker is worker]:
             self._drop(uid)
+
+    def report(self) -> dict[str, object]:
+        """/status's ``resume`` block for every worker: main alone knows
+        all the tokens, the windows running and the whole history."""
+        detached = sum(1 for kept in self._kept.values() if kept.window is not None)
+        return resumeFigures(self._window(), detached, len(self._kept), self.history)
 
     # -- the steps --------------------------------------------------------------
 

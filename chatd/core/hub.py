@@ -20,7 +20,7 @@ from chatd.core.errorlog import ErrorLog
 from chatd.core.events import Event, Kick
 from chatd.core.fanout import FanOut
 from chatd.core.history import History, IHistoryStore
-from chatd.core.resumes import IResumes, LocalResumes
+from chatd.core.resumes import IResumes, LocalResumes, resumeFigures
 from chatd.core.roomcast import RoomCast
 from chatd.core.roomevents import RoomLeave, RoomLock, RoomTopic
 from chatd.core.roster import IRoster, Replica, Roster
@@ -214,15 +214,14 @@ class Hub:
         ]
 
     def resumeReport(self) -> dict[str, object] | None:
-        """Users kept for a resume and what the history holds (/status)."""
-        history = self.rooms.history
+        """Users kept for a resume and what the history holds (/status);
+        None where this process does not keep them (with --workers, main's
+        backend reports its ResumeAuthority's instead)."""
         if self.resumes is None:
             return None
-        return {
-            "window": self.config.resume_window,
-            "detached": len(self.detached),
-            # A worker's history is the main process's (its own /status).
-            "history_rooms": history.rooms if history else 0,
-            "history_events": len(history) if history else 0,
-            "history_bytes": history.heldBytes if history else 0,
-        }
+        return resumeFigures(
+            self.config.resume_window,
+            len(self.detached),
+            len(self.resumes),
+            self.rooms.history,
+        )

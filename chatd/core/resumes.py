@@ -68,6 +68,24 @@ class IResumes(Interface):
     def last(roomKey: bytes, count: int, before: int | None) -> Deferred[Last]:
         """HISTORY: the room's last ``count`` frames (before ``before``)."""
 
+    def __len__() -> int:
+        """Tokens live: resumable users, attached or detached (/status)."""
+
+
+def resumeFigures(
+    window: float, detached: int, tokens: int, history: IHistoryStore | None
+) -> dict[str, object]:
+    """/status's ``resume`` block: one shape whichever process keeps the
+    tokens and history, so an operator's tooling reads one shape."""
+    return {
+        "window": window,
+        "detached": detached,
+        "tokens": tokens,
+        "history_rooms": history.rooms if history else 0,
+        "history_events": len(history) if history else 0,
+        "history_bytes": history.heldBytes if history else 0,
+    }
+
 
 @implementer(IResumes)
 class LocalResumes:

@@ -324,8 +324,11 @@ def status(service: ChatService) -> dict:
         # Protocol 1.2's rooms, the default room first (this process's view,
         # the same in every process: built from the one order).
         "rooms": factory.hub.roomReport(),
-        # 1.2's history and resume (None: not served in this mode).
-        "resume": factory.hub.resumeReport(),
+        # 1.2's history and resume (None: not served in this mode); with
+        # --workers, main's: every worker's detached users and main's history.
+        "resume": (
+            report.resume if report.resume is not None else factory.hub.resumeReport()
+        ),
         # --history-db: the file and what was written to it (None: off).
         "history_db": factory.historyReport(),
         # --workers: one entry per worker (pid, users, connections, counters)

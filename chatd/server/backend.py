@@ -94,6 +94,9 @@ class BackendStatus:
     users: tuple[RemoteUser, ...] | None = None
     workers: tuple[WorkerEntry, ...] | None = None
     node: NodeStatus | None = None
+    #: /status's ``resume`` block where the mode keeps tokens and history
+    #: outside this process's hub (--workers: main's ResumeAuthority).
+    resume: dict[str, object] | None = None
 
 
 class IBackend(Interface):
