@@ -312,6 +312,15 @@ class FrameClient(protocol.Protocol):
         self._serve()
         return d
 
+    @defer.inlineCallbacks
+    def nextOf(self, wanted: int):  # type: ignore[no-untyped-def]
+        """Fires with the payload of the next frame of type ``wanted``
+        (frames of other types are skipped)."""
+        while True:
+            ftype, payload = yield self.next()
+            if ftype == wanted:
+                return payload
+
     def connectionLost(self, reason) -> None:  # type: ignore[no-untyped-def]
         for d in self.waiting:
             d.errback(reason)

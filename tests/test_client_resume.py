@@ -22,7 +22,7 @@ from chatd.client.resume import REPLAYED, Seen, parse_mark
 from chatd.client.roomchat import NO_ROOMS
 from chatd.client.session import Session
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, FrameClient, connect
+from tests.daemon import Daemon, connect
 from tests.test_client_session import SessionHarness
 
 TOKEN = b"k2Vq-secret_1"
@@ -392,7 +392,7 @@ class EndToEndTests(unittest.TestCase):
         for text in texts:
             bob.send(T.SAY, text)
         for _ in texts:  # sequenced: bob's own copies came back
-            yield frameOf(bob, T.MESSAGE)
+            yield bob.nextOf(T.MESSAGE)
         gate.callback(None)
         yield screen.waitFor("reconnected, 5 missed messages delivered")
         bob.send(T.SAY, b"live one")
@@ -413,14 +413,5 @@ def connect_bob(port: int):  # type: ignore[no-untyped-def]
     bob = yield connect(port)
     bob.send(T.HELLO, b"bob")
     bob.send(T.READY)
-    yield frameOf(bob, T.JOIN)
+    yield bob.nextOf(T.JOIN)
     return bob
-
-
-@defer.inlineCallbacks
-def frameOf(client: FrameClient, wanted: int):  # type: ignore[no-untyped-def]
-    """The next frame of type ``wanted`` (others are skipped)."""
-    while True:
-        ftype, payload = yield client.next()
-        if ftype == wanted:
-            return payload

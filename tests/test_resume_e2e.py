@@ -8,18 +8,9 @@ from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
 from chatd.wire import encode
-from tests.daemon import Daemon, FrameClient, connect
+from tests.daemon import Daemon, connect
 
 BURST = 1000
-
-
-@defer.inlineCallbacks
-def frameOf(client: FrameClient, wanted: int):  # type: ignore[no-untyped-def]
-    """The next frame of type ``wanted`` (others are skipped)."""
-    while True:
-        ftype, payload = yield client.next()
-        if ftype == wanted:
-            return payload
 
 
 class ResumeEndToEnd(unittest.TestCase):
@@ -49,14 +40,14 @@ class ResumeEndToEnd(unittest.TestCase):
             (T.HELLO, b"alice"),
         ):
             alice.send(ftype, payload)
-        token = yield frameOf(alice, T.TOKEN)
+        token = yield alice.nextOf(T.TOKEN)
         alice.send(T.READY)
-        yield frameOf(alice, T.JOIN)
+        yield alice.nextOf(T.JOIN)
         bob = yield self.client()
         bob.send(T.HELLO, b"bob")
         bob.send(T.READY)
-        bobEntry = yield frameOf(bob, T.JOIN)
-        yield frameOf(alice, T.JOIN)  # bob's
+        bobEntry = yield bob.nextOf(T.JOIN)
+        yield alice.nextOf(T.JOIN)  # bob's
         texts = [b"m%04d" % i for i in range(BURST)]
         bob.sendRaw(b"".join(encode(T.SAY, t) for t in texts))
         # Alice reads part of the burst, each MESSAGE after its MARK, then
@@ -90,7 +81,7 @@ class ResumeEndToEnd(unittest.TestCase):
         again.send(T.SINCE, b"lobby.%d" % last)
         again.send(T.READY)
         again.send(T.PING, b"live")
-        welcome = yield frameOf(again, T.WELCOME)
+        welcome = yield again.nextOf(T.WELCOME)
         self.assertEqual(welcome.split(b".")[0], b"alice")
         marks = []
         while True:
@@ -107,7 +98,7 @@ class ResumeEndToEnd(unittest.TestCase):
         self.assertTrue(all(m > last for m in marks))
         # Live again, and bob never saw alice leave or come back.
         bob.send(T.SAY, b"after")
-        payload = yield frameOf(again, T.MESSAGE)
+        payload = yield again.nextOf(T.MESSAGE)
         self.assertEqual(payload, bobEntry + b".after")
         bob.send(T.PING, b"end")
         while True:
