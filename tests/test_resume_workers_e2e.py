@@ -17,7 +17,6 @@ from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
 from tests.daemon import LOOPBACK, Daemon, FrameClient, connect
-from tests.test_resume_e2e import frameOf
 from tests.test_workers_e2e import post, request
 
 WORKERS = ("--workers", "2", "--min-workers", "2", "--rate-limit", "0")
@@ -76,12 +75,12 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         client = yield self.client(
             (T.VERSION, b"1.2"), (T.RESUMABLE, b""), (T.HELLO, name), (T.READY, b"")
         )
-        token = yield frameOf(client, T.TOKEN)
-        joined = yield frameOf(client, T.MARK)
-        yield frameOf(client, T.JOIN)
+        token = yield client.nextOf(T.TOKEN)
+        joined = yield client.nextOf(T.MARK)
+        yield client.nextOf(T.JOIN)
         for room in rooms:
             client.send(T.ENTER, room)
-            yield frameOf(client, T.ROOM_JOIN)
+            yield client.nextOf(T.ROOM_JOIN)
         return client, token, joined
 
     @defer.inlineCallbacks
@@ -100,12 +99,12 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         yield self.start()
         ann, token, _ = yield self.resumable(b"ann", b"den")  # worker 1
         bob = yield self.client((T.VERSION, b"1.2"), (T.HELLO, b"bob"), (T.READY, b""))
-        bobEntry = yield frameOf(bob, T.JOIN)  # worker 2
+        bobEntry = yield bob.nextOf(T.JOIN)  # worker 2
         carol, _, _ = yield self.resumable(b"carol", b"den")  # worker 1
         # What ann saw last of each room: carol's JOIN and ROOM_JOIN.
         marks = {}
         while b"den" not in marks:
-            mark = yield frameOf(ann, T.MARK)
+            mark = yield ann.nextOf(T.MARK)
             ftype, _ = yield ann.next()
             if ftype == T.ROOM_JOIN:
                 marks[b"den"] = mark
@@ -136,8 +135,8 @@ class ResumeOnAnotherWorker(unittest.TestCase):
             (T.SINCE, marks[b"den"]),
             (T.READY, b""),
         )
-        self.assertEqual((yield frameOf(again, T.WELCOME)).split(b".")[0], b"ann")
-        self.assertNotEqual((yield frameOf(again, T.TOKEN)), token)
+        self.assertEqual((yield again.nextOf(T.WELCOME)).split(b".")[0], b"ann")
+        self.assertNotEqual((yield again.nextOf(T.TOKEN)), token)
         # main spent ann's token before it answered the RESUME: not detached.
         block = yield resumeBlock(port, lambda b: True)
         self.assertEqual(block["detached"], 0)
@@ -163,7 +162,7 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         self.assertEqual([(t, p) for t, p in (yield self.sync(again))], [])
         # HISTORY is main's whole history, on any worker.
         bob.send(T.HISTORY, b"den.3")
-        self.assertEqual((yield frameOf(bob, T.HISTORY)), b"den.3")
+        self.assertEqual((yield bob.nextOf(T.HISTORY)), b"den.3")
         history = yield numbered(bob, 3)
         self.assertEqual(
             [p.rsplit(b".", 1)[1] for _, _, p in history], [b"r1", b"r2", b"r3"]
@@ -171,7 +170,7 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         # The token was spent: it resumes nothing, on any worker.
         for _ in range(2):
             spent = yield self.client((T.VERSION, b"1.2"), (T.RESUME, token))
-            self.assertTrue((yield frameOf(spent, T.ERROR)).startswith(b"BAD_TOKEN."))
+            self.assertTrue((yield spent.nextOf(T.ERROR)).startswith(b"BAD_TOKEN."))
         after = yield self.sync(bob)
         self.assertNotIn(T.JOIN, [t for t, _ in after])
         self.assertNotIn(T.LEAVE, [t for t, _ in after])
@@ -182,7 +181,7 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         yield self.start("--resume-window", "3", "--history", "2")
         ann, token, _ = yield self.resumable(b"ann")  # worker 1
         bob = yield self.client((T.HELLO, b"bob"), (T.READY, b""))  # worker 2
-        yield frameOf(bob, T.JOIN)
+        yield bob.nextOf(T.JOIN)
         carol, carolToken, _ = yield self.resumable(b"carol")  # worker 1
         dave, daveToken, since = yield self.resumable(b"dave")  # worker 2
         for client in (ann, carol):
@@ -193,14 +192,14 @@ class ResumeOnAnotherWorker(unittest.TestCase):
         self.assertIn(b"200", response.split(b"\r\n", 1)[0])
         leaves = []
         for _ in range(2):
-            leaves.append((yield frameOf(bob, T.LEAVE)))
+            leaves.append((yield bob.nextOf(T.LEAVE)))
         self.assertEqual(
             [leave.split(b".", 2)[2] for leave in leaves],
             [b"carol.kicked", b"ann.error"],
         )
         for spent in (token, carolToken):
             again = yield self.client((T.VERSION, b"1.2"), (T.RESUME, spent))
-            self.assertTrue((yield frameOf(again, T.ERROR)).startswith(b"BAD_TOKEN."))
+            self.assertTrue((yield again.nextOf(T.ERROR)).startswith(b"BAD_TOKEN."))
         # dave's history no longer reaches back: HISTORY_GONE, then what is held.
         for text in (b"a", b"b", b"c"):  # three events, not one run of SAYs
             bob.send(T.SAY, text)
@@ -213,7 +212,7 @@ class ResumeOnAnotherWorker(unittest.TestCase):
             (T.SINCE, since),
             (T.READY, b""),
         )
-        gone = yield frameOf(back, T.ERROR)
+        gone = yield back.nextOf(T.ERROR)
         self.assertTrue(gone.startswith(b"HISTORY_GONE.lobby."), gone)
         held = yield numbered(back, 2)
         self.assertEqual([p.rsplit(b".", 1)[1] for _, _, p in held], [b"b", b"c"])
