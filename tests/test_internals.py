@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from chatd.server.internals import (
     canHalfClose,
     dropUnstarted,
+    leanPolling,
     unsentBytes,
     writerFor,
 )
@@ -165,3 +166,89 @@ class UnsentBytesTests(SynchronousTestCase):
         server, _ = self.tcpPair()
         server.close()
         self.assertIsNone(unsentBytes(SimpleNamespace(socket=server)))
+
+
+class LeanPollingTests(SynchronousTestCase):
+    """leanPolling on a reactor of the test's own (the suite's stays as is)."""
+
+    def epoll(self):  # type: ignore[no-untyped-def]
+        from twisted.internet.epollreactor import EPollReactor
+
+        r = EPollReactor()
+        self.addCleanup(self.close, r)
+        return r
+
+    def close(self, r) -> None:  # type: ignore[no-untyped-def]
+        from twisted.internet.error import ConnectionDone
+        from twisted.python.failure import Failure
+
+        for selectable in r.removeAll():
+            selectable.connectionLost(Failure(ConnectionDone()))
+        r._poller.close()
+        r.waker.connectionLost(None)
+
+    def spin(self, r, until) -> None:  # type: ignore[no-untyped-def]
+        for _ in range(2000):
+            if until():
+                return
+            r.iterate(0.01)
+        self.fail("nothing happened")
+
+    def test_only_the_epoll_reactor(self) -> None:
+        from twisted.internet.selectreactor import SelectReactor
+        from twisted.internet.task import Clock
+
+        self.assertFalse(leanPolling(Clock()))
+        select = SelectReactor()
+        self.addCleanup(select.waker.connectionLost, None)
+        self.assertFalse(leanPolling(select))
+
+    def test_server_and_client_connections_both_served(self) -> None:
+        r = self.epoll()
+        self.assertTrue(leanPolling(r))
+        self.assertEqual(r.doIteration, r.doPoll)
+
+        class Echo(protocol.Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.write(data)
+
+        port = r.listenTCP(0, protocol.Factory.forProtocol(Echo), interface="127.0.0.1")
+        client = Collect(5)
+        r.connectTCP(
+            "127.0.0.1",
+            port.getHost().port,
+            protocol.ClientFactory.forProtocol(lambda: client),
+        )
+        self.spin(
+            r, lambda: client.transport is not None and client.transport.connected
+        )
+        client.transport.write(b"hello")
+        self.spin(r, lambda: client.done.called)
+        self.assertEqual(client.data, b"hello")
+
+    def test_what_escapes_is_logged_with_the_connection(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        r = self.epoll()
+        leanPolling(r)
+        lost: list[bool] = []
+
+        class Broken(protocol.Protocol):
+            def connectionLost(self, reason: object = None) -> None:
+                lost.append(True)
+                raise ZeroDivisionError("in connectionLost")
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        port = r.listenTCP(
+            0, protocol.Factory.forProtocol(Broken), interface="127.0.0.1"
+        )
+        sock = socket.create_connection(("127.0.0.1", port.getHost().port))
+        self.spin(r, lambda: len(r.getReaders()) > 2)  # accepted
+        sock.close()
+        self.spin(r, lambda: bool(lost))
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        [event] = [e for e in events if "log_failure" in e]
+        self.assertIn("Broken", event["connection"])
+        self.assertIn("127.0.0.1", event["connection"])

@@ -36,6 +36,7 @@ from chatd.cluster.remote import RemoteRoster, RemoteSequencer
 from chatd.cluster.resumelink import RemoteResumes
 from chatd.server.backend import IBackend, LocalBackend
 from chatd.server.factory import ChatFactory
+from chatd.server.internals import leanPolling
 from chatd.server.protocol import ChatProtocol
 from chatd.wire import ErrorCode, LeaveReason
 
@@ -396,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
             worker.stop, "too slow", LeaveReason.SLOW, ErrorCode.SLOW_CONSUMER
         ),
     )
+    leanPolling(reactor)
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 

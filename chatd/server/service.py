@@ -33,6 +33,7 @@ from chatd.server.config import Config
 from chatd.server.descriptors import AcceptFailures, raiseFileLimit
 from chatd.server.errors import ReloadRefused, StartupError
 from chatd.server.factory import ChatFactory
+from chatd.server.internals import leanPolling
 from chatd.server.listeners import Listener, formatAddress, makeListener
 from chatd.server.logsummary import keepRotated
 from chatd.server.portfile import PortFile
@@ -242,6 +243,7 @@ class ChatService(service.MultiService):
         self._startedAt = self.reactor.seconds()
         self._enter(ACTIVE, "listening on " + ", ".join(self.config.listen))
         self.factory.backend.start()  # --redis: join in the background
+        leanPolling(self.reactor)
         self._installSignals()
         self._writePortFile()
         self.reactor.callWhenRunning(self._announce)
