@@ -15,12 +15,20 @@ from typing import Any
 from twisted.application import internet
 from twisted.internet import address, defer, endpoints
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
 from twisted.python import failure
 from zope.interface import implementer
 
 from chatd.server.errors import StartupError, describeError
 
-__all__ = ["LISTEN_BACKLOG", "Listener", "formatAddress", "makeListener", "withBacklog"]
+__all__ = [
+    "LISTEN_BACKLOG",
+    "Listener",
+    "announce",
+    "formatAddress",
+    "makeListener",
+    "withBacklog",
+]
 
 
 #: Listen queue for our stream endpoints unless the string sets one.  Twisted's
@@ -28,6 +36,8 @@ __all__ = ["LISTEN_BACKLOG", "Listener", "formatAddress", "makeListener", "withB
 #: each overflow costs the client a one-second SYN retry.
 LISTEN_BACKLOG = 1024
 _BACKLOG_TYPES = {"tcp", "tcp6", "ssl", "unix"}
+
+log = Logger(namespace="chatd")
 
 
 def withBacklog(description: str) -> str:
@@ -150,3 +160,30 @@ def makeListener(reactor: Any, role: str, description: str, factory: Any) -> Lis
             f"cannot listen on {description}: {describeError(e)}"
         ) from None
     return Listener(role, description, endpoint, factory)
+
+
+def announce(chat: list[Listener], listeners: list[Listener], adminToken: bool) -> None:
+    """The lines an operator (or a script) waits for before connecting:
+    where chat is accepted (``chat``: the bound chat listeners, in order),
+    the admin URL, the other front ends."""
+    addresses = ", ".join(x.address for x in chat)
+    log.info("ready: accepting connections on {addresses}", addresses=addresses)
+    admin = [x for x in listeners if x.role == "admin" and x.port]
+    if admin:
+        where = admin[0].port.getHost()
+        if isinstance(where, (address.IPv4Address, address.IPv6Address)):
+            host = where.host if ":" not in where.host else f"[{where.host}]"
+            url = f"http://{host}:{where.port}/"
+        else:
+            url = formatAddress(where)
+        log.info(
+            "admin interface on {url}{auth}",
+            url=url,
+            auth="" if adminToken else " (no token: local only)",
+        )
+    for role in ("web", "irc"):
+        for listener in listeners:
+            if listener.role == role and listener.port:
+                log.info(
+                    "{role} front end on {address}", role=role, address=listener.address
+                )

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.application import internet, service
-from twisted.internet import address, defer
+from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python import failure, reflect
 
@@ -34,12 +34,13 @@ from chatd.server.descriptors import AcceptFailures, raiseFileLimit
 from chatd.server.errors import ReloadRefused, StartupError
 from chatd.server.factory import ChatFactory
 from chatd.server.internals import leanPolling
-from chatd.server.listeners import Listener, formatAddress, makeListener
+from chatd.server.listeners import Listener, announce, formatAddress, makeListener
 from chatd.server.logsummary import keepRotated
 from chatd.server.portfile import PortFile
 from chatd.server.reload import reload
 from chatd.server.shutdown import drain
 from chatd.server.states import InvalidTransition, Lifecycle, ServerState
+from chatd.server.statsline import StatsLine
 from chatd.wire import ErrorCode
 
 __all__ = [
@@ -117,8 +118,6 @@ class ChatService(service.MultiService):
         self._startedAt = 0.0
         self._bound = False
         self._oldHup: Any = None
-        self._lastStats: dict | None = None
-        self._statsMoving = False
         self.portFile = PortFile()
         self.acceptFailures = AcceptFailures(reactor)
 
@@ -235,8 +234,6 @@ class ChatService(service.MultiService):
         self.privilegedStartService()
         # twistd's logging has begun by now: bound its rotated files.
         keepRotated(self.config.log_keep)
-        self._lastStats = self.factory.snapshot()
-        self._statsMoving = False
         self._setStatsTimer(self.config.stats_interval)
         service.MultiService.startService(self)
         self.started = time.time()
@@ -261,29 +258,9 @@ class ChatService(service.MultiService):
 
     def _announce(self) -> None:
         """Logged once the reactor runs (signals handled): safe to connect."""
-        addresses = ", ".join(x.address for x in self._chatListeners())
-        log.info("ready: accepting connections on {addresses}", addresses=addresses)
-        admin = [x for x in self.listenersFor("admin") if x.port]
-        if admin:
-            where = admin[0].port.getHost()
-            if isinstance(where, (address.IPv4Address, address.IPv6Address)):
-                host = where.host if ":" not in where.host else f"[{where.host}]"
-                url = f"http://{host}:{where.port}/"
-            else:
-                url = formatAddress(where)
-            log.info(
-                "admin interface on {url}{auth}",
-                url=url,
-                auth="" if self.config.admin_token else " (no token: local only)",
-            )
-        for role in ("web", "irc"):
-            for listener in self.listenersFor(role):
-                if listener.port:
-                    log.info(
-                        "{role} front end on {address}",
-                        role=role,
-                        address=listener.address,
-                    )
+        announce(
+            self._chatListeners(), self.listenersFor(), bool(self.config.admin_token)
+        )
 
     def _fail(self, error: StartupError) -> None:
         """FAILED: close what did bind, and raise ``error`` for the caller
@@ -383,34 +360,14 @@ class ChatService(service.MultiService):
     # -- stats ------------------------------------------------------------
 
     def _setStatsTimer(self, interval: float) -> None:
-        """A TimerService calling :meth:`logStats` every ``interval`` s
-        (none for 0), replacing the one there was."""
+        """The stats line every ``interval`` s (none for 0), replacing the
+        one there was."""
         if "stats" in self.namedServices:
             self.namedServices["stats"].disownServiceParent()
         if interval > 0:
-            timer = internet.TimerService(interval, self.logStats)
-            timer.clock = self.reactor
-            timer.setName("stats")
-            timer.setServiceParent(self)
-
-    def logStats(self) -> None:
-        """One stats line per interval while anything moves; nothing while
-        the counters stand still, after one line saying activity stopped."""
-        snap = self.factory.snapshot()
-        if snap == self._lastStats:
-            if self._statsMoving:
-                self._statsMoving = False
-                log.info("stats idle: no change since the last stats line")
-            return
-        self._lastStats = snap
-        self._statsMoving = True
-        snap = dict(snap)
-        errors = " ".join(f"{k}={v}" for k, v in snap.pop("errors").items())
-        log.info(
-            "stats {counters} errors: {errors}",
-            counters=" ".join(f"{k}={v}" for k, v in snap.items()),
-            errors=errors or "none",
-        )
+            StatsLine(interval, self.factory.snapshot, self.reactor).setServiceParent(
+                self
+            )
 
     # -- any -> STOPPING -> STOPPED ---------------------------------------
 
