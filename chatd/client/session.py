@@ -26,9 +26,9 @@ from chatd.client.inflight import REQUEST_REFUSALS, InFlight
 from chatd.client.pipe import PipeInput
 from chatd.client.resume import Resume
 from chatd.client.roomchat import RoomChat
+from chatd.client.userinput import UserInput
 from chatd.netutil import describe_failure
 from chatd.wire import (
-    MAX_PAYLOAD,
     ErrorCode,
     FrameType,
     join_fields,
@@ -45,7 +45,7 @@ MAX_BACKOFF = 30.0
 NAME_REFUSALS = {ErrorCode.NAME_TAKEN.name, ErrorCode.BAD_NAME.name}
 
 
-class Session:
+class Session(UserInput):
     """One user's chat: connect, handshake, relay, keep alive, leave."""
 
     def __init__(
@@ -255,64 +255,6 @@ class Session:
         # stdout may never drain (a consumer that stopped reading): go anyway.
         flushed.addTimeout(BYE_TIMEOUT, self.reactor)
         flushed.addBoth(lambda _: self.done.callback(None))
-
-    # -- input from the user ---------------------------------------------
-
-    def typed(self, line: str) -> None:
-        if self.state == "done":
-            return
-        if not self.console.interactive:
-            return self.pipe.line(line)
-        command = commands.parse_command(line)
-        if command is not None:
-            self._submit(command, line)
-
-    def endOfInput(self) -> None:
-        self.eof = True
-        if not self.console.interactive:
-            self._maybeDone()
-        else:
-            self.quit()
-
-    def _maybeDone(self) -> None:
-        """A script's input ended: leave once its lines are all delivered or refused."""
-        if self.eof and self.state == "active" and self.pipe.idle:
-            self.quit()
-        elif self.eof and self.state == "naming":
-            self._finish(1)
-
-    def _submit(self, command: commands.Command, line: str = "") -> None:
-        if isinstance(command, commands.Quit):
-            return self.quit()
-        if isinstance(command, commands.Help):
-            return self.console.show(render.dim(commands.HELP, self.console.color))
-        if isinstance(command, commands.Invalid):
-            return self.console.warn(command.reason)
-        if self.state != "active":
-            self.queued.append(command)
-            return
-        if self.rooms.submit(command, line):
-            return
-        if isinstance(command, commands.Who):
-            return self._send(FrameType.WHO)
-        if isinstance(command, commands.Say):
-            problem = commands.check_text(command.text, self.limit)
-            if problem:
-                self.console.restore(line)
-                return self.console.warn(problem)
-            self.requests.said()
-            return self._say(command.text)
-        if isinstance(command, commands.Whisper):
-            room = min(self.limit, MAX_PAYLOAD - len(command.name) - 1)
-            problem = commands.check_text(command.text, room)
-            if problem:
-                self.console.restore(line)
-                return self.console.warn(problem)
-            # Shown once the PING right behind it comes back without an ERROR
-            # before it (replies come in request order): then it was delivered.
-            sent = self.requests.whispered(command.name, command.text)
-            self._send(FrameType.WHISPER, join_fields(command.name, command.text))
-            self._send(FrameType.PING, sent.token)
 
     # -- frames from the server ------------------------------------------
 

@@ -23,17 +23,17 @@ from collections import deque
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from twisted.internet import endpoints, protocol
-from twisted.internet.interfaces import IFileDescriptorReceiver, IReactorSSL
+from twisted.internet import protocol
+from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, Logger, formatEvent, globalLogBeginner
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from chatd.cluster import link
 from chatd.cluster.logins import SharedLogins
 from chatd.cluster.remote import RemoteRoster, RemoteSequencer
 from chatd.cluster.resumelink import RemoteResumes
+from chatd.cluster.workertls import tlsFactories
 from chatd.server.backend import IBackend, LocalBackend
 from chatd.server.factory import ChatFactory
 from chatd.server.internals import leanPolling
@@ -174,24 +174,7 @@ class Worker:
             log.info("ready, pid {pid}", pid=os.getpid())
         else:
             self.factory.applyConfig(config)
-        self._tlsFor(config.listen)
-
-    def _tlsFor(self, listen: tuple[str, ...]) -> None:
-        """TLS settings of every ssl: listener, by port (read again on each
-        reload, so renewed certificates apply to new connections)."""
-        tls: dict[int, Any] = {}
-        for description in listen:
-            if description.split(":", 1)[0].strip().lower() != "ssl":
-                continue
-            try:
-                port, context = tlsContext(description)
-            except Exception as e:  # a missing or bad key file: say which
-                log.error(
-                    "cannot read the TLS settings of {d}: {e}", d=description, e=e
-                )
-                continue
-            tls[port] = TLSMemoryBIOFactory(context, False, self.factory)  # type: ignore[arg-type]
-        self.tls = tls
+        self.tls = tlsFactories(config.listen, self.factory)
 
     def adopt(self, fd: int, conn: int, family: int, tls: int, port: int) -> None:
         """A client's socket from the main process: ours from now on.  One
@@ -312,39 +295,6 @@ class Worker:
         if not self.stopping:
             log.warn("link to the main process closed: shutting down")
         self.stop(why)
-
-
-@implementer(IReactorSSL)
-class _CaptureTLS:
-    """A reactor that only records what an ssl: endpoint would listen with:
-    the endpoint string parsed by Twisted itself, through public API."""
-
-    port = 0
-    context: Any = None
-
-    def listenSSL(  # type: ignore[override]
-        self,
-        port: int,
-        factory: Any,
-        contextFactory: Any,
-        backlog: int = 50,
-        interface: str = "",
-    ) -> None:
-        self.port, self.context = port, contextFactory
-
-    def connectSSL(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        raise NotImplementedError("only listening is captured")
-
-
-def tlsContext(description: str) -> tuple[int, Any]:
-    """(port, TLS context factory) of an ``ssl:`` endpoint description."""
-    capture = _CaptureTLS()
-    endpoint = endpoints.serverFromString(capture, description)
-    failures: list[Any] = []
-    endpoint.listen(protocol.Factory()).addErrback(failures.append)
-    if failures:
-        failures[0].raiseException()
-    return capture.port, capture.context
 
 
 @implementer(ILogObserver)
