@@ -177,7 +177,9 @@ class StoreTests(SynchronousTestCase):
         run.seq = 9
         store.record(b"lobby", run)
         store.close()
-        [(event, first, stop)] = self.store(path).last(b"lobby", 10)
+        again = self.store(path)
+        self.assertEqual(again.lastUserId, 1)  # read from the run's frames
+        [(event, first, stop)] = again.last(b"lobby", 10)
         self.assertIsInstance(event, Messages)
         self.assertEqual((event.seq, event.frame, first, stop), (9, run.frame, 0, 3))
 
@@ -273,6 +275,12 @@ class RestartTests(SynchronousTestCase):
 
         second = self.server(path)
         bob = self.numbered(second, b"bob")
+        # Ids go on after those the history names: alice was 1, bob is not.
+        self.assertEqual(second.factory.historyStore.lastUserId, 1)  # type: ignore[union-attr]
+        self.assertTrue(lobby[0][1].startswith(b"1."))
+        bob.send(T.WHO)
+        users = [p for t, p in bob.received() if t == T.USERS]
+        self.assertEqual([u.split(b".")[0] for u in users if u], [b"2"])
         self.assertEqual(self.history(bob, b"ops")[: len(ops)], ops)
         again = self.history(bob, b"lobby")
         self.assertEqual(again[: len(lobby)], lobby)  # then alice's LEAVE, bob's JOIN

@@ -73,9 +73,11 @@ class IRoster(Interface):
 class Roster:
     """The in-process roster: names held case-insensitively, ids counted."""
 
-    def __init__(self, palette: tuple[int, ...] = PALETTE) -> None:
+    def __init__(self, palette: tuple[int, ...] = PALETTE, after: int = 0) -> None:
+        """Ids are counted from ``after`` + 1 (a restart on --history-db
+        goes on after the ids its history names)."""
         self._palette = palette
-        self._lastId = 0
+        self._lastId = after
         self._names: dict[bytes, User] = {}
 
     def claim(self, name: bytes) -> Deferred[User | None]:

@@ -18,7 +18,7 @@ from twisted.internet import protocol
 from twisted.internet.defer import Deferred, DeferredList
 
 from chatd.core.hub import Hub
-from chatd.core.roster import IRoster
+from chatd.core.roster import IRoster, Roster
 from chatd.core.sequencer import ISequencer, LocalSequencer
 from chatd.core.session import ACTIVE, CLOSED, Session
 from chatd.server.admission import Admission, addressKey
@@ -65,6 +65,8 @@ class ChatFactory(protocol.Factory):
         if resumable and config.history_db and sequencer is None:
             self.historyStore = store = openStore(config, clock)
             sequencer = LocalSequencer(after=store.lastSeq)
+            if roster is None:
+                roster = Roster(after=store.lastUserId)
         self.hub = Hub(
             config,
             clock,

@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from chatd.core.events import Messages
 from chatd.core.history import History, IHistoryStore
 from chatd.core.rooms import key
 from chatd.server.historydb import Batch, HistoryDB, HistoryDBError
+from chatd.wire import HEADER_SIZE
 from chatd.wire.eventcodec import BadEvent, decodeEvent, encodeEvent
 
 if TYPE_CHECKING:
@@ -63,6 +65,9 @@ class PersistentHistory:
         self.delay = delay
         #: The last seq the file holds (the sequencer starts after it).
         self.lastSeq = 0
+        #: The highest user id its events name (new users' ids are higher,
+        #: so no old line shares an id with a new user).
+        self.lastUserId = 0
         #: Ended rooms that keep their history, the first ended first.
         self._ended: dict[bytes, None] = {}
         self._pending: list[tuple[bytes, Event]] = []
@@ -89,6 +94,7 @@ class PersistentHistory:
                 event = decodeEvent(data)
                 self.memory.record(roomKey, event)
                 newest[roomKey] = event.seq
+                self.lastUserId = max(self.lastUserId, _userIdOf(event))
         except BadEvent as e:
             raise HistoryDBError(f"{self.db.path}: a bad event: {e}") from None
         for roomKey, gone in stored.gone.items():
@@ -104,11 +110,13 @@ class PersistentHistory:
             if roomKey not in alive:
                 self._ended[roomKey] = None
         log.info(
-            "history-db {path}: {events} events of {rooms} rooms, last seq {seq}",
+            "history-db {path}: {events} events of {rooms} rooms, last seq {seq},"
+            " last user id {uid}",
             path=self.db.path,
             events=len(self.memory),
             rooms=self.memory.rooms,
             seq=self.lastSeq,
+            uid=self.lastUserId,
         )
 
     # -- IHistoryStore ----------------------------------------------------
@@ -237,3 +245,16 @@ def openStore(config: Config, clock: IReactorTime) -> PersistentHistory:
     names = [config.default_room] + [name for name, _ in config.rooms]
     store.load(key(name.encode()) for name in names)
     return store
+
+
+def _userIdOf(event: Event) -> int:
+    """The id of the user an event is by (0: none).  A bulk run of SAYs
+    (Messages) has no User, only its frames: ``id.color.name.text``."""
+    user = getattr(event, "user", None)
+    if user is not None:
+        return int(user.id)
+    if isinstance(event, Messages) and event.frame:
+        head = event.frame[HEADER_SIZE : HEADER_SIZE + 12].split(b".", 1)[0]
+        if head.isdigit():
+            return int(head)
+    return 0
