@@ -7,8 +7,11 @@ from __future__ import annotations
 from twisted.internet import address
 from twisted.internet.testing import StringTransport
 
+from chatd.core.events import Messages
+from chatd.irc.codec import IrcCodec
 from chatd.irc.protocol import IrcProtocol
 from chatd.wire import FrameType as T
+from chatd.wire import encode
 from tests.memory import ChatTestCase, Server
 
 
@@ -168,6 +171,64 @@ class IrcTests(ChatTestCase):
         self.assertEqual(got[0].split(b" ")[1], b"321")
         self.assertIn(b":chatd 322 ann #dev 2 :ship it", got)
         self.assertEqual(got[-1].split(b" ")[1], b"323")
+
+    def test_earlier_messages_on_joining(self) -> None:
+        """--irc-history: a channel's last messages from its history, after
+        NAMES, between two NOTICEs; joins and parts left out."""
+        bob = self.server.active(b"bob")
+        bob.send(T.VERSION, b"1.2")
+        bob.send(T.SAY, b"one")
+        bob.sendRaw(
+            encode(T.SAY, b"skip") + encode(T.SAY, b"two") + encode(T.SAY, b"three")
+        )
+        bob.send(T.ENTER, b"dev")
+        bob.send(T.ROOM_SAY, b"dev.four")
+        bob.received()
+        ann = self.irc()
+        got = ann.register(b"ann")
+        names = got.index(b":chatd 366 ann #lobby :End of /NAMES list")
+        self.assertEqual(
+            got[names + 1 :],
+            [b":chatd NOTICE #lobby :4 earlier messages:",
+             b":bob!bob@chatd PRIVMSG #lobby :one",
+             b":bob!bob@chatd PRIVMSG #lobby :skip",
+             b":bob!bob@chatd PRIVMSG #lobby :two",
+             b":bob!bob@chatd PRIVMSG #lobby :three",
+             b":chatd NOTICE #lobby :end of earlier messages"],
+        )  # fmt: skip
+        ann.send(b"JOIN #dev")
+        got = ann.lines()
+        self.assertEqual(got[2].split(b" ")[1], b"366")
+        self.assertEqual(
+            got[3:],
+            [b":chatd NOTICE #dev :1 earlier message:",
+             b":bob!bob@chatd PRIVMSG #dev :four",
+             b":chatd NOTICE #dev :end of earlier messages"],
+        )  # fmt: skip
+        ann.send(b"JOIN #new")  # nothing said there: no NOTICEs
+        self.assertEqual(ann.codes(), [b"JOIN", b"353", b"366"])
+        # History.last may cut a run of SAYs: only its frames from first on.
+        run = [(e, f, t) for e, f, t in self.server.factory.hub.rooms.history.last(b"lobby", 9)
+               if isinstance(e, Messages)]  # fmt: skip
+        event = run[-1][0]
+        self.assertEqual(event.count, 3)
+        got, n = IrcCodec(earlier=5).history(b"lobby", [(event, 1, 3)])
+        self.assertEqual(n, 4)
+        self.assertEqual(
+            [x.rsplit(b":", 1)[1] for x in got.splitlines()[1:-1]], [b"two", b"three"]
+        )
+
+    def test_earlier_messages_bounded_or_off(self) -> None:
+        for limit, shown in ((2, [b"b2", b"b3"]), (0, [])):
+            self.server = Server(irc_history=limit)
+            bob = self.server.active(b"bob")
+            for text in (b"b1", b"b2", b"b3"):
+                bob.send(T.SAY, text)
+                bob.received()
+            got = self.irc().register(b"ann")
+            said = [x.rsplit(b":", 1)[1] for x in got if b" PRIVMSG " in x]
+            self.assertEqual(said, shown)
+            self.assertEqual(any(b"earlier" in x for x in got), bool(shown))
 
     def test_whispers_both_ways_and_errors(self) -> None:
         ann = self.irc(b"ann")

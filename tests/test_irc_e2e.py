@@ -14,6 +14,7 @@ from chatd.wire import FrameType as T
 from tests.contract import LOOPBACK
 from tests.contractcase import ContractHelpers
 from tests.ircclient import registered
+from tests.test_contract_resume import RESUMING
 
 
 class IrcEndToEnd(ContractHelpers):
@@ -61,6 +62,34 @@ class IrcEndToEnd(ContractHelpers):
         self.assertEqual(
             (yield self.expect(bob, T.LEAVE)).rsplit(b".", 1)[-1], b"kicked"
         )
+
+    @defer.inlineCallbacks
+    def test_earlier_messages_on_joining(self):
+        """--irc-history, from the room's history wherever the mode keeps
+        it (tests/test_contract_resume.py's RESUMING); nothing elsewhere."""
+        deployment = yield self.deploy("--irc", LOOPBACK, "--rate-limit", "0")
+        [(bob, _)] = yield self.users(b"bob")
+        bob.send(T.VERSION, b"1.2")
+        bob.send(T.SAY, b"before")
+        bob.send(T.ENTER, b"dev")
+        bob.send(T.ROOM_SAY, b"dev.in dev")
+        yield bob.nextOf(T.ROOM_MESSAGE)
+        ann = yield registered(deployment.daemons[0].ports("irc")[0], b"ann")
+        ann.send(b"JOIN #dev", b"PING :done")
+        lines = yield ann.until(lambda x: x.endswith(b"PONG chatd :done"))
+        earlier = [x for x in lines if b" NOTICE " in x or b" PRIVMSG " in x]
+        if self.mode not in RESUMING:
+            self.assertEqual(earlier, [])
+            return
+        self.assertEqual(
+            earlier,
+            [b":chatd NOTICE #lobby :1 earlier message:",
+             b":bob!bob@chatd PRIVMSG #lobby :before",
+             b":chatd NOTICE #lobby :end of earlier messages",
+             b":chatd NOTICE #dev :1 earlier message:",
+             b":bob!bob@chatd PRIVMSG #dev :in dev",
+             b":chatd NOTICE #dev :end of earlier messages"],
+        )  # fmt: skip
 
     @defer.inlineCallbacks
     def test_shutdown_tells_irc_users(self):

@@ -29,6 +29,7 @@ from chatd.wire import HEADER
 
 if TYPE_CHECKING:
     from chatd.core.events import Event
+    from chatd.core.resumes import Last
     from chatd.core.roster import Replica, User
 
 SERVER = b"chatd"
@@ -105,11 +106,16 @@ class IrcCodec:
     name = "irc"
 
     def __init__(
-        self, default: bytes = b"lobby", motd: list[bytes] | None = None
+        self,
+        default: bytes = b"lobby",
+        motd: list[bytes] | None = None,
+        earlier: int = 10,
     ) -> None:
         self.nick = b"*"
         self.default = b"#" + default
         self.motd = motd
+        #: How many earlier messages :meth:`history` shows at most.
+        self.earlier = earlier
         #: The channel each pending NAMES (WHO/ROOM_WHO) answer is for.
         self.namesFor: deque[bytes] = deque()
         #: The nick or channel the request being answered named (the
@@ -206,6 +212,32 @@ class IrcCodec:
         out.append(n(irc.RPL_LISTEND, trailing=b"End of /LIST"))
         return [b"".join(out)]
 
+    def history(self, room: bytes, held: Last) -> tuple[bytes, int]:
+        """A channel's earlier messages, shown on joining it: the last
+        :attr:`earlier` of them, between two NOTICEs that say they are
+        earlier (IRC has no numbers; joins, parts and topics are left out,
+        as they would change the client's idea of who is there)."""
+        said: list[bytes] = []
+        for event, first, stop in held:
+            kind = type(event)
+            if kind is Messages:
+                said.extend(
+                    self._run(_cut(event.frame or b"", first, stop)).splitlines(True)
+                )
+            elif kind is Message or kind is RoomMessage:
+                said.append(self.event(event))
+        said = said[len(said) - self.earlier :] if self.earlier else []
+        if not said:
+            return b"", 0
+        chan = b"#" + room
+        n = len(said)
+        head = b"%d earlier message%s:" % (n, b"" if n == 1 else b"s")
+        return (
+            line(b":" + SERVER, b"NOTICE", chan, trailing=head)
+            + b"".join(said)
+            + line(b":" + SERVER, b"NOTICE", chan, trailing=b"end of earlier messages")
+        ), n + 2
+
     # -- events: the same line for every IRC recipient, but whispers ----------
 
     def event(self, event: Event) -> bytes:
@@ -270,3 +302,13 @@ class IrcCodec:
         if isinstance(event, RoomTopic):
             return line(b":" + SERVER, b"TOPIC", chan, trailing=event.topic)
         return b""
+
+
+def _cut(frames: bytes, first: int, stop: int) -> bytes:
+    """Frames ``first`` to ``stop`` of a run (History.last's slice)."""
+    at = start = 0
+    for i in range(stop):
+        if i == first:
+            start = at
+        at += 8 + HEADER.unpack_from(frames, at)[1]
+    return frames[start:at]

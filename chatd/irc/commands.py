@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.words.protocols import irc
 
+from chatd.core.connection import CLOSED
 from chatd.core.rooms import key
 from chatd.irc.codec import SERVER, fromIrc
 
@@ -65,11 +66,31 @@ class IrcCommands:
                 continue  # already there: nothing, as IRC servers do
             self._asking(chan, partial(self.session.enter, room))
             self._do(partial(self._namesIfIn, room, chan))
+            self._do(partial(self.earlier, room))
 
     def _namesIfIn(self, room: bytes, chan: bytes) -> None:
         if key(room) in self.session.roomFanouts:
             self.irc.namesFor.append(chan)
             self.session.roomWho(room)
+
+    def earlier(self, room: bytes) -> None:
+        """A channel just joined: its earlier messages (--irc-history),
+        from the room's history where this process keeps it (one process,
+        and main with --workers, which serves IRC itself)."""
+        session = self.session
+        rooms = session.hub.rooms
+        history = rooms.history
+        found = rooms.directory.get(room)
+        if not self.irc.earlier or history is None or found is None:
+            return
+        if session.state is CLOSED or not (
+            key(room) == self.default or key(room) in session.roomFanouts
+        ):
+            return
+        held = history.last(key(room), session.hub.config.history, None)
+        frames, n = self.irc.history(found.name, held)
+        if n:
+            session.reply(frames, n)
 
     def irc_PART(self, args: list[bytes]) -> None:
         if not self._need(args, 1, b"PART"):

@@ -56,7 +56,9 @@ class IrcProtocol(IrcCommands, ChatProtocol):
     def __init__(
         self, factory: ChatFactory, number: int, motd: list[bytes] | None = None
     ) -> None:
-        self.irc = IrcCodec(factory.config.default_room.encode(), motd)
+        self.irc = IrcCodec(
+            factory.config.default_room.encode(), motd, factory.config.irc_history
+        )
         self.codec = self.irc  # type: ignore[assignment]
         ChatProtocol.__init__(self, factory, number)
         self.default = factory.config.default_room.encode().lower()
@@ -333,6 +335,7 @@ class IrcProtocol(IrcCommands, ChatProtocol):
     def _lobbyNames(self) -> None:
         self.irc.namesFor.append(self.irc.default)
         self.session.who()
+        self._do(partial(self.earlier, self.irc.default[1:]))
 
     def _keepAlive(self) -> None:
         """PING a client that said nothing for a while: its PONG is input,

@@ -55,6 +55,7 @@ class Config:
     # chatd.irc (the IRC front end)
     irc: str | None = None
     motd_file: str | None = None
+    irc_history: int = 10
     # Abuse limits (docs/limits.md).  The daemon's defaults are in PARAMETERS;
     # these in-process defaults leave them off, as before.
     connect_rate: float = 0.0
@@ -111,6 +112,7 @@ PARAMETERS: dict[str, tuple[Callable[[str], object], object, str]] = {
     # chatd.irc (the IRC front end; docs/irc.md)
     "irc": (_web.endpoint, None, "Endpoint of the IRC front end, e.g. tcp:6667 or ssl:6697:... (off by default)."),
     "motd-file": (str, None, "File whose lines are the IRC message of the day (none: 422)."),
+    "irc-history": (_values.count, 10, "Earlier messages an IRC user is shown on joining a channel, from its history (0 = none)."),
     "connect-rate": (connectionsPerSecond, 5.0, "New connections per second from one address outside --limit-exempt (0 = no limit)."),
     "connect-burst": (_values.positiveInt, 20, "New connections one address may open at once before --connect-rate applies."),
     "limit-exempt": (parseNetworks, parseNetworks(DEFAULT_EXEMPT), "Comma-separated networks the per-address limits and login backoff spare ('none' = nobody)."),
