@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from chatd.cluster.node import ClusterNode, nodeFor
 from chatd.cluster.redislogins import RedisLogins
+from chatd.cluster.redisresumes import RedisResumes
 from chatd.server.backend import BackendStatus, IBackend, LocalBackend, NodeStatus
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
@@ -43,6 +44,8 @@ class RedisBackend(LocalBackend):
 
     def attach(self, factory: ChatFactory) -> None:
         self.factory = factory
+        # History from the stream, tokens and windows in Redis.
+        factory.hub.resumes = RedisResumes(self.node, factory.hub)
 
     def shareLogins(self, logins: RedisLogins) -> None:
         """Check passwords through ``logins``' guard (one back-off for all

@@ -76,6 +76,9 @@ class StreamSequencer:
         self._reading = False
         self._readGen = 0  # bumped when reading restarts on a new stream
         self._stale = False  # the stream went backwards: wait for recovery
+        #: Protocol 1.2's resume (chatd.cluster.redisresumes), told of
+        #: hand-overs, of a stream read anew, and seeding the history.
+        self.resumes: Any = None
 
     # -- submitting ------------------------------------------------------------
 
@@ -289,7 +292,19 @@ class StreamSequencer:
             for sink in self._sinks:
                 sink.deliver(event)
         self.lastSeq = first + len(events) - 1
+        handOver = values.get(b"h")
+        if handOver is not None and self.resumes is not None:
+            self.resumes.handedOver(handOver, values.get(b"n", b""))
         self._fireDelivered()
+
+    def whenRead(self, seq: int) -> Deferred[int]:
+        """Fires once every event up to ``seq`` was delivered here (fails
+        like a submission when that order is lost)."""
+        d: Deferred[int] = Deferred()
+        self._numbered.append((seq, d))
+        self._numbered.sort(key=lambda pair: pair[0])
+        self._fireDelivered()
+        return d
 
     def _fireDelivered(self) -> None:
         """Fire the submissions whose events the reader has delivered."""
@@ -316,6 +331,8 @@ class StreamSequencer:
         for event in events:
             for sink in self._sinks:
                 sink.deliver(event)
+        if self.resumes is not None:  # the history: the stream's tail
+            await self.resumes.seed(lastId)
         log.info(
             "cluster: {n} users active, sequence at {seq}",
             n=len(users),
@@ -334,6 +351,8 @@ class StreamSequencer:
         self._stale = False
         if fromStart:
             self.lastId, self.lastSeq, self.clusterSeq = b"0-0", 0, 0
+            if self.resumes is not None:  # numbers begin again: so does history
+                self.resumes.restarted()
             return
         lastId, seq, *_ = await self.link.call("snapshot")
         self.lastId, self.lastSeq = lastId, int(seq)

@@ -1,0 +1,337 @@
+"""A ``--redis`` node's resume seam: tokens and windows in Redis, the
+history from the one stream (docs/cluster.md, "Resume and history").
+
+:class:`RedisResumes` is the node's :class:`~chatd.core.resumes.IResumes`.
+Every node reads the whole stream, in order, with the stream's numbers,
+so each keeps the same :class:`~chatd.core.history.History` one process
+keeps (fed by :mod:`chatd.core.roomcast` as it delivers), seeded at start
+from the stream's tail, so HISTORY and replays reach back across a node
+restart.  Tokens are in Redis as SHA-256 only, with the user and the node
+holding its session (:mod:`chatd.cluster.resumescripts`), so a RESUME
+works on any node: the ``resume`` script spends the token, moves the user
+here and appends a hand-over to the stream.  This node then waits until
+it has read everything before the hand-over and goes live (the session's
+replay comes from this node's history, up to where it stands); the old
+node, reading the hand-over, drops its session without a LEAVE.
+
+The users of a node killed -9 that could be resumed are adopted by the
+node that reaps it (:mod:`chatd.cluster.reaper`): held here as *ghosts*,
+no session, until a RESUME takes them or their window ends (then their
+LEAVE ``error`` is sequenced, as for any window that ends).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from chatd.cluster.reaper import Adopted
+from chatd.cluster.redislink import ClusterUnavailable, text
+from chatd.cluster.streamseq import STREAM_MAXLEN
+from chatd.core.events import Event, Leave, Notice
+from chatd.core.history import number, split
+from chatd.core.resumes import IResumes, Last, Replay, Taken
+from chatd.core.roomevents import RoomLock
+from chatd.core.rooms import key
+from chatd.core.roster import User
+from chatd.core.tokens import TOKEN_FORM, digest, mint
+from chatd.wire import LeaveReason
+from chatd.wire.eventcodec import BadEvent, decodeBatch, userFromEntry
+
+if TYPE_CHECKING:
+    from chatd.cluster.node import ClusterNode
+    from chatd.core.history import History
+    from chatd.core.hub import Hub
+    from chatd.core.session import Session
+
+log = Logger(namespace="chatd.cluster")
+
+
+@implementer(IResumes)
+class RedisResumes:
+    """Tokens and windows in Redis, history from the stream (module doc)."""
+
+    def __init__(self, node: ClusterNode, hub: Hub) -> None:
+        self.node = node
+        self.link = node.link
+        self.standing = node.standing
+        self.seq = node.seq
+        self.hub = hub
+        history = hub.rooms.history
+        assert history is not None
+        self.history: History = history  # type: ignore[assignment]
+        #: The first sequence number this node's history is whole from:
+        #: a SINCE before it is HISTORY_GONE, whatever the room.
+        self.knownFrom = 1
+        #: user id -> this node's session holding its live token.
+        self._sessions: dict[int, Session] = {}
+        self._digests: dict[Session, bytes] = {}
+        #: user id -> (user, token hex, window call) of users adopted from
+        #: a dead node: no session here, resumable until the call.
+        self._ghosts: dict[int, tuple[User, bytes, Any]] = {}
+        self.seq.resumes = self
+        node.membership.reaper.adopter = self
+
+    @property
+    def window(self) -> float:
+        return float(self.hub.config.resume_window)
+
+    @property
+    def limit(self) -> int:
+        return int(self.history.limit)
+
+    # -- IResumes -------------------------------------------------------------
+
+    def issue(self, session: Session) -> bytes:
+        token, kept = mint()
+        user = session.user
+        assert user is not None
+        self._drop(session)
+        self._sessions[user.id] = session
+        self._digests[session] = hexed = kept.hex().encode()
+        self._run("token", self.standing.token, user.id, hexed, user.name.lower())
+        return token
+
+    def take(self, token: bytes) -> Deferred[Taken | None]:
+        if not TOKEN_FORM.match(token):
+            return succeed(None)
+        standing = self.standing
+        if not (standing.registered and self.link.up):
+            return fail(ClusterUnavailable("the cluster is unreachable"))
+        d = self.link.script(
+            "resume",
+            standing.name,
+            standing.token,
+            digest(token).hex(),
+            standing.ttlMs,
+            STREAM_MAXLEN,
+        )
+
+        def failed(failure: Failure) -> Failure:
+            standing.checkLease(failure)
+            return Failure(ClusterUnavailable(failure.getErrorMessage()))
+
+        return d.addCallbacks(self._took, failed)
+
+    def forget(self, session: Session) -> None:
+        hexed = self._drop(session)
+        if hexed is not None and session.user is not None:
+            self._run("forget", session.user.id, hexed)
+
+    def keep(self, session: Session, window: float) -> Any:
+        hexed = self._digests.get(session)
+        if hexed is not None:
+            deadline = int((self.standing.clock.seconds() + window) * 1000)
+            self._run("detach", session.user.id, hexed, deadline)  # type: ignore[union-attr]
+        return self.standing.clock.callLater(window, self._windowEnds, session)
+
+    def replay(self, since: dict[bytes, int]) -> Deferred[Replay]:
+        answer: Replay = {}
+        for roomKey, seen in since.items():
+            gone, held = self.history.after(roomKey, seen)
+            if gone is None and split(seen)[0] + 1 < self.knownFrom:
+                # Before this node's history begins: say so (as one
+                # process does for events it dropped).
+                gone = number(held[0][0].seq if held else self.knownFrom)
+            answer[roomKey] = (gone, held)
+        return succeed(answer)
+
+    def last(self, roomKey: bytes, count: int, before: int | None) -> Deferred[Last]:
+        return succeed(self.history.last(roomKey, min(count, self.limit), before))
+
+    def __len__(self) -> int:
+        return len(self._digests) + len(self._ghosts)
+
+    # -- RESUME: the hand-over ---------------------------------------------------
+
+    def _took(self, reply: list[Any]) -> Deferred[Taken | None] | None:
+        """The ``resume`` script's answer: the user is this node's now; its
+        Taken once this node has read everything before the hand-over."""
+        if int(reply[0]) != 1:
+            return None
+        user = userFromEntry(bytes(reply[1]))
+        seq, old, since = int(reply[2]), text(reply[3]), text(reply[4])
+        bucket = None
+        if old == self.standing.name:
+            session = self._sessions.pop(user.id, None)
+            if session is not None:
+                self._digests.pop(session, None)
+                bucket = session._bucket
+                session._handOver()
+            self._dropGhost(user.id)
+        else:
+            self.seq.local[user.id] = user
+            if since:
+                self.seq.since[user.id] = since.split(" ")[0]
+            self.standing.maxId = max(self.standing.maxId, user.id)
+        log.info(
+            "resume handed over id={id} from node {old} to node {new} at {seq}",
+            id=user.id,
+            old=old,
+            new=self.standing.name,
+            seq=seq,
+        )
+        taken = Taken(user, bucket)
+        return self.seq.whenRead(seq).addCallback(lambda _: taken)
+
+    def handedOver(self, handOver: bytes, toNode: bytes) -> None:
+        """A hand-over read from the stream: if the user was ours and went
+        to another node, its session here stops, without a LEAVE."""
+        uidText, _, old = bytes(handOver).partition(b" ")
+        me = self.standing.name.encode()
+        if old != me or bytes(toNode) == me:
+            return
+        uid = int(uidText)
+        self.seq.local.pop(uid, None)
+        self.seq.since.pop(uid, None)
+        self._dropGhost(uid)
+        session = self._sessions.pop(uid, None)
+        if session is not None:
+            self._digests.pop(session, None)
+            session._handOver()
+        log.info("resume: id={id} went to node {node}", id=uid, node=text(toNode))
+
+    # -- windows ------------------------------------------------------------------
+
+    def _windowEnds(self, session: Session) -> None:
+        """The window is over: spend the token (unless a RESUME elsewhere
+        has), then the LEAVE, as in one process."""
+        hexed = self._digests.get(session)
+        if hexed is None or session.user is None:
+            return self._end(session)
+        d = self.link.script("forget", self.standing.name, session.user.id, hexed)
+
+        def spent(ours: int) -> None:
+            if int(ours) == 1:
+                self._drop(session)
+                return self._end(session)
+            # Resumed elsewhere: the hand-over is on its way.  Should it
+            # never come (Redis lost it), the session ends a TTL later.
+            self.standing.later(self.standing.ttl, lambda: self._end(session))
+
+        def failed(failure: Failure) -> None:
+            self.standing.later(1, lambda: self._windowEnds(session))
+
+        d.addCallbacks(spent, failed)
+
+    def _end(self, session: Session) -> None:
+        if session in self.hub.detached:
+            session._windowOver()
+
+    def adopt(self, users: list[Adopted]) -> None:
+        """Resumable users of a dead node are ours until their deadlines."""
+        clock = self.standing.clock
+        for user, hexed, deadline in users:
+            self._dropGhost(user.id)
+            wait = max(0.0, deadline / 1000 - clock.seconds())
+            call = clock.callLater(wait, self._ghostEnds, user.id)
+            self._ghosts[user.id] = (user, hexed, call)
+            self.seq.local[user.id] = user
+            self.standing.maxId = max(self.standing.maxId, user.id)
+            log.info(
+                "resume: id={id} name={name} kept {wait:.0f}s for a resume",
+                id=user.id,
+                name=user.display,
+                wait=wait,
+            )
+
+    def _ghostEnds(self, uid: int) -> None:
+        ghost = self._ghosts.pop(uid, None)
+        if ghost is None:
+            return
+        user, hexed, _ = ghost
+        d = self.link.script("forget", self.standing.name, uid, hexed)
+
+        def spent(ours: int) -> None:
+            if int(ours) == 1:
+                self.node.roster.release(user)
+                self.seq.submit(Leave(user, LeaveReason.ERROR)).addErrback(
+                    lambda f: None
+                )
+
+        d.addCallbacks(spent, lambda f: None)
+
+    def _dropGhost(self, uid: int) -> None:
+        ghost = self._ghosts.pop(uid, None)
+        if ghost is not None and ghost[2].active():
+            ghost[2].cancel()
+
+    # -- the history ------------------------------------------------------------
+
+    async def seed(self, lastId: bytes) -> None:
+        """At start: the history from the stream's tail up to ``lastId``
+        (bounded by --history), so it outlives a restart of this node."""
+        history = self.history
+        history.clear()  # the snapshot's JOINs are no events of the order
+        self.knownFrom = self.seq.lastSeq + 1
+        if history.limit <= 0 or lastId == b"0-0":
+            return
+        entries = await self.link.command(
+            "XREVRANGE",
+            f"{self.link.prefix}stream",
+            lastId,
+            "-",
+            "COUNT",
+            history.limit,
+        )
+        directory = self.hub.rooms.directory
+        defaultKey = directory.defaultKey
+        for _entryId, fields in reversed(entries or []):
+            values = dict(zip(fields[::2], fields[1::2], strict=False))
+            try:
+                first = int(values[b"s"])
+                events = decodeBatch(values[b"b"])
+            except (KeyError, ValueError, BadEvent):
+                continue
+            self.knownFrom = min(self.knownFrom, first)
+            for i, event in enumerate(events):
+                event.seq = first + i
+                roomKey = _roomOf(event, defaultKey)
+                if roomKey is not None:
+                    history.record(roomKey, event)
+        for roomKey in history.roomKeys():
+            if directory.get(roomKey) is None:
+                history.drop(roomKey)  # the room ended since
+        log.info(
+            "cluster: history read back from the stream: {n} events in {r} rooms",
+            n=len(history),
+            r=history.rooms,
+        )
+
+    def restarted(self) -> None:
+        """The stream is read anew from its start (Redis lost its state)."""
+        self.history.clear()
+        self.knownFrom = 1
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _drop(self, session: Session) -> bytes | None:
+        """Forget ``session``'s token here; its hex digest, if it had one."""
+        hexed = self._digests.pop(session, None)
+        if hexed is not None and session.user is not None:
+            if self._sessions.get(session.user.id) is session:
+                del self._sessions[session.user.id]
+        return hexed
+
+    def _run(self, name: str, *args: object) -> None:
+        """A script whose answer only matters if it fails (logged)."""
+        d = self.link.script(name, self.standing.name, *args)
+        d.addErrback(
+            lambda f: log.warn(
+                "cluster: resume {name} failed: {why}", name=name, why=text(f.value)
+            )
+        )
+
+
+def _roomOf(event: Event, defaultKey: bytes) -> bytes | None:
+    """The room whose history ``event`` belongs to, as roomcast records
+    it (the ROOM_LEAVEs a server LEAVE implies are not read back)."""
+    if event.room is not None:
+        return None if type(event) is RoomLock else key(event.room)
+    if event.target is None and type(event) is not Notice:
+        return defaultKey
+    return None
