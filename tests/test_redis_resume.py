@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from chatd.cluster.node import ClusterNode
 from chatd.cluster.redisnode import RedisBackend
 from chatd.cluster.redisresumes import RedisResumes
+from chatd.core.history import split
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
 from chatd.wire import FrameType as T
@@ -229,6 +230,19 @@ class DeadNodeTests(RedisResumeCase):
         self.assertIsNone(self.redis.get(b"chatd:name:ann"))
         self.assertEqual(len(self.b.resumes), 1)
 
+    def test_a_kick_ends_an_adopted_user(self) -> None:
+        ann, token = self.speaker(self.a, b"ann")
+        bob, _ = self.speaker(self.b, b"bob")
+        self.killA()
+        resume = self.b.backend.status().resume
+        assert resume is not None
+        self.assertEqual((resume["detached"], resume["tokens"]), (1, 2))
+        self.assertTrue(self.b.factory.hub.kick("ann"))
+        self.clock.advance(0)
+        leaves = [p for t, p in bob.received() if t == T.LEAVE]
+        self.assertEqual(leaves, [ann.entry + b".kicked"])
+        self.assertSpent(self.b, token)
+
 
 class SeededHistoryTests(RedisResumeCase):
     def test_a_node_started_later_has_the_history(self) -> None:
@@ -263,3 +277,22 @@ class SeededHistoryTests(RedisResumeCase):
         again.send(T.READY)
         errors = [p for t, p in again.received() if t == T.ERROR]
         self.assertEqual([e.split(b".")[0] for e in errors], [b"HISTORY_GONE"])
+
+    def test_a_gap_in_the_sequence_is_history_gone(self) -> None:
+        _, token, bob, last = self.dropped()
+        self.redis.incrby(b"chatd:seq", 5)  # five events no node will read
+        bob.send(T.SAY, b"after")
+        self.clock.advance(0)
+        self.assertEqual(self.b.resumes.knownFrom, split(last)[0] + 6)
+        again = self.b.connect()
+        for ftype, payload in (
+            (T.VERSION, b"1.2"),
+            (T.RESUME, token),
+            (T.SINCE, b"lobby.%d" % last),
+            (T.READY, b""),
+        ):
+            again.send(ftype, payload)
+        frames = again.received()
+        errors = [p.split(b".")[0] for t, p in frames if t == T.ERROR]
+        self.assertEqual(errors, [b"HISTORY_GONE"])
+        self.assertEqual(frames[-1][1].rsplit(b".", 1)[1], b"after")

@@ -32,12 +32,13 @@ from zope.interface import implementer
 from chatd.cluster.reaper import Adopted
 from chatd.cluster.redislink import ClusterUnavailable, text
 from chatd.cluster.streamseq import STREAM_MAXLEN
-from chatd.core.events import Event, Leave, Notice
+from chatd.core.events import Event, Kick, Leave, Notice
 from chatd.core.history import number, split
-from chatd.core.resumes import IResumes, Last, Replay, Taken
+from chatd.core.resumes import IResumes, Last, Replay, Taken, resumeFigures
 from chatd.core.roomevents import RoomLock
 from chatd.core.rooms import key
 from chatd.core.roster import User
+from chatd.core.sequencer import IEventSink
 from chatd.core.tokens import TOKEN_FORM, digest, mint
 from chatd.wire import LeaveReason
 from chatd.wire.eventcodec import BadEvent, decodeBatch, userFromEntry
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="chatd.cluster")
 
 
-@implementer(IResumes)
+@implementer(IResumes, IEventSink)
 class RedisResumes:
     """Tokens and windows in Redis, history from the stream (module doc)."""
 
@@ -74,6 +75,7 @@ class RedisResumes:
         #: a dead node: no session here, resumable until the call.
         self._ghosts: dict[int, tuple[User, bytes, Any]] = {}
         self.seq.resumes = self
+        self.seq.subscribe(self)  # a kick ends an adopted user too
         node.membership.reaper.adopter = self
 
     @property
@@ -239,26 +241,46 @@ class RedisResumes:
                 wait=wait,
             )
 
+    def deliver(self, event: Event) -> None:
+        """IEventSink: an operator's kick of an adopted user ends it (as it
+        ends a detached session: LEAVE ``kicked``)."""
+        if type(event) is Kick and event.target.id in self._ghosts:  # type: ignore[union-attr]
+            self._dropGhost(event.target.id, LeaveReason.KICKED)  # type: ignore[union-attr]
+
     def _ghostEnds(self, uid: int) -> None:
+        self._dropGhost(uid, LeaveReason.ERROR)
+
+    def _dropGhost(self, uid: int, leave: LeaveReason | None = None) -> None:
+        """Forget an adopted user (resumed, or gone elsewhere); with
+        ``leave``, it leaves, if its token was still this node's."""
         ghost = self._ghosts.pop(uid, None)
         if ghost is None:
             return
-        user, hexed, _ = ghost
+        user, hexed, call = ghost
+        if call.active():
+            call.cancel()
+        if leave is None:
+            return
         d = self.link.script("forget", self.standing.name, uid, hexed)
 
         def spent(ours: int) -> None:
             if int(ours) == 1:
                 self.node.roster.release(user)
-                self.seq.submit(Leave(user, LeaveReason.ERROR)).addErrback(
-                    lambda f: None
-                )
+                self.seq.submit(Leave(user, leave)).addErrback(lambda f: None)
 
         d.addCallbacks(spent, lambda f: None)
 
-    def _dropGhost(self, uid: int) -> None:
-        ghost = self._ghosts.pop(uid, None)
-        if ghost is not None and ghost[2].active():
-            ghost[2].cancel()
+    def gap(self, first: int) -> None:
+        """Events before ``first`` were lost to this node (a gap in the
+        sequence): its history is whole only from there."""
+        self.history.clear()
+        self.knownFrom = first
+
+    def report(self) -> dict[str, object]:
+        """/status's ``resume`` block: users adopted from a dead node are
+        detached users too."""
+        detached = len(self.hub.detached) + len(self._ghosts)
+        return resumeFigures(self.window, detached, len(self), self.history)
 
     # -- the history ------------------------------------------------------------
 

@@ -270,6 +270,8 @@ class StreamSequencer:
         if first != self.lastSeq + 1:
             self.gaps += 1
             self.rebuildWho()
+            if self.resumes is not None:
+                self.resumes.gap(first)
             log.warn(
                 "cluster: gap in the sequence: expected {want}, got {got} "
                 "(entries trimmed while this node was away?)",
