@@ -20,7 +20,6 @@ from zope.interface import implementer
 
 from chatd.cluster.node import ClusterNode, nodeFor
 from chatd.cluster.redislogins import RedisLogins
-from chatd.cluster.redisresumes import RedisResumes
 from chatd.server.backend import BackendStatus, IBackend, LocalBackend, NodeStatus
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
@@ -41,12 +40,14 @@ class RedisBackend(LocalBackend):
         self.roster = seams["roster"]
         self.factory: ChatFactory | None = None
         self.logins: RedisLogins | None = None
-        self.resumes: RedisResumes | None = None
+        self.resumes: Any = None  # chatd.cluster.redisresumes.RedisResumes
 
     def attach(self, factory: ChatFactory) -> None:
         self.factory = factory
         # History from the stream, tokens and windows in Redis.
-        factory.hub.resumes = self.resumes = RedisResumes(self.node, factory.hub)
+        resumesFor = self.node.seams().get("resumes")
+        if resumesFor is not None:
+            factory.hub.resumes = self.resumes = resumesFor(factory.hub)
 
     def shareLogins(self, logins: RedisLogins) -> None:
         """Check passwords through ``logins``' guard (one back-off for all
