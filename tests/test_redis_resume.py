@@ -19,6 +19,7 @@ from chatd.wire import FrameType as T
 from tests.fakeredis import FakeRedis
 from tests.memory import Peer, TurnClock
 from tests.test_cluster_units import TARGET, TTL
+from tests.test_resume_status import KEYS
 
 WINDOW = 60.0
 
@@ -236,6 +237,7 @@ class DeadNodeTests(RedisResumeCase):
         self.killA()
         resume = self.b.backend.status().resume
         assert resume is not None
+        self.assertEqual(set(resume), KEYS)  # the one process's shape
         self.assertEqual((resume["detached"], resume["tokens"]), (1, 2))
         self.assertTrue(self.b.factory.hub.kick("ann"))
         self.clock.advance(0)

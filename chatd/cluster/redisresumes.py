@@ -178,7 +178,15 @@ class RedisResumes:
             seq=seq,
         )
         taken = Taken(user, bucket)
-        return self.seq.whenRead(seq).addCallback(lambda _: taken)
+
+        def lost(failure: Failure) -> Failure:
+            # The order was lost before the hand-over was read: the user
+            # is this node's and nobody's session: it leaves.
+            self.node.roster.release(user)
+            self.seq.submit(Leave(user, LeaveReason.ERROR)).addErrback(lambda f: None)
+            return failure
+
+        return self.seq.whenRead(seq).addCallbacks(lambda _: taken, lost)
 
     def handedOver(self, handOver: bytes, toNode: bytes) -> None:
         """A hand-over read from the stream: if the user was ours and went
