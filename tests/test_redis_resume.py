@@ -261,7 +261,7 @@ class SeededHistoryTests(RedisResumeCase):
             [p.rsplit(b".", 1)[1] for t, p in frames if t == T.MESSAGE],
             [b"one", b"two"],
         )
-        self.assertEqual(c.resumes.knownFrom, 1)
+        self.assertEqual(c.resumes.stream.knownFrom, 1)
 
     def test_a_since_before_what_the_node_read_back_is_history_gone(self) -> None:
         ann, token = self.speaker(self.a, b"ann")
@@ -271,7 +271,7 @@ class SeededHistoryTests(RedisResumeCase):
         for text in (b"one", b"two", b"three"):
             self.speaker(self.b, text)[0].send(T.SAY, text)
         c = Node("c", self.redis, self.clock, history=2)
-        self.assertGreater(c.resumes.knownFrom, 1)
+        self.assertGreater(c.resumes.stream.knownFrom, 1)
         again = c.connect()
         again.send(T.VERSION, b"1.2")
         again.send(T.RESUME, token)
@@ -285,7 +285,7 @@ class SeededHistoryTests(RedisResumeCase):
         self.redis.incrby(b"chatd:seq", 5)  # five events no node will read
         bob.send(T.SAY, b"after")
         self.clock.advance(0)
-        self.assertEqual(self.b.resumes.knownFrom, split(last)[0] + 6)
+        self.assertEqual(self.b.resumes.stream.knownFrom, split(last)[0] + 6)
         again = self.b.connect()
         for ftype, payload in (
             (T.VERSION, b"1.2"),

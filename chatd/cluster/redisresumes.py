@@ -2,11 +2,8 @@
 history from the one stream (docs/cluster.md, "Resume and history").
 
 :class:`RedisResumes` is the node's :class:`~chatd.core.resumes.IResumes`.
-Every node reads the whole stream, in order, with the stream's numbers,
-so each keeps the same :class:`~chatd.core.history.History` one process
-keeps (fed by :mod:`chatd.core.roomcast` as it delivers), seeded at start
-from the stream's tail, so HISTORY and replays reach back across a node
-restart.  Tokens are in Redis as SHA-256 only, with the user and the node
+Every node reads the whole stream, so each keeps the history one process
+keeps (:mod:`chatd.cluster.streamhistory`).  Tokens are in Redis as SHA-256 only, with the user and the node
 holding its session (:mod:`chatd.cluster.resumescripts`), so a RESUME
 works on any node: the ``resume`` script spends the token, moves the user
 here and appends a hand-over to the stream.  This node then waits until
@@ -31,17 +28,15 @@ from zope.interface import implementer
 
 from chatd.cluster.reaper import Adopted
 from chatd.cluster.redislink import ClusterUnavailable, text
+from chatd.cluster.streamhistory import StreamHistory
 from chatd.cluster.streamseq import STREAM_MAXLEN
-from chatd.core.events import Event, Kick, Leave, Notice
-from chatd.core.history import number, split
+from chatd.core.events import Event, Kick, Leave
 from chatd.core.resumes import IResumes, Last, Replay, Taken, resumeFigures
-from chatd.core.roomevents import RoomLock
-from chatd.core.rooms import key
 from chatd.core.roster import User
 from chatd.core.sequencer import IEventSink
 from chatd.core.tokens import TOKEN_FORM, digest, mint
 from chatd.wire import LeaveReason
-from chatd.wire.eventcodec import BadEvent, decodeBatch, userFromEntry
+from chatd.wire.eventcodec import userFromEntry
 
 if TYPE_CHECKING:
     from chatd.cluster.node import ClusterNode
@@ -65,9 +60,8 @@ class RedisResumes:
         history = hub.rooms.history
         assert history is not None
         self.history: History = history  # type: ignore[assignment]
-        #: The first sequence number this node's history is whole from:
-        #: a SINCE before it is HISTORY_GONE, whatever the room.
-        self.knownFrom = 1
+        #: The history as this node read it from the stream.
+        self.stream = StreamHistory(node, hub, self.history)
         #: user id -> this node's session holding its live token.
         self._sessions: dict[int, Session] = {}
         self._digests: dict[Session, bytes] = {}
@@ -132,15 +126,7 @@ class RedisResumes:
         return self.standing.clock.callLater(window, self._windowEnds, session)
 
     def replay(self, since: dict[bytes, int]) -> Deferred[Replay]:
-        answer: Replay = {}
-        for roomKey, seen in since.items():
-            gone, held = self.history.after(roomKey, seen)
-            if gone is None and split(seen)[0] + 1 < self.knownFrom:
-                # Before this node's history begins: say so (as one
-                # process does for events it dropped).
-                gone = number(held[0][0].seq if held else self.knownFrom)
-            answer[roomKey] = (gone, held)
-        return succeed(answer)
+        return succeed({k: self.stream.after(k, n) for k, n in since.items()})
 
     def last(self, roomKey: bytes, count: int, before: int | None) -> Deferred[Last]:
         return succeed(self.history.last(roomKey, min(count, self.limit), before))
@@ -278,64 +264,11 @@ class RedisResumes:
 
         d.addCallbacks(spent, lambda f: None)
 
-    def gap(self, first: int) -> None:
-        """Events before ``first`` were lost to this node (a gap in the
-        sequence): its history is whole only from there."""
-        self.history.clear()
-        self.knownFrom = first
-
     def report(self) -> dict[str, object]:
         """/status's ``resume`` block: users adopted from a dead node are
         detached users too."""
         detached = len(self.hub.detached) + len(self._ghosts)
         return resumeFigures(self.window, detached, len(self), self.history)
-
-    # -- the history ------------------------------------------------------------
-
-    async def seed(self, lastId: bytes) -> None:
-        """At start: the history from the stream's tail up to ``lastId``
-        (bounded by --history), so it outlives a restart of this node."""
-        history = self.history
-        history.clear()  # the snapshot's JOINs are no events of the order
-        self.knownFrom = self.seq.lastSeq + 1
-        if history.limit <= 0 or lastId == b"0-0":
-            return
-        entries = await self.link.command(
-            "XREVRANGE",
-            f"{self.link.prefix}stream",
-            lastId,
-            "-",
-            "COUNT",
-            history.limit,
-        )
-        directory = self.hub.rooms.directory
-        defaultKey = directory.defaultKey
-        for _entryId, fields in reversed(entries or []):
-            values = dict(zip(fields[::2], fields[1::2], strict=False))
-            try:
-                first = int(values[b"s"])
-                events = decodeBatch(values[b"b"])
-            except (KeyError, ValueError, BadEvent):
-                continue
-            self.knownFrom = min(self.knownFrom, first)
-            for i, event in enumerate(events):
-                event.seq = first + i
-                roomKey = _roomOf(event, defaultKey)
-                if roomKey is not None:
-                    history.record(roomKey, event)
-        for roomKey in history.roomKeys():
-            if directory.get(roomKey) is None:
-                history.drop(roomKey)  # the room ended since
-        log.info(
-            "cluster: history read back from the stream: {n} events in {r} rooms",
-            n=len(history),
-            r=history.rooms,
-        )
-
-    def restarted(self) -> None:
-        """The stream is read anew from its start (Redis lost its state)."""
-        self.history.clear()
-        self.knownFrom = 1
 
     # -- helpers ----------------------------------------------------------------
 
@@ -355,13 +288,3 @@ class RedisResumes:
                 "cluster: resume {name} failed: {why}", name=name, why=text(f.value)
             )
         )
-
-
-def _roomOf(event: Event, defaultKey: bytes) -> bytes | None:
-    """The room whose history ``event`` belongs to, as roomcast records
-    it (the ROOM_LEAVEs a server LEAVE implies are not read back)."""
-    if event.room is not None:
-        return None if type(event) is RoomLock else key(event.room)
-    if event.target is None and type(event) is not Notice:
-        return defaultKey
-    return None

@@ -76,9 +76,11 @@ class StreamSequencer:
         self._reading = False
         self._readGen = 0  # bumped when reading restarts on a new stream
         self._stale = False  # the stream went backwards: wait for recovery
-        #: Protocol 1.2's resume (chatd.cluster.redisresumes), told of
-        #: hand-overs, of a stream read anew, and seeding the history.
+        #: Protocol 1.2: the resume seam, told of hand-overs
+        #: (chatd.cluster.redisresumes); the history, seeded at start and
+        #: told of gaps and of a stream read anew (.streamhistory).
         self.resumes: Any = None
+        self.history: Any = None
 
     # -- submitting ------------------------------------------------------------
 
@@ -270,8 +272,8 @@ class StreamSequencer:
         if first != self.lastSeq + 1:
             self.gaps += 1
             self.rebuildWho()
-            if self.resumes is not None:
-                self.resumes.gap(first)
+            if self.history is not None:
+                self.history.gap(first)
             log.warn(
                 "cluster: gap in the sequence: expected {want}, got {got} "
                 "(entries trimmed while this node was away?)",
@@ -333,8 +335,8 @@ class StreamSequencer:
         for event in events:
             for sink in self._sinks:
                 sink.deliver(event)
-        if self.resumes is not None:  # the history: the stream's tail
-            await self.resumes.seed(lastId)
+        if self.history is not None:  # the stream's tail
+            await self.history.seed(lastId)
         log.info(
             "cluster: {n} users active, sequence at {seq}",
             n=len(users),
@@ -353,8 +355,8 @@ class StreamSequencer:
         self._stale = False
         if fromStart:
             self.lastId, self.lastSeq, self.clusterSeq = b"0-0", 0, 0
-            if self.resumes is not None:  # numbers begin again: so does history
-                self.resumes.restarted()
+            if self.history is not None:  # numbers begin again: so does history
+                self.history.restarted()
             return
         lastId, seq, *_ = await self.link.call("snapshot")
         self.lastId, self.lastSeq = lastId, int(seq)
