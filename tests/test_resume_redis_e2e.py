@@ -34,7 +34,7 @@ class ResumeAfterANodeDies(ClusterCase):
         return client
 
     @defer.inlineCallbacks
-    def resumable(self, daemon: Daemon, name: bytes):  # type: ignore[no-untyped-def]
+    def resumable(self, daemon: Daemon, name: bytes, window: bytes = b"60"):  # type: ignore[no-untyped-def]
         """An ACTIVE resumable user: (client, token, its entry)."""
         client = yield self.client(
             daemon,
@@ -43,7 +43,7 @@ class ResumeAfterANodeDies(ClusterCase):
             (T.HELLO, name),
             (T.READY, b""),
         )
-        self.assertEqual((yield client.nextOf(T.RESUMABLE)), b"60")
+        self.assertEqual((yield client.nextOf(T.RESUMABLE)), window)
         token = yield client.nextOf(T.TOKEN)
         [(_, _, entry)] = yield numbered(client, 1)
         return client, token, entry
@@ -146,3 +146,20 @@ class ResumeAfterANodeDies(ClusterCase):
         yield client.nextOf(T.HISTORY)
         history = yield self.said(client, 2)
         self.assertEqual(history, seen + replay)
+
+    @defer.inlineCallbacks
+    def test_windows_end_with_one_leave_on_a_live_and_a_dead_node(self):  # type: ignore[no-untyped-def]
+        """--resume-window 1: ann's window ends on her own node, carl's
+        on the node that reaped his; each LEAVE comes once."""
+        a = yield self.node("node-a", "--resume-window", "1")
+        b = yield self.node("node-b", "--resume-window", "1")
+        ann, _, annEntry = yield self.resumable(a, b"ann", b"1")
+        carl, _, carlEntry = yield self.resumable(a, b"carl", b"1")
+        bob, _, _ = yield self.resumable(b, b"bob", b"1")
+        ann.abort()
+        self.assertEqual((yield bob.nextOf(T.LEAVE)), annEntry + b".error")
+        yield a.signal(signal.SIGKILL)
+        yield b.waitForLog("node node-a is gone: 0 users leave, 1 kept for a resume")
+        self.assertEqual((yield bob.nextOf(T.LEAVE)), carlEntry + b".error")
+        bob.send(T.SAY, b"after")  # nothing more came between
+        self.assertEqual((yield self.said(bob, 1))[0][1], b"after")
