@@ -245,6 +245,19 @@ class DeadNodeTests(RedisResumeCase):
         self.assertEqual(leaves, [ann.entry + b".kicked"])
         self.assertSpent(self.b, token)
 
+    def test_a_reaped_nodes_detached_session_goes_silently(self) -> None:
+        """a stops renewing (frozen): b reaps it and adopts detached ann;
+        at the window's end b's LEAVE is the only one, a's session goes."""
+        ann, _, bob, _ = self.dropped()
+        self.a.node.membership.halt()
+        self.wait(TTL + TTL / 5)
+        self.assertEqual(len(self.b.resumes._ghosts), 1)
+        self.wait(WINDOW + TTL)
+        leaves = [p for t, p in bob.received() if t == T.LEAVE]
+        self.assertEqual(leaves, [ann.entry + b".error"])
+        self.assertEqual(len(self.a.factory.hub.detached), 0)
+        self.assertNotIn(int(self.uid(ann)), self.a.node.seq.local)
+
 
 class SeededHistoryTests(RedisResumeCase):
     def test_a_node_started_later_has_the_history(self) -> None:

@@ -205,9 +205,11 @@ class RedisResumes:
             if int(ours) == 1:
                 self._drop(session)
                 return self._end(session)
-            # Resumed elsewhere: the hand-over is on its way.  Should it
-            # never come (Redis lost it), the session ends a TTL later.
-            self.standing.later(self.standing.ttl, lambda: self._end(session))
+            # Resumed elsewhere (the hand-over is on its way), or another
+            # node holds the token now (it reaped us; Redis lost it):
+            # whoever holds it ends the user.  Should no hand-over come,
+            # the session goes a TTL later, silently.
+            self.standing.later(self.standing.ttl, lambda: self._silently(session))
 
         def failed(failure: Failure) -> None:
             self.standing.later(1, lambda: self._windowEnds(session))
@@ -217,6 +219,17 @@ class RedisResumes:
     def _end(self, session: Session) -> None:
         if session in self.hub.detached:
             session._windowOver()
+
+    def _silently(self, session: Session) -> None:
+        """A detached session whose token is no longer this node's goes
+        without a LEAVE (the token's holder sequences it)."""
+        if session not in self.hub.detached or session.user is None:
+            return
+        uid = session.user.id
+        if self._sessions.get(uid, session) is session and uid not in self._ghosts:
+            self.seq.local.pop(uid, None)
+            self.seq.since.pop(uid, None)
+        session._handOver()
 
     def adopt(self, users: list[Adopted]) -> None:
         """Resumable users of a dead node are ours until their deadlines."""
