@@ -3,7 +3,7 @@
 Exactly what :class:`~chatd.cluster.redislink.RedisLink` sends: ``SCRIPT
 LOAD``, ``EVALSHA`` (each of :mod:`chatd.cluster.scripts` done in Python,
 keyed by its SHA: :mod:`tests.fakescripts`), ``PTTL``, ``EXISTS``,
-``HGETALL``, ``XREAD BLOCK``; and a few for tests to poke with (``GET``,
+``HGETALL``, ``XREAD BLOCK``, ``XREVRANGE``; and a few for tests to poke with (``GET``,
 ``DEL``, ``INCRBY``, ``HSET``, ``HLEN``).  Keys expire on the clock; replies
 come a turn later (``clock.advance(0)`` runs everything due).
 
@@ -260,6 +260,14 @@ class FakeRedis:
 
     def cmd_INCRBY(self, key: bytes, n: bytes) -> int:
         return self.incrby(key, int(n))
+
+    def cmd_XREVRANGE(
+        self, key: bytes, end: bytes, start: bytes, _count: bytes, n: bytes
+    ) -> list[Any]:
+        """XREVRANGE key end - COUNT n (the only form the node sends)."""
+        top = _streamId(end)
+        entries = [[i, f] for i, f in self.streams.get(key, []) if _streamId(i) <= top]
+        return entries[::-1][: int(n)]
 
     def _xread(self, count: int, key: bytes, after: bytes) -> Any:
         start = _streamId(after)

@@ -54,6 +54,7 @@ def _submit(r: FakeRedis, a: list[bytes]) -> list[object]:
         r.hdel(P + b"users", a[j])
         r.hdel(P + b"nodeusers:" + node, a[j])
         _leaveRooms(r, P, a[j])
+        _spendToken(r, P, a[j], node)
         j += 1
     j += 1
     while j < len(a):
@@ -89,6 +90,13 @@ def _leaveRooms(r: FakeRedis, P: bytes, uid: bytes) -> None:
     for lower in r.members(P + b"userrooms:" + uid):
         _leaveRoom(r, P, lower, uid)
     r._delete(P + b"userrooms:" + uid)
+
+
+def _spendToken(r: FakeRedis, P: bytes, uid: bytes, node: bytes) -> None:
+    kept = r.hashes.get(P + b"resumable", {}).get(uid)
+    if kept is not None and kept.split(b" ")[1] == node:
+        r._delete(P + b"token:" + kept.split(b" ")[0])
+        r.hdel(P + b"resumable", uid)
 
 
 def _claim(r: FakeRedis, a: list[bytes]) -> int:
@@ -195,7 +203,7 @@ def _resign(r: FakeRedis, a: list[bytes]) -> int:
 
 
 def _reap(r: FakeRedis, a: list[bytes]) -> Any:
-    P, dead, n = a[0], a[1], int(a[3])
+    P, dead, reaper, n = a[0], a[1], a[2], int(a[3])
     if r.exists(P + b"node:" + dead):
         return 0
     users, names = P + b"nodeusers:" + dead, P + b"nodenames:" + dead
@@ -203,17 +211,35 @@ def _reap(r: FakeRedis, a: list[bytes]) -> Any:
         r.exists(users) or r.exists(names)
     ):
         return 0
-    if len(r.hashes.get(users, {})) != n:
+    adopted: dict[bytes, tuple[bytes, bytes]] = {}
+    lowers: set[bytes] = set()
+    for uid in a[8:]:
+        kept = r.hashes.get(P + b"resumable", {}).get(uid, b"").split(b" ")
+        entry = r.hashes.get(users, {}).get(uid)
+        if len(kept) != 4 or kept[1] != dead or entry is None:
+            return -1
+        deadline = a[7] if kept[2] == b"0" else kept[2]
+        adopted[uid] = (entry, b" ".join([kept[0], reaper, deadline, kept[3]]))
+        lowers.add(kept[3])
+    if len(r.hashes.get(users, {})) != n + len(a) - 8:
         return -1
     for lower in r.members(names):
-        if r.get(P + b"name:" + lower) == dead:
+        if r.get(P + b"name:" + lower) == dead and lower not in lowers:
             r._delete(P + b"name:" + lower)
             r.hdel(P + b"since", lower)
     for uid in list(r.hashes.get(users, {})):
-        r.hdel(P + b"users", uid)
-        _leaveRooms(r, P, uid)
+        if uid not in adopted:
+            r.hdel(P + b"users", uid)
+            _leaveRooms(r, P, uid)
+            _spendToken(r, P, uid, dead)
     r._delete(users, names)
     r.srem(P + b"nodes", dead)
+    for uid, (entry, kept) in adopted.items():
+        r.hash(P + b"nodeusers:" + reaper)[uid] = entry
+        r.hash(P + b"resumable")[uid] = kept
+    for lower in lowers:
+        r.set(P + b"name:" + lower, reaper, px=int(a[6]))
+        r.sadd(P + b"nodenames:" + reaper, lower)
     if n == 0:
         return 1
     return list(_sequence(r, P, n, a[2], a[4], a[5]))
@@ -231,6 +257,75 @@ def _snapshot(r: FakeRedis, a: list[bytes]) -> list[object]:
         topic = r.hashes.get(P + b"roomtopics", {}).get(lower, b"")
         rooms += [topic, len(order), *order]
     return [last, r.get(P + b"seq") or b"0", r.flat(P + b"users"), rooms]
+
+
+def _token(r: FakeRedis, a: list[bytes]) -> int:
+    _lease(r, a)
+    P, node, uid = a[0], a[1], a[3]
+    old = r.hashes.get(P + b"resumable", {}).get(uid)
+    if old is not None:
+        r._delete(P + b"token:" + old.split(b" ")[0])
+    r.set(P + b"token:" + a[4], uid)
+    r.hash(P + b"resumable")[uid] = b" ".join([a[4], node, b"0", a[5]])
+    return 1
+
+
+def _heldHere(r: FakeRedis, a: list[bytes]) -> list[bytes] | None:
+    """ARGV prefix node uid hex: the user's resumable fields, if its live
+    token is hex and this node holds it."""
+    kept = r.hashes.get(a[0] + b"resumable", {}).get(a[2], b"").split(b" ")
+    return kept if len(kept) == 4 and kept[:2] == [a[3], a[1]] else None
+
+
+def _forget(r: FakeRedis, a: list[bytes]) -> int:
+    if _heldHere(r, a) is None:
+        return 0
+    r.hdel(a[0] + b"resumable", a[2])
+    r._delete(a[0] + b"token:" + a[3])
+    return 1
+
+
+def _detach(r: FakeRedis, a: list[bytes]) -> int:
+    kept = _heldHere(r, a)
+    if kept is None:
+        return 0
+    r.hash(a[0] + b"resumable")[a[2]] = b" ".join([a[3], a[1], a[4], kept[3]])
+    return 1
+
+
+def _resume(r: FakeRedis, a: list[bytes]) -> list[object]:
+    _lease(r, a)
+    P, node, hex = a[0], a[1], a[3]
+    uid = r.get(P + b"token:" + hex)
+    if uid is None:
+        return [0]
+    r._delete(P + b"token:" + hex)
+    kept = r.hashes.get(P + b"resumable", {}).get(uid, b"").split(b" ")
+    if len(kept) != 4 or kept[0] != hex:
+        return [0]
+    old, lower = kept[1], kept[3]
+    r.hdel(P + b"resumable", uid)
+    entry = r.hashes.get(P + b"users", {}).get(uid)
+    if entry is None or uid not in r.hashes.get(P + b"nodeusers:" + old, {}):
+        return [0]
+    r.hdel(P + b"nodeusers:" + old, uid)
+    r.hash(P + b"nodeusers:" + node)[uid] = entry
+    r.srem(P + b"nodenames:" + old, lower)
+    r.sadd(P + b"nodenames:" + node, lower)
+    r.set(P + b"name:" + lower, node, px=int(a[4]))
+    seq = int(r.get(P + b"seq") or 0)
+    fields: list[object] = [
+        b"s",
+        seq + 1,
+        b"n",
+        node,
+        b"b",
+        b"",
+        b"h",
+        uid + b" " + old,
+    ]
+    r.xadd(P + b"stream", a[5], fields)
+    return [1, entry, seq, old, r.hashes.get(P + b"since", {}).get(lower, b"")]
 
 
 #: The scripts by SHA, as EVALSHA finds them.

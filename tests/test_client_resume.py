@@ -298,7 +298,7 @@ class OlderServerTests(SynchronousTestCase):
         self.assertEqual((len(h.wires), h.session.exitCode), (1, 1))
 
     def test_no_token_no_resume(self):
-        """RESUMABLE 0 (--redis): numbers, no token, no resume."""
+        """RESUMABLE 0 (--resume-window 0): numbers, no token, no resume."""
         h = Harness()
         h.login(window=b"0", token=None)
         h.enter(b"dev", 20)  # HISTORY still asked

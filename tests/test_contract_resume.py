@@ -1,8 +1,7 @@
 """History and resume in every deployment mode (tests/contract.py): the
 numbers agree across processes everywhere; one process, --workers (the
-resume lands on the other worker) and the WebSocket resume a dropped user
-with what it missed, --redis answers RESUMABLE ``0`` and HISTORY with no
-events, as docs/protocol.md says.
+resume lands on the other worker), --redis (on the other node) and the
+WebSocket resume a dropped user with what it missed.
 tests/test_resume.py checks the rules in depth in memory."""
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from chatd.wire import FrameType as T
 from tests.contractcase import ContractHelpers
 
 #: The modes that serve resume (docs/protocol.md, "Status").
-RESUMING = {"single", "workers", "websocket"}
+RESUMING = {"single", "workers", "redis", "websocket"}
 
 
 class ResumeContractTests(ContractHelpers):
@@ -89,7 +88,8 @@ class ResumeContractTests(ContractHelpers):
             # bob on the second; this one takes the first, so the resume
             # lands on the second, where ann was not.
             yield self.deployment.connect(0)
-        again = yield self.deployment.connect(0)
+        # --redis: ann was on node 0; the resume lands on node 1.
+        again = yield self.deployment.connect(1 if self.mode == "redis" else 0)
         again.send(T.VERSION, b"1.2")
         again.send(T.RESUME, token)
         again.send(T.SINCE, b"lobby.%d" % last)

@@ -26,14 +26,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatd.cluster.leases import LeaseRoster
+from chatd.cluster.reaper import Reaper
 from chatd.cluster.redislink import RedisLink, text
 from chatd.cluster.standing import Standing
-from chatd.cluster.streamseq import STREAM_MAXLEN, StreamSequencer
-from chatd.cluster.who import WhoRebuilder, usersOf
-from chatd.core.events import Event, Join, Leave
+from chatd.cluster.streamseq import StreamSequencer
+from chatd.cluster.who import WhoRebuilder
+from chatd.core.events import Join
 from chatd.core.roster import User
-from chatd.wire import LeaveReason
-from chatd.wire.eventcodec import encodeBatch
 
 log = Logger(namespace="chatd.cluster")
 
@@ -83,6 +82,7 @@ class Membership:
         self._recoveryWaiters: list[Deferred[None]] = []
         self._newToken = ""  # the token a recovery registers with
         self._joinedWaiters: list[Deferred[None]] = []
+        self.reaper = Reaper(link, standing)
         self.heartbeat = LoopingCall(self.beat)
         self.heartbeat.clock = standing.clock
         standing.beat = self.beat
@@ -325,34 +325,9 @@ class Membership:
 
     # -- reaping and being reaped ------------------------------------------------
 
-    async def reap(self, dead: str) -> None:
-        """Sequence LEAVE error for ``dead``'s users and free its names; the
-        script does it only if ``dead`` still holds no lease, and only once."""
-        for _ in range(3):
-            flat = await self.link.command(
-                "HGETALL", f"{self.link.prefix}nodeusers:{dead}"
-            )
-            users = usersOf(flat)
-            leaves: list[Event] = [Leave(u, LeaveReason.ERROR) for u in users]
-            result = await self.link.script(
-                "reap",
-                dead,
-                self.standing.name,
-                len(leaves),
-                encodeBatch(leaves),
-                STREAM_MAXLEN,
-            )
-            if result == -1:
-                continue
-            if isinstance(result, list):
-                log.info(
-                    "cluster: node {dead} is gone: {n} users leave (sequenced by "
-                    "{node})",
-                    dead=dead,
-                    n=len(users),
-                    node=self.standing.name,
-                )
-            return
+    async def reap(self, dead: str, adopt: bool = True) -> None:
+        """``dead``'s users leave (its resumable ones adopted): the reaper."""
+        await self.reaper.reap(dead, adopt)
 
     def leaseLost(self, why: str) -> None:
         """Others have (or will have) sequenced our users' LEAVEs: cut them,
@@ -376,4 +351,4 @@ class Membership:
         if standing.registered and self.link.up:
             await self.link.script("resign", standing.name, standing.token)
             standing.token = ""
-            await self.reap(standing.name)
+            await self.reap(standing.name, adopt=False)  # shutdown ends sessions

@@ -11,6 +11,9 @@ as in one process.  It is the composition of one part per idea:
 * :mod:`.membership`: the node's lease, heartbeat, reaping, and registering
   again when Redis lost its state;
 * :mod:`.who`: WHO rebuilt from the active-users snapshot after a gap;
+* :mod:`.reaper`: a dead node's users leave (its resumable ones adopted);
+* :mod:`.redisresumes`: protocol 1.2's tokens, windows and hand-overs in
+  Redis, the history from the stream (the hub's resume seam);
 * :mod:`.standing`: the lease as every part sees it.
 
 Docs: docs/cluster.md.
@@ -31,6 +34,7 @@ from chatd.cluster.leases import LeaseRoster
 from chatd.cluster.membership import Membership
 from chatd.cluster.options import RedisTarget, defaultNodeName, parseRedisURL
 from chatd.cluster.redislink import Connector, RedisLink, connectRedis
+from chatd.cluster.redisresumes import RedisResumes
 from chatd.cluster.standing import Standing
 from chatd.cluster.streamseq import StreamSequencer
 from chatd.cluster.who import WhoRebuilder
@@ -103,8 +107,13 @@ class ClusterNode:
     # -- wiring --------------------------------------------------------------
 
     def seams(self) -> dict[str, Any]:
-        """ChatFactory's keyword arguments: this node is both."""
-        return {"sequencer": self, "roster": self}
+        """ChatFactory's keyword arguments: this node is both; and what
+        makes a hub's resume seam (tokens in Redis, history from the stream)."""
+        return {"sequencer": self, "roster": self, "resumes": self.resumesFor}
+
+    def resumesFor(self, hub: Any) -> Any:
+        """The :class:`~chatd.cluster.redisresumes.RedisResumes` of ``hub``."""
+        return RedisResumes(self, hub)
 
     def start(self, factory: Any) -> None:
         """Connect and join (in the background: until this node holds a

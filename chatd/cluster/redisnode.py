@@ -40,9 +40,14 @@ class RedisBackend(LocalBackend):
         self.roster = seams["roster"]
         self.factory: ChatFactory | None = None
         self.logins: RedisLogins | None = None
+        self.resumes: Any = None  # chatd.cluster.redisresumes.RedisResumes
 
     def attach(self, factory: ChatFactory) -> None:
         self.factory = factory
+        # History from the stream, tokens and windows in Redis.
+        resumesFor = self.node.seams().get("resumes")
+        if resumesFor is not None:
+            factory.hub.resumes = self.resumes = resumesFor(factory.hub)
 
     def shareLogins(self, logins: RedisLogins) -> None:
         """Check passwords through ``logins``' guard (one back-off for all
@@ -73,7 +78,8 @@ class RedisBackend(LocalBackend):
         return NodeStatus(**{f.name: given[f.name] for f in fields(NodeStatus)})
 
     def status(self) -> BackendStatus:
-        return BackendStatus(self.mode, node=self.nodeStatus())
+        resume = self.resumes.report() if self.resumes is not None else None
+        return BackendStatus(self.mode, node=self.nodeStatus(), resume=resume)
 
 
 def redisFactory(config: Config, reactor: Any) -> ChatFactory:

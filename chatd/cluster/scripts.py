@@ -24,6 +24,8 @@ ARGV[2].  Keys (with the default prefix ``chatd:``):
   sequence number of its ROOM_JOIN (the order they entered);
   ``userrooms:<uid>``: set of the rooms a user is in (so that leaving the
   server, or being reaped, leaves them).
+* protocol 1.2's resume: ``token:<hex>`` and ``resumable``
+  (:mod:`chatd.cluster.resumescripts`); a LEAVE spends its user's token.
 
 A script run by a node whose lease is gone fails with ``LEASE lost <epoch>``
 (the current epoch, ``-`` if none): a node that was declared dead cannot
@@ -35,31 +37,9 @@ from __future__ import annotations
 
 import hashlib
 
-_LEASE = """
-local P, node = ARGV[1], ARGV[2]
-if redis.call('GET', P..'node:'..node) ~= ARGV[3] then
-  return redis.error_reply('LEASE lost '..(redis.call('GET', P..'epoch') or '-'))
-end
-"""
-
-_ROOMS = """
-local function leaveRoom(P, lower, uid)
-  local key = P..'roommembers:'..lower
-  redis.call('HDEL', key, uid)
-  redis.call('SREM', P..'userrooms:'..uid, lower)
-  if redis.call('HLEN', key) == 0 then
-    redis.call('SREM', P..'roomset', lower)
-    redis.call('HDEL', P..'roomnames', lower)
-    redis.call('HDEL', P..'roomtopics', lower)
-  end
-end
-local function leaveRooms(P, uid)
-  for _, lower in ipairs(redis.call('SMEMBERS', P..'userrooms:'..uid)) do
-    leaveRoom(P, lower, uid)
-  end
-  redis.call('DEL', P..'userrooms:'..uid)
-end
-"""
+from chatd.cluster.luaparts import LEASE as _LEASE
+from chatd.cluster.luaparts import ROOMS as _ROOMS
+from chatd.cluster.resumescripts import RESUME_SCRIPTS
 
 # ARGV: prefix node token n batch maxlen joins(uid entry lower)* '-' leaves(uid)*
 # '-' room steps: J lower name uid index | L lower uid | T lower topic
@@ -87,6 +67,7 @@ while j <= #ARGV and ARGV[j] ~= '-' do
   redis.call('HDEL', P..'users', ARGV[j])
   redis.call('HDEL', P..'nodeusers:'..node, ARGV[j])
   leaveRooms(P, ARGV[j])
+  spendToken(P, ARGV[j], node)
   j = j + 1
 end
 j = j + 1
@@ -262,14 +243,17 @@ end
 return 1
 """
 
-# ARGV: prefix deadnode reaper n batch maxlen -> {first, id}, 1 (nothing to
-# sequence), 0 (alive, or reaped already), -1 (its users changed: read again)
-# Exactly once: the first reaper deletes the dead node's records, so any
-# other finds nothing left and sequences nothing.
+# ARGV: prefix deadnode reaper n batch maxlen ttl_ms deadline_ms kept_uid*
+# -> {first, id}, 1 (nothing to sequence), 0 (alive, or reaped already), -1
+# (its users changed: read again).  Exactly once: the first reaper deletes
+# the dead node's records, so any other finds nothing left and sequences
+# nothing.  The kept uids (resumable users of the dead node, protocol 1.2)
+# do not leave: the reaper adopts them (their nodeusers entry, name lease
+# and token) until their window ends (deadline_ms if they were attached).
 REAP = (
     _ROOMS
     + """
-local P, dead = ARGV[1], ARGV[2]
+local P, dead, reaper = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', P..'node:'..dead) == 1 then
   return 0
 end
@@ -280,21 +264,48 @@ if redis.call('SISMEMBER', P..'nodes', dead) == 0
   return 0
 end
 local n = tonumber(ARGV[4])
-if redis.call('HLEN', users) ~= n then
+local adopted, lowers = {}, {}
+for k = 9, #ARGV do
+  local uid = ARGV[k]
+  local kept = redis.call('HGET', P..'resumable', uid)
+  local hex, holder, deadline, lower = string.match(kept or '',
+                                                    '^(%S+) (%S+) (%S+) (%S+)$')
+  local entry = redis.call('HGET', users, uid)
+  if holder ~= dead or not entry then
+    return -1
+  end
+  if deadline == '0' then
+    deadline = ARGV[8]
+  end
+  adopted[uid] = {entry, hex..' '..reaper..' '..deadline..' '..lower}
+  lowers[lower] = true
+end
+if redis.call('HLEN', users) ~= n + #ARGV - 8 then
   return -1
 end
 for _, lower in ipairs(redis.call('SMEMBERS', names)) do
-  if redis.call('GET', P..'name:'..lower) == dead then
+  if redis.call('GET', P..'name:'..lower) == dead and not lowers[lower] then
     redis.call('DEL', P..'name:'..lower)
     redis.call('HDEL', P..'since', lower)
   end
 end
 for _, uid in ipairs(redis.call('HKEYS', users)) do
-  redis.call('HDEL', P..'users', uid)
-  leaveRooms(P, uid)
+  if not adopted[uid] then
+    redis.call('HDEL', P..'users', uid)
+    leaveRooms(P, uid)
+    spendToken(P, uid, dead)
+  end
 end
 redis.call('DEL', users, names)
 redis.call('SREM', P..'nodes', dead)
+for uid, kept in pairs(adopted) do
+  redis.call('HSET', P..'nodeusers:'..reaper, uid, kept[1])
+  redis.call('HSET', P..'resumable', uid, kept[2])
+end
+for lower in pairs(lowers) do
+  redis.call('SET', P..'name:'..lower, reaper, 'PX', ARGV[7])
+  redis.call('SADD', P..'nodenames:'..reaper, lower)
+end
 if n == 0 then
   return 1
 end
@@ -344,6 +355,7 @@ SCRIPTS = {
     "resign": RESIGN,
     "reap": REAP,
     "snapshot": SNAPSHOT,
+    **RESUME_SCRIPTS,
 }
 
 SHA = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SCRIPTS.items()}

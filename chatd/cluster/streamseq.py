@@ -76,6 +76,11 @@ class StreamSequencer:
         self._reading = False
         self._readGen = 0  # bumped when reading restarts on a new stream
         self._stale = False  # the stream went backwards: wait for recovery
+        #: Protocol 1.2: the resume seam, told of hand-overs
+        #: (chatd.cluster.redisresumes); the history, seeded at start and
+        #: told of gaps and of a stream read anew (.streamhistory).
+        self.resumes: Any = None
+        self.history: Any = None
 
     # -- submitting ------------------------------------------------------------
 
@@ -267,6 +272,8 @@ class StreamSequencer:
         if first != self.lastSeq + 1:
             self.gaps += 1
             self.rebuildWho()
+            if self.history is not None:
+                self.history.gap(first)
             log.warn(
                 "cluster: gap in the sequence: expected {want}, got {got} "
                 "(entries trimmed while this node was away?)",
@@ -289,7 +296,19 @@ class StreamSequencer:
             for sink in self._sinks:
                 sink.deliver(event)
         self.lastSeq = first + len(events) - 1
+        handOver = values.get(b"h")
+        if handOver is not None and self.resumes is not None:
+            self.resumes.handedOver(handOver, values.get(b"n", b""))
         self._fireDelivered()
+
+    def whenRead(self, seq: int) -> Deferred[int]:
+        """Fires once every event up to ``seq`` was delivered here (fails
+        like a submission when that order is lost)."""
+        d: Deferred[int] = Deferred()
+        self._numbered.append((seq, d))
+        self._numbered.sort(key=lambda pair: pair[0])
+        self._fireDelivered()
+        return d
 
     def _fireDelivered(self) -> None:
         """Fire the submissions whose events the reader has delivered."""
@@ -316,6 +335,8 @@ class StreamSequencer:
         for event in events:
             for sink in self._sinks:
                 sink.deliver(event)
+        if self.history is not None:  # the stream's tail
+            await self.history.seed(lastId)
         log.info(
             "cluster: {n} users active, sequence at {seq}",
             n=len(users),
@@ -334,6 +355,8 @@ class StreamSequencer:
         self._stale = False
         if fromStart:
             self.lastId, self.lastSeq, self.clusterSeq = b"0-0", 0, 0
+            if self.history is not None:  # numbers begin again: so does history
+                self.history.restarted()
             return
         lastId, seq, *_ = await self.link.call("snapshot")
         self.lastId, self.lastSeq = lastId, int(seq)

@@ -122,6 +122,14 @@ class History:
         """The room ended: its history goes with it."""
         self._rooms.pop(roomKey, None)
 
+    def clear(self) -> None:
+        """Every room's history goes (read again from elsewhere)."""
+        self._rooms.clear()
+
+    def roomKeys(self) -> list[bytes]:
+        """The rooms that have events kept."""
+        return list(self._rooms)
+
     def gone(self, roomKey: bytes) -> int:
         """The seq of the room's newest dropped event (0: none)."""
         log = self._rooms.get(roomKey)

@@ -59,7 +59,9 @@ class ChatFactory(protocol.Factory):
             sequencer = self.backend.sequencer
         if roster is None:
             roster = self.backend.roster
-        resumable = getattr(self.backend, "mode", "") == "local"
+        # One process keeps its history; a --redis node too (from the
+        # stream), its tokens in Redis (chatd.cluster.redisresumes).
+        resumable = getattr(self.backend, "mode", "") in ("local", "redis")
         #: --history-db's store, read back before the sequencer starts.
         self.historyStore: PersistentHistory | None = None
         if resumable and config.history_db and sequencer is None:
