@@ -13,6 +13,7 @@ UNAVAILABLE); nothing is queued but the LEAVEs of users who left meanwhile
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -305,8 +306,7 @@ class StreamSequencer:
         """Fires once every event up to ``seq`` was delivered here (fails
         like a submission when that order is lost)."""
         d: Deferred[int] = Deferred()
-        self._numbered.append((seq, d))
-        self._numbered.sort(key=lambda pair: pair[0])
+        bisect.insort(self._numbered, (seq, d), key=lambda pair: pair[0])
         self._fireDelivered()
         return d
 

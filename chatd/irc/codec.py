@@ -26,6 +26,7 @@ from chatd.core.events import Join, Leave, Message, Messages, Notice, Whisper
 from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomMessage, RoomTopic
 from chatd.core.rules import ErrorCode, LeaveReason
 from chatd.wire import HEADER
+from chatd.wire.runs import runSlice
 
 if TYPE_CHECKING:
     from chatd.core.events import Event
@@ -222,7 +223,9 @@ class IrcCodec:
             kind = type(event)
             if kind is Messages:
                 said.extend(
-                    self._run(_cut(event.frame or b"", first, stop)).splitlines(True)
+                    self._run(runSlice(event.frame or b"", first, stop)).splitlines(
+                        True
+                    )
                 )
             elif kind is Message or kind is RoomMessage:
                 said.append(self.event(event))
@@ -302,13 +305,3 @@ class IrcCodec:
         if isinstance(event, RoomTopic):
             return line(b":" + SERVER, b"TOPIC", chan, trailing=event.topic)
         return b""
-
-
-def _cut(frames: bytes, first: int, stop: int) -> bytes:
-    """Frames ``first`` to ``stop`` of a run (History.last's slice)."""
-    at = start = 0
-    for i in range(stop):
-        if i == first:
-            start = at
-        at += 8 + HEADER.unpack_from(frames, at)[1]
-    return frames[start:at]

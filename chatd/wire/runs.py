@@ -69,6 +69,17 @@ def _equalFrames(ftype: int, size: int, n: int) -> tuple[Callable[..., tuple], t
     return shape.unpack_from, (ftype, size) * n
 
 
+def runSlice(frames: bytes, first: int, stop: int) -> bytes:
+    """Frames ``first`` to ``stop`` of a run of whole frames (the part of a
+    run of SAYs that :meth:`chatd.core.history.History.last` keeps)."""
+    at = start = 0
+    for i in range(stop):
+        if i == first:
+            start = at
+        at += HEADER_SIZE + _UNPACK_FROM(frames, at)[1]
+    return frames[start:at]
+
+
 def messageRun(
     data: bytes, offset: int, budget: int, limit: int, prefix: bytes
 ) -> tuple[int, int, bytes]:
