@@ -273,6 +273,35 @@ class IrcTests(ChatTestCase):
         self.assertIn(b"BAD_TEXT", got[0])
         self.assertFalse(ann.transport.disconnecting)
 
+    def test_input_quoted_back_is_made_safe(self) -> None:
+        """An unknown command, a bad nick, a PING token, a CAP request and
+        a QUIT reason are quoted back printable, also when they are not
+        UTF-8 (once a traceback and a dropped connection)."""
+        peer = self.irc()
+        peer.send(b"FOO\xff\xfe x", b"\x00\x1b[31m y", b"NICK a\x1bb")
+        self.assertEqual(
+            peer.lines(),
+            [
+                b":chatd 421 * FOO?? :Unknown command",
+                b":chatd 421 * ??[31M :Unknown command",
+                b":chatd 432 * a?b :a nick is 1 to 32 ASCII letters, digits, _ or -",
+            ],
+        )
+        self.assertFalse(peer.transport.disconnecting)
+        peer.send(b"CAP REQ :\x1b]0;x\x07", b"CAP END")
+        self.assertEqual(peer.lines(), [b":chatd CAP * NAK :?]0;x?"])
+        ann = self.irc(b"ann")
+        ann.lines()
+        ann.send(b"PING :\x1b[2J", b"PING :caf\xc3\xa9", b"QUIT :gone\x1b[H")
+        self.assertEqual(
+            ann.lines(),
+            [
+                b":chatd PONG chatd :?[2J",
+                b":chatd PONG chatd :caf\xc3\xa9",  # text by chatd's rules: kept
+                b"ERROR :Closing link: gone?[H",
+            ],
+        )
+
     def test_quit_and_kick(self) -> None:
         ann = self.irc(b"ann")
         bob = self.irc(b"bob")

@@ -24,7 +24,7 @@ from chatd import __version__
 from chatd.core.codec import IClientCodec
 from chatd.core.events import Join, Leave, Message, Messages, Notice, Whisper
 from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomMessage, RoomTopic
-from chatd.core.rules import ErrorCode, LeaveReason
+from chatd.core.rules import ErrorCode, LeaveReason, valid_text
 from chatd.wire import HEADER
 from chatd.wire.runs import runSlice
 
@@ -75,6 +75,16 @@ def line(*parts: bytes, trailing: bytes | None = None) -> bytes:
     if trailing is not None:
         out += b" :" + trailing
     return out + b"\r\n"
+
+
+def echoed(raw: bytes) -> bytes:
+    """Client input quoted back to it (a bad nick, an unknown command, a
+    QUIT reason): kept if it is text by chatd's rules, else its printable
+    ASCII with ``?`` for every other byte, so a reply neither steers the
+    client's terminal nor ends its line early, and always encodes."""
+    if valid_text(raw):
+        return raw
+    return bytes(b if 32 <= b < 127 else 63 for b in raw)
 
 
 def toIrc(text: bytes) -> bytes:
@@ -158,7 +168,7 @@ class IrcCodec:
         return b""  # no such thing in IRC
 
     def pong(self, payload: bytes) -> bytes:
-        return line(b":" + SERVER, b"PONG", SERVER, trailing=payload)
+        return line(b":" + SERVER, b"PONG", SERVER, trailing=echoed(payload))
 
     def error(self, code: ErrorCode, text: str | None) -> bytes:
         words = (text or code.value).encode()

@@ -30,6 +30,7 @@ from chatd.irc.codec import (
     LINELEN,
     SERVER,
     IrcCodec,
+    echoed,
     line,
     mask,
 )
@@ -215,7 +216,9 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         if handler is None:
             return self.sendLine(
                 self._numeric(
-                    irc.ERR_UNKNOWNCOMMAND, command.encode(), b"Unknown command"
+                    irc.ERR_UNKNOWNCOMMAND,
+                    command.encode("utf-8", "surrogateescape"),
+                    b"Unknown command",
                 )
             )
         if not self.registered and command not in BEFORE:
@@ -231,9 +234,10 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         self.session.reply(data)
 
     def _numeric(self, code: str, *params: bytes) -> bytes:
-        """A numeric to this client (``*`` until it is registered)."""
+        """A numeric to this client (``*`` until it is registered); what it
+        quotes of the client's input is made safe to show (:func:`echoed`)."""
         *middle, trailing = params
-        return self.irc.numeric(code, *middle, trailing=trailing)
+        return self.irc.numeric(code, *map(echoed, middle), trailing=trailing)
 
     def _need(self, args: list[bytes], n: int, command: bytes) -> bool:
         if len(args) >= n and all(args[:n]):
@@ -254,7 +258,9 @@ class IrcProtocol(IrcCommands, ChatProtocol):
             self.sendLine(line(b":" + SERVER, b"CAP", b"*", b"LIST", trailing=b""))
         elif sub == b"REQ":
             wanted = args[1] if len(args) > 1 else b""
-            self.sendLine(line(b":" + SERVER, b"CAP", b"*", b"NAK", trailing=wanted))
+            self.sendLine(
+                line(b":" + SERVER, b"CAP", b"*", b"NAK", trailing=echoed(wanted))
+            )
         elif sub == b"END":
             self.negotiating = False
             self._register()
@@ -355,5 +361,5 @@ class IrcProtocol(IrcCommands, ChatProtocol):
     def irc_QUIT(self, args: list[bytes]) -> None:
         """Acknowledged with ERROR, as RFC 2812 3.1.7 says, then closed."""
         why = args[0] if args and args[0] else b"Quit"
-        self.sendLine(line(b"ERROR", trailing=b"Closing link: " + why))
+        self.sendLine(line(b"ERROR", trailing=b"Closing link: " + echoed(why)))
         self.session.bye()
