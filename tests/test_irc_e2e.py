@@ -13,7 +13,8 @@ from twisted.trial import unittest
 from chatd.wire import FrameType as T
 from tests.contract import LOOPBACK
 from tests.contractcase import ContractHelpers
-from tests.ircclient import registered
+from tests.daemon import sayUntilLeave
+from tests.ircclient import connectIrc, registered
 from tests.test_contract_resume import RESUMING
 
 
@@ -90,6 +91,53 @@ class IrcEndToEnd(ContractHelpers):
              b":bob!bob@chatd PRIVMSG #dev :in dev",
              b":chatd NOTICE #dev :end of earlier messages"],
         )  # fmt: skip
+
+    @defer.inlineCallbacks
+    def test_clients_that_misbehave(self):
+        """IRC clients as real ones misbehave: one pipelines its whole
+        session in one write, one drops in the middle of a line, one stops
+        reading in a busy channel; the TCP user sees each right."""
+        deployment = yield self.deploy(
+            "--irc", LOOPBACK, "--rate-limit", "0", "--max-backlog", "64KiB"
+        )
+        ircPort = deployment.daemons[0].ports("irc")[0]
+        [(bob, _)] = yield self.users(b"bob")
+        bob.send(T.VERSION, b"1.2")
+        yield self.expect(bob, T.VERSION)
+        bob.send(T.ENTER, b"dev")
+        yield bob.nextOf(T.ROOM_JOIN)
+        piper = yield connectIrc(ircPort)
+        piper.send(
+            b"NICK piper", b"USER piper 0 * :p", b"JOIN #dev",
+            *[b"PRIVMSG #dev :p%d" % i for i in range(5)], b"PING :done",
+        )  # fmt: skip
+        lines = yield piper.until(lambda x: x.endswith(b"PONG chatd :done"))
+        codes = [x.split(b" ")[1] for x in lines]
+        self.assertEqual(codes[0], b"001")
+        self.assertLess(codes.index(b"JOIN"), codes.index(b"366"))
+        self.assertEqual(codes[-1], b"PONG")
+        said = []
+        while len(said) < 5:
+            got = yield bob.next()
+            if got[0] == T.ROOM_MESSAGE:
+                said.append(got[1].rsplit(b".", 1)[-1])
+        self.assertEqual(said, [b"p%d" % i for i in range(5)])
+        dropper = yield registered(ircPort, b"dropper")
+        self.assertEqual((yield bob.nextOf(T.JOIN)).rsplit(b".", 1)[-1], b"dropper")
+        dropper.transport.write(b"PRIVMSG #lobby :half a li")
+        dropper.transport.abortConnection()
+        left = yield bob.nextOf(T.LEAVE)
+        self.assertEqual(left.split(b".")[2:], [b"dropper", b"error"])
+        sleeper = yield registered(ircPort, b"sleeper")
+        self.assertEqual((yield bob.nextOf(T.JOIN)).rsplit(b".", 1)[-1], b"sleeper")
+        sleeper.transport.pauseProducing()  # stops reading its socket
+        left = yield sayUntilLeave(bob)
+        self.assertIsNotNone(left)
+        self.assertEqual(left.split(b".")[2:], [b"sleeper", b"slow"])
+        bob.send(T.ECHO, b"still here")
+        self.assertEqual((yield bob.nextOf(T.ECHO)), b"still here")
+        piper.send(b"PING :after")
+        yield piper.until(lambda x: x.endswith(b"PONG chatd :after"))
 
     @defer.inlineCallbacks
     def test_shutdown_tells_irc_users(self):
