@@ -16,6 +16,10 @@ import tempfile
 from twisted.internet import defer, threads
 from twisted.trial import unittest
 
+from chatd.wire import FrameType as T
+from tests.daemon import connect
+from tests.webclient import webDaemon, webPort
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = (
@@ -157,3 +161,29 @@ class BrowserCase(unittest.TestCase):
 
     def run_(self, f, *args):  # type: ignore[no-untyped-def]
         return threads.deferToThread(f, *args)
+
+    @defer.inlineCallbacks
+    def daemon(self, *options: str):  # type: ignore[no-untyped-def]
+        """A daemon with --web (and the defaults of history and resume
+        unless ``options`` say otherwise); ``self.web`` is its page's port."""
+        daemon = webDaemon("--stats-interval", "0", *options)
+        self.addCleanup(daemon.stop)
+        yield daemon.start()
+        self.web = webPort(daemon)
+        return daemon
+
+    @defer.inlineCallbacks
+    def terminal(self, port: int):  # type: ignore[no-untyped-def]
+        """A TCP user, ``term``, that asked for 1.2 (no numbers), ACTIVE:
+        (client, its ``id.color.name``)."""
+        term = yield connect(port)
+        self.addCleanup(term.transport.abortConnection)
+        term.send(T.VERSION, b"1.2")
+        term.send(T.HELLO, b"term")
+        self.assertEqual((yield term.next()), (T.VERSION, b"1.2"))
+        ftype, welcome = yield term.next()
+        self.assertEqual(ftype, T.WELCOME)
+        name, uid, color = welcome.split(b".")
+        term.send(T.READY)
+        self.assertEqual((yield term.next())[0], T.JOIN)
+        return term, b"%s.%s.%s" % (uid, color, name)

@@ -16,8 +16,7 @@ from twisted.internet import defer
 
 from chatd.wire import FrameType as T
 from tests.browser import BrowserCase
-from tests.daemon import FrameClient, connect
-from tests.webclient import webDaemon, webPort
+from tests.daemon import FrameClient
 
 #: Run in the page before it connects: every WebSocket it opens is kept in
 #: ``window.sockets``, and while ``window.hold`` is set a new one asks for
@@ -71,32 +70,9 @@ def until(client: FrameClient, ftype: int, end: bytes = b""):  # type: ignore[no
 
 class ResumeBrowserTests(BrowserCase):
     @defer.inlineCallbacks
-    def daemon(self, *options: str):  # type: ignore[no-untyped-def]
-        """A daemon with --web and (unless ``options`` say otherwise) the
-        defaults of history and resume."""
-        daemon = webDaemon("--stats-interval", "0", *options)
-        self.addCleanup(daemon.stop)
-        yield daemon.start()
-        self.web = webPort(daemon)
-        return daemon
-
-    @defer.inlineCallbacks
-    def terminal(self, port: int):  # type: ignore[no-untyped-def]
-        """A TCP user, ``term``, that asked for 1.2 (no numbers)."""
-        term = yield connect(port)
-        self.addCleanup(term.transport.abortConnection)
-        term.send(T.VERSION, b"1.2")
-        term.send(T.HELLO, b"term")
-        self.assertEqual((yield term.next()), (T.VERSION, b"1.2"))
-        self.assertEqual((yield term.next())[0], T.WELCOME)
-        term.send(T.READY)
-        self.assertEqual((yield term.next())[0], T.JOIN)
-        return term
-
-    @defer.inlineCallbacks
     def test_a_dropped_websocket_is_resumed(self):
         daemon = yield self.daemon()
-        term = yield self.terminal(daemon.port)
+        term, _ = yield self.terminal(daemon.port)
         alice = yield self.browser()
         yield self.run_(alice.script, HOLD)
         yield self.run_(alice.join, "alice")
@@ -164,7 +140,7 @@ class ResumeBrowserTests(BrowserCase):
     @defer.inlineCallbacks
     def test_history_shown_on_entering_a_room(self):
         daemon = yield self.daemon()
-        term = yield self.terminal(daemon.port)
+        term, _ = yield self.terminal(daemon.port)
         term.send(T.SAY, b"said before")
         yield until(term, T.MESSAGE, b".term.said before")
         term.send(T.ENTER, b"dev")
@@ -212,7 +188,7 @@ class ResumeBrowserTests(BrowserCase):
     def test_a_token_that_resumes_nothing_starts_afresh(self):
         # A short window: the dropped session holds the name for 3 s.
         daemon = yield self.daemon("--resume-window", "3")
-        term = yield self.terminal(daemon.port)
+        term, _ = yield self.terminal(daemon.port)
         alice = yield self.browser()
         yield self.run_(alice.script, HOLD)  # for window.sockets
         yield self.run_(alice.script, FORGE)

@@ -19,8 +19,7 @@ from twisted.internet import defer
 
 from chatd.wire import FrameType as T
 from tests.browser import BrowserCase
-from tests.daemon import Daemon, FrameClient, connect
-from tests.webclient import webDaemon, webPort
+from tests.daemon import Daemon, FrameClient
 
 DEV = '#rooms button[data-room="dev"]'
 LOBBY = '#rooms button[data-room=""]'
@@ -53,29 +52,6 @@ def expect(client: FrameClient, ftype: int, end: bytes = b""):  # type: ignore[n
 
 
 class RoomBrowserTests(BrowserCase):
-    @defer.inlineCallbacks
-    def daemon(self):  # type: ignore[no-untyped-def]
-        daemon = webDaemon("--stats-interval", "0")
-        self.addCleanup(daemon.stop)
-        yield daemon.start()
-        self.web = webPort(daemon)
-        return daemon
-
-    @defer.inlineCallbacks
-    def terminal(self, port: int):  # type: ignore[no-untyped-def]
-        """A TCP user that asked for 1.2: (client, its ``id.color.name``)."""
-        term = yield connect(port)
-        self.addCleanup(term.transport.abortConnection)
-        term.send(T.VERSION, b"1.2")
-        term.send(T.HELLO, b"term")
-        self.assertEqual((yield term.next()), (T.VERSION, b"1.2"))
-        ftype, welcome = yield term.next()
-        self.assertEqual(ftype, T.WELCOME)
-        name, uid, color = welcome.split(b".")
-        term.send(T.READY)
-        self.assertEqual((yield term.next())[0], T.JOIN)
-        return term, b"%s.%s.%s" % (uid, color, name)
-
     @defer.inlineCallbacks
     def test_two_rooms_two_browsers_and_a_terminal(self):
         daemon = yield self.daemon()
