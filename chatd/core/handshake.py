@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 
 from chatd.core.connection import CLOSED, CONNECTED, NAMED, settled
 from chatd.core.rules import ErrorCode, LeaveReason, valid_name
+from chatd.core.sessionparts import SessionParts
 
 if TYPE_CHECKING:
     from chatd.core.codec import IClientCodec
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="chatd")
 
 
-class Handshake:
+class Handshake(SessionParts):
     """HELLO for Session (its state, hub, conn, codec, reply, close)."""
 
     state: State
@@ -39,12 +40,6 @@ class Handshake:
 
     if TYPE_CHECKING:
 
-        def error(self, code: ErrorCode, text: str | None = None) -> None: ...
-        def reply(self, frames: bytes, count: int = 1) -> None: ...
-        def close(self, reason: LeaveReason, error: ErrorCode | None = None,
-                  text: str | None = None, drain: bool = True) -> None: ...  # fmt: skip
-        def setTimeout(self, period: float | None) -> Any: ...
-        def _unavailable(self, failure: Failure) -> None: ...
         def _giveToken(self) -> None: ...
 
     def hello(self, name: bytes, password: bytes | None) -> None:

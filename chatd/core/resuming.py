@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from chatd.core.connection import ACTIVE, CLOSED, CONNECTED, NAMED, settled
 from chatd.core.events import Leave
 from chatd.core.limits import TokenBucket
 from chatd.core.rooms import key
 from chatd.core.rules import ErrorCode, LeaveReason, valid_name
+from chatd.core.sessionparts import SessionParts
 
 if TYPE_CHECKING:
     from chatd.core.codec import IClientCodec
@@ -48,7 +48,7 @@ def _decimal(text: bytes | None) -> int | None:
     return int(text)
 
 
-class Resuming:
+class Resuming(SessionParts):
     """RESUMABLE, RESUME, SINCE, HISTORY and the detached state."""
 
     state: State
@@ -70,15 +70,7 @@ class Resuming:
 
     if TYPE_CHECKING:
 
-        def error(self, code: ErrorCode, text: str | None = None) -> None: ...
-        def reply(self, frames: bytes, count: int = 1) -> None: ...
-        def close(self, reason: LeaveReason, error: ErrorCode | None = None,
-                  text: str | None = None, drain: bool = True) -> None: ...  # fmt: skip
-        def setTimeout(self, period: float | None) -> Any: ...
-        def _flushBatch(self) -> None: ...
-        def _active(self) -> bool: ...
         def _answered(self, result: object) -> object: ...
-        def _unavailable(self, failure: Failure) -> None: ...
 
     @property
     def resumeWindow(self) -> float:

@@ -18,6 +18,7 @@ from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
 from chatd.core.rooms import RoomError, key
 from chatd.core.rules import MAX_PAYLOAD, ErrorCode, LeaveReason, valid_name
 from chatd.core.rules import valid_text as validText
+from chatd.core.sessionparts import SessionParts
 
 if TYPE_CHECKING:
     from chatd.core.fanout import FanOut
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 MAX_TOPIC = 300
 
 
-class RoomRequests:
+class RoomRequests(SessionParts):
     """Mixed into Session (its state, user, hub, error, reply, submit)."""
 
     #: Whether this connection asked for 1.2 (a VERSION was answered).
@@ -44,13 +45,9 @@ class RoomRequests:
 
         codec: IClientCodec
 
-        def error(self, code: ErrorCode, text: str | None = None) -> None: ...
-        def reply(self, frames: bytes, count: int = 1) -> None: ...
         def _withinRate(self) -> bool: ...
         def _textAllowed(self, text: bytes) -> bool: ...
         def _submit(self, event: Any, hold: bool = True) -> None: ...
-        def _flushBatch(self) -> None: ...
-        def _active(self) -> bool: ...
         def say(self, text: bytes) -> None: ...
         def who(self) -> None: ...
 
