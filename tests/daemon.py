@@ -348,3 +348,24 @@ def connect(port: int, kind: type[FrameClient] = FrameClient) -> defer.Deferred:
     """A connected :class:`FrameClient` (or ``kind``) to 127.0.0.1:port."""
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     return endpoint.connect(protocol.Factory.forProtocol(kind))
+
+
+_HELLO, _WELCOME, _READY, _JOIN = 2, 3, 4, 7
+
+
+@defer.inlineCallbacks
+def activeUser(case, port: int, name: bytes, kind: type[FrameClient] = FrameClient):  # type: ignore[no-untyped-def]
+    """A client of ``kind`` on 127.0.0.1:port, ACTIVE as ``name`` (its
+    WELCOME and its own JOIN checked), aborted when ``case`` ends; fires
+    with (client, its entry ``id.color.name``)."""
+    client = yield connect(port, kind)
+    case.addCleanup(client.transport.abortConnection)
+    client.send(_HELLO, name)
+    ftype, payload = yield client.next()
+    case.assertEqual(ftype, _WELCOME, payload)
+    welcomed, uid, color = payload.split(b".")
+    case.assertEqual(welcomed, name)
+    client.send(_READY)
+    entry = b".".join((uid, color, welcomed))
+    case.assertEqual((yield client.next()), (_JOIN, entry))
+    return client, entry

@@ -16,7 +16,7 @@ from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
 from chatd.wire import parse_error
-from tests.daemon import Daemon, RawClient, connect
+from tests.daemon import Daemon, RawClient, activeUser, connect
 from tests.redisserver import skipUnlessRedis, startRedis
 from tests.test_client_tls import makeCertificates
 
@@ -47,19 +47,9 @@ class ClusterCase(unittest.TestCase):
         yield daemon.waitForLog(f"cluster: node {name} joined")
         return daemon
 
-    @defer.inlineCallbacks
-    def handshake(self, daemon: Daemon, name: str):
+    def handshake(self, daemon: Daemon, name: str):  # type: ignore[no-untyped-def]
         """A user on ``daemon``, ACTIVE; fires with (client, its entry)."""
-        client = yield connect(daemon.port)
-        self.addCleanup(lambda: client.transport.abortConnection())
-        client.send(T.HELLO, name.encode())
-        ftype, payload = yield client.next()
-        self.assertEqual(ftype, T.WELCOME, payload)
-        welcomed, uid, color = payload.split(b".")
-        client.send(T.READY)
-        entry = b".".join((uid, color, welcomed))
-        self.assertEqual((yield client.next()), (T.JOIN, entry))
-        return client, entry
+        return activeUser(self, daemon.port, name.encode())
 
     @defer.inlineCallbacks
     def assertNameTaken(self, daemon: Daemon, name: bytes):

@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, connect
+from tests.daemon import Daemon, activeUser, connect
 
 
 class ChatTests(unittest.TestCase):
@@ -21,19 +21,8 @@ class ChatTests(unittest.TestCase):
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
 
-    @defer.inlineCallbacks
     def handshake(self, name):
-        client = yield connect(self.daemon.port)
-        self.addCleanup(lambda: client.transport.abortConnection())
-        client.send(T.HELLO, name.encode())
-        ftype, payload = yield client.next()
-        self.assertEqual(ftype, T.WELCOME)
-        welcomed, uid, color = payload.split(b".")
-        self.assertEqual(welcomed, name.encode())
-        client.send(T.READY)
-        ftype, join = yield client.next()
-        self.assertEqual((ftype, join), (T.JOIN, b".".join((uid, color, welcomed))))
-        return client, join
+        return activeUser(self, self.daemon.port, name.encode())
 
     @defer.inlineCallbacks
     def test_three_clients_chat(self):

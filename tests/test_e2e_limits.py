@@ -14,7 +14,14 @@ from zope.interface import implementer
 
 from chatd.wire import HEADER
 from chatd.wire import FrameType as T
-from tests.daemon import Daemon, FrameClient, HalfCloseClient, connect, sayUntilLeave
+from tests.daemon import (
+    Daemon,
+    FrameClient,
+    HalfCloseClient,
+    activeUser,
+    connect,
+    sayUntilLeave,
+)
 
 
 @implementer(IPushProducer)
@@ -55,12 +62,7 @@ def connNumber(daemon, client):
 @defer.inlineCallbacks
 def active(case, daemon, name, kind=FrameClient):
     """A client of ``kind`` that is ACTIVE as ``name``, closed after ``case``."""
-    client = yield connect(daemon.port, kind)
-    case.addCleanup(client.transport.abortConnection)
-    client.send(T.HELLO, name)
-    case.assertEqual((yield client.next())[0], T.WELCOME)
-    client.send(T.READY)
-    case.assertEqual((yield client.next())[0], T.JOIN)
+    client, _ = yield activeUser(case, daemon.port, name, kind)
     return client
 
 

@@ -17,7 +17,7 @@ from twisted.internet import defer, endpoints, protocol, reactor, task
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
-from tests.daemon import HEADER, Daemon, RawClient, connect
+from tests.daemon import HEADER, Daemon, RawClient, activeUser, connect
 
 OPTIONS = (
     "--workers",
@@ -110,15 +110,8 @@ class WorkersCase(unittest.TestCase):
     @defer.inlineCallbacks
     def join(self, name: str):
         """``name`` handshakes; fires with (client, JOIN entry, worker number)."""
-        client = yield connect(self.daemon.port)
-        self.addCleanup(lambda: client.transport.abortConnection())
-        client.send(T.HELLO, name.encode())
-        ftype, payload = yield client.next()
-        self.assertEqual(ftype, T.WELCOME, payload)
-        _, uid, color = payload.split(b".")
-        client.send(T.READY)
-        entry = b".".join((uid, color, name.encode()))
-        self.assertEqual((yield client.next()), (T.JOIN, entry))
+        client, entry = yield activeUser(self, self.daemon.port, name.encode())
+        uid = entry.split(b".")[0]
         line = f"id={uid.decode()} name={name}\n"
         yield self.daemon.waitForLog(line)
         match = re.search(
