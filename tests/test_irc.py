@@ -171,6 +171,13 @@ class IrcTests(ChatTestCase):
         self.assertEqual(got[0].split(b" ")[1], b"321")
         self.assertIn(b":chatd 322 ann #dev 2 :ship it", got)
         self.assertEqual(got[-1].split(b" ")[1], b"323")
+        self.assertIn(b" #lobby ", b"".join(got))
+        ann.send(b"LIST #DEV,#nowhere")  # only the rooms named, any case
+        self.assertEqual(
+            ann.lines(),
+            [b":chatd 321 ann Channel :Users  Name",
+             b":chatd 322 ann #dev 2 :ship it", b":chatd 323 ann :End of /LIST"],
+        )  # fmt: skip
 
     def test_earlier_messages_on_joining(self) -> None:
         """--irc-history: a channel's last messages from its history, after

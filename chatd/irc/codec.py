@@ -129,6 +129,8 @@ class IrcCodec:
         self.earlier = earlier
         #: The channel each pending NAMES (WHO/ROOM_WHO) answer is for.
         self.namesFor: deque[bytes] = deque()
+        #: for each LIST asked, the room keys it named (None: every room)
+        self.listOnly: deque[frozenset[bytes] | None] = deque()
         #: The nick or channel the request being answered named (the
         #: numerics' parameter).
         self.subject: bytes | None = None
@@ -217,9 +219,11 @@ class IrcCodec:
 
     def rooms(self, listing: list[tuple[bytes, int, bytes]]) -> list[bytes]:
         n = self.numeric
+        only = self.listOnly.popleft() if self.listOnly else None
         out = [n(irc.RPL_LISTSTART, b"Channel", trailing=b"Users  Name")]
         out += [n(irc.RPL_LIST, b"#" + name, b"%d" % count, trailing=topic)
-                for name, count, topic in listing]  # fmt: skip
+                for name, count, topic in listing
+                if only is None or name.lower() in only]  # fmt: skip
         out.append(n(irc.RPL_LISTEND, trailing=b"End of /LIST"))
         return [b"".join(out)]
 

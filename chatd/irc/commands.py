@@ -109,6 +109,10 @@ class IrcCommands:
             self._asking(chan, partial(self.session.roomWho, room))
 
     def irc_LIST(self, args: list[bytes]) -> None:
+        """LIST, or ``LIST #a,#b``: only the rooms named (RFC 2812 3.2.6)."""
+        named = args[0].split(b",") if args and args[0] else []
+        only = frozenset(c[1:].lower() for c in named if c.startswith(b"#"))
+        self.irc.listOnly.append(only if named else None)
         self.session.listRooms()
 
     def irc_TOPIC(self, args: list[bytes]) -> None:
