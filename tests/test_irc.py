@@ -265,6 +265,17 @@ class IrcTests(ChatTestCase):
              b"221", b"501", b"353", b"366"],
         )  # fmt: skip
 
+    def test_ison_and_userhost(self) -> None:
+        self.irc(b"Bob")
+        ann = self.irc(b"ann")
+        ann.lines()
+        ann.send(b"ISON bob nobody :ANN", b"USERHOST nobody BOB", b"ISON")
+        self.assertEqual(
+            ann.lines(),
+            [b":chatd 303 ann :Bob ann", b":chatd 302 ann :Bob=+Bob@chatd",
+             b":chatd 461 ann ISON :Not enough parameters"],
+        )  # fmt: skip
+
     def test_hostile_input(self) -> None:
         ann = self.irc(b"ann")
         ann.lines()

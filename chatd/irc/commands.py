@@ -206,6 +206,26 @@ class IrcCommands:
             )
         self.sendLine(self._numeric(irc.RPL_ENDOFWHOIS, nick, b"End of /WHOIS list"))
 
+    def irc_ISON(self, args: list[bytes]) -> None:
+        """Which of the nicks given are here (irssi's /notify asks so)."""
+        if not self._need(args, 1, b"ISON"):
+            return
+        find = self.session.hub.replica.find
+        found = [find(n) for a in args for n in a.split()]
+        here = b" ".join(u.name for u in found if u is not None)
+        self.sendLine(self._numeric("303", here))
+
+    def irc_USERHOST(self, args: list[bytes]) -> None:
+        """Up to five nicks, as ``nick=+nick@chatd`` (RFC 2812 4.8)."""
+        if not self._need(args, 1, b"USERHOST"):
+            return
+        find = self.session.hub.replica.find
+        found = [find(n) for n in args[:5]]
+        reply = b" ".join(
+            u.name + b"=+" + u.name + b"@" + SERVER for u in found if u is not None
+        )
+        self.sendLine(self._numeric("302", reply))
+
     def irc_MODE(self, args: list[bytes]) -> None:
         if not self._need(args, 1, b"MODE"):
             return
