@@ -265,6 +265,25 @@ class IrcTests(ChatTestCase):
              b"221", b"501", b"353", b"366"],
         )  # fmt: skip
 
+    def test_no_error_answers_a_notice(self) -> None:
+        """RFC 2812 3.3.2: a NOTICE that fails fails silently (bots answer
+        NOTICEs with NOTICEs, so an error reply could start a loop)."""
+        ann = self.irc(b"ann")
+        bob = self.irc(b"bob")
+        ann.lines()
+        ann.send(
+            b"NOTICE nobody :x", b"NOTICE #nochan :x", b"NOTICE #bad!room :x",
+            b"NOTICE bob", b"NOTICE", b"NOTICE bob :nul\x00", b"NOTICE bob :hi",
+            b"PRIVMSG nobody :x", b"PING :end",
+        )  # fmt: skip
+        self.assertEqual(
+            ann.lines(),
+            [b":chatd 401 ann nobody :no active user by that name",
+             b":chatd PONG chatd :end"],
+        )  # fmt: skip
+        # delivered as chatd carries it: one kind of message (docs/irc.md)
+        self.assertEqual(bob.lines()[-1], b":ann!ann@chatd PRIVMSG bob :hi")
+
     def test_ison_and_userhost(self) -> None:
         self.irc(b"Bob")
         ann = self.irc(b"ann")
@@ -361,3 +380,15 @@ class RemoteIrcTests(ChatTestCase):
         self.assertEqual(peer.codes()[-1], b"422")
         sequencer.answer()
         self.assertEqual(peer.codes(), [b"JOIN", b"353", b"366", b"PONG"])
+        # a NOTICE whose answer fails later is still silent; a PRIVMSG not;
+        # and a queued line's message goes before the lines after it
+        peer.send(b"NOTICE #lobby :n", b"PRIVMSG #lobby :p", b"PING :after")
+        for _ in range(2):
+            self.assertEqual(peer.lines(), [])
+            sequencer.waiting.pop(0)[1].errback(ConnectionError("backend away"))
+        self.assertEqual(
+            peer.lines(),
+            [b":chatd NOTICE ann :UNAVAILABLE: the chat backend is unreachable; "
+             b"not delivered, try again", b":chatd PONG chatd :after"],
+        )  # fmt: skip
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionError)), 0)

@@ -134,6 +134,8 @@ class IrcCodec:
         #: The nick or channel the request being answered named (the
         #: numerics' parameter).
         self.subject: bytes | None = None
+        #: answering a NOTICE: no error reply (RFC 2812 3.3.2), but fatal ones
+        self.quiet = False
 
     def numeric(
         self, code: str, *params: bytes, trailing: bytes | None = None
@@ -181,6 +183,8 @@ class IrcCodec:
             )
         if code.fatal:
             return line(b"ERROR", trailing=b"Closing link: " + words)
+        if self.quiet:
+            return b""  # a NOTICE that fails fails silently
         if numeric is None:  # rate, text, state, UNAVAILABLE: said, not numbered
             return self.noticeLine(code.name.encode() + b": " + words)
         if code is ErrorCode.NO_SUCH_ROOM and self.namesFor:

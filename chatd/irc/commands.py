@@ -48,9 +48,12 @@ class IrcCommands:
             return None
         return chan[1:]
 
-    def _asking(self, subject: bytes, call: Callable[[], Any]) -> None:
+    def _asking(
+        self, subject: bytes, call: Callable[[], Any], quiet: bool = False
+    ) -> None:
         def ask() -> None:
             self.irc.subject = subject
+            self.irc.quiet = quiet
             call()
 
         self._do(ask)
@@ -135,13 +138,13 @@ class IrcCommands:
 
     def irc_PRIVMSG(self, args: list[bytes], notice: bool = False) -> None:
         if not args or not args[0]:
-            return self.sendLine(
-                self._numeric(irc.ERR_NORECIPIENT, b"No recipient given")
-            )
+            if not notice:  # no error ever answers a NOTICE (RFC 2812 3.3.2)
+                self.sendLine(self._numeric(irc.ERR_NORECIPIENT, b"No recipient given"))
+            return
         if len(args) < 2 or not args[1]:
-            return self.sendLine(
-                self._numeric(irc.ERR_NOTEXTTOSEND, b"No text to send")
-            )
+            if not notice:
+                self.sendLine(self._numeric(irc.ERR_NOTEXTTOSEND, b"No text to send"))
+            return
         text = fromIrc(args[1])
         if text is None:
             return  # a CTCP other than ACTION: nothing to carry
@@ -150,11 +153,15 @@ class IrcCommands:
                 self.expectOwn()  # its copy is dropped on the way back
                 room = target[1:]
                 if key(room) == self.default:
-                    self._asking(target, partial(self.session.say, text))
+                    self._asking(target, partial(self.session.say, text), notice)
                 else:
-                    self._asking(target, partial(self.session.roomSay, room, text))
+                    self._asking(
+                        target, partial(self.session.roomSay, room, text), notice
+                    )
             else:
-                self._asking(target, partial(self.session.whisper, target, text))
+                self._asking(
+                    target, partial(self.session.whisper, target, text), notice
+                )
 
     def irc_NOTICE(self, args: list[bytes]) -> None:
         self.irc_PRIVMSG(args, notice=True)

@@ -66,6 +66,9 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         self._buf = b""
         self._held = False
         self._queue: deque[Callable[[], Any]] = deque()
+        #: while a queued call runs: the calls it makes that must wait, to
+        #: go before the lines queued after it (None when none runs)
+        self._nested: list[Callable[[], Any]] | None = None
         self.nick: bytes | None = None
         self.password: bytes | None = None
         self.gaveUser = False
@@ -165,6 +168,13 @@ class IrcProtocol(IrcCommands, ChatProtocol):
 
     def _do(self, call: Callable[[], Any]) -> None:
         """Run ``call`` now, or after what the session waits for."""
+        nested = self._nested
+        if nested is not None:  # a queued line's own step: before later lines
+            if self._held or nested:
+                nested.append(call)
+            else:
+                call()
+            return
         if self._held or self._queue:
             if len(self._queue) >= MAX_QUEUED:
                 self.session.close(LeaveReason.ERROR, None)
@@ -197,13 +207,19 @@ class IrcProtocol(IrcCommands, ChatProtocol):
         session.beginChunk()
         try:
             while self._queue and not self._held and session.state is not CLOSED:
-                self._queue.popleft()()
+                self._nested = []
+                try:
+                    self._queue.popleft()()
+                finally:
+                    nested, self._nested = self._nested, None
+                self._queue.extendleft(reversed(nested))
         finally:
             session.endChunk()
 
     def lineReceived(self, raw: bytes) -> None:
         if not raw.strip() or self.session.state is CLOSED:
             return
+        self.irc.quiet = False  # until a NOTICE says otherwise
         try:
             _, command, params = irc.parsemsg(raw.decode("utf-8", "surrogateescape"))
         except (irc.IRCBadMessage, IndexError, ValueError):
