@@ -355,6 +355,34 @@ class IrcTests(ChatTestCase):
         self.assertTrue(ann.lines()[-1].startswith(b"ERROR :Closing link"))
         self.assertTrue(ann.transport.disconnecting)
 
+    def test_keepalive_and_timeouts(self) -> None:
+        """A registered client silent for a third of the idle timeout is
+        PINGed at the next tick; its PONG keeps it, silence past the timeout cuts it; a
+        client that never registers meets the handshake timeout."""
+        self.server = Server(idle_timeout=30.0, handshake_timeout=10.0)
+        clock = self.server.clock
+        lurker = self.irc()
+        lurker.send(b"NICK lurker")  # never sends USER
+        ann = self.irc(b"ann")
+        ann.lines()
+        clock.advance(10.5)
+        self.assertEqual(ann.lines(), [])  # it spoke within the last 10 s
+        self.assertTrue(lurker.lines()[-1].startswith(b"ERROR :Closing link"))
+        self.assertTrue(lurker.transport.disconnecting)
+        clock.advance(10)
+        self.assertEqual(ann.lines(), [b"PING :chatd"])
+        ann.send(b"PONG :chatd")
+        for _ in range(6):  # a minute, answering every PING
+            clock.advance(10)
+            if ann.lines() == [b"PING :chatd"]:
+                ann.send(b"PONG :chatd")
+        self.assertFalse(ann.transport.disconnecting)
+        clock.pump([1.0] * 31)  # now silent
+        got = ann.lines()
+        self.assertEqual(got[:1], [b"PING :chatd"])
+        self.assertTrue(got[-1].startswith(b"ERROR :Closing link"), got)
+        self.assertTrue(ann.transport.disconnecting)
+
     def test_counted_per_front_end(self) -> None:
         self.irc(b"ann")
         self.server.active(b"bob")
