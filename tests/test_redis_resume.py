@@ -13,6 +13,7 @@ from chatd.cluster.node import ClusterNode
 from chatd.cluster.redisnode import RedisBackend
 from chatd.cluster.redisresumes import RedisResumes
 from chatd.core.history import split
+from chatd.core.tokens import digest
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
 from chatd.wire import FrameType as T
@@ -230,6 +231,28 @@ class DeadNodeTests(RedisResumeCase):
         self.assertEqual(leaves, [ann.entry + b".error"])
         self.assertIsNone(self.redis.get(b"chatd:name:ann"))
         self.assertEqual(len(self.b.resumes), 1)
+
+    def test_a_token_given_before_ready_is_spent_by_the_reap(self) -> None:
+        """ann got her TOKEN on a, which died before her READY: the reap
+        spends it (nothing in Redis resumes, or names, a user who never
+        was active)."""
+        ann = self.a.connect()
+        for ftype, payload in (
+            (T.VERSION, b"1.2"),
+            (T.RESUMABLE, b""),
+            (T.HELLO, b"ann"),
+        ):
+            ann.send(ftype, payload)
+        token = [p for t, p in ann.received() if t == T.TOKEN][0]
+        self.assertEqual(len(self.redis.hashes[b"chatd:resumable"]), 1)
+        bob, bobToken = self.speaker(self.b, b"bob")
+        self.killA()
+        held = self.redis.hashes.get(b"chatd:resumable", {})
+        self.assertEqual([v.split(b" ")[1] for v in held.values()], [b"b"])  # bob's
+        self.assertEqual([k for k in self.redis.strings if b"token:" in k], [
+            b"chatd:token:" + digest(bobToken).hex().encode()])  # fmt: skip
+        self.assertSpent(self.b, token)
+        self.assertNotIn(T.LEAVE, bob.types())  # she never joined
 
     def test_a_kick_ends_an_adopted_user(self) -> None:
         ann, token = self.speaker(self.a, b"ann")
