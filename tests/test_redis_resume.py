@@ -16,6 +16,7 @@ from chatd.core.history import split
 from chatd.core.tokens import digest
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
+from chatd.wire import ErrorCode, LeaveReason
 from chatd.wire import FrameType as T
 from tests.fakeredis import FakeRedis
 from tests.memory import Peer, TurnClock
@@ -253,6 +254,28 @@ class DeadNodeTests(RedisResumeCase):
             b"chatd:token:" + digest(bobToken).hex().encode()])  # fmt: skip
         self.assertSpent(self.b, token)
         self.assertNotIn(T.LEAVE, bob.types())  # she never joined
+
+    def test_a_sigterm_of_the_adopter_is_leave_shutdown(self) -> None:
+        """b adopted ann from dead a; b stops (SIGTERM): ann leaves as b's
+        own users do, ``shutdown`` (docs/protocol.md: her server stopped),
+        once, and her token resumes nothing."""
+        ann, token = self.speaker(self.a, b"ann")
+        bob, _ = self.speaker(self.b, b"bob")
+        self.killA()
+        self.assertEqual(len(self.b.resumes._ghosts), 1)
+        c = Node("c", self.redis, self.clock)
+        carol, _ = self.speaker(c, b"carol")
+        self.b.factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
+        stopped = self.b.backend.stop()
+        self.wait(2)
+        self.assertTrue(stopped.called)
+        leaves = sorted(p for t, p in carol.received() if t == T.LEAVE)
+        self.assertEqual(
+            leaves, sorted([ann.entry + b".shutdown", bob.entry + b".shutdown"])
+        )
+        self.assertSpent(c, token)
+        self.wait(WINDOW + TTL)
+        self.assertNotIn(T.LEAVE, carol.types())  # once
 
     def test_a_kick_ends_an_adopted_user(self) -> None:
         ann, token = self.speaker(self.a, b"ann")
