@@ -232,6 +232,9 @@ def _reap(r: FakeRedis, a: list[bytes]) -> Any:
             r.hdel(P + b"users", uid)
             _leaveRooms(r, P, uid)
             _spendToken(r, P, uid, dead)
+    for uid, kept in list(r.hashes.get(P + b"resumable", {}).items()):
+        if uid not in adopted and kept.split(b" ")[1] == dead:
+            _spendToken(r, P, uid, dead)
     r._delete(users, names)
     r.srem(P + b"nodes", dead)
     for uid, (entry, kept) in adopted.items():

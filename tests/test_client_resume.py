@@ -32,8 +32,8 @@ UNKNOWN = b"UNKNOWN_TYPE.type 18 not accepted from clients"
 class Harness(SessionHarness):
     """A resuming terminal Session; ``refuse`` makes the next dials fail."""
 
-    def __init__(self, **kw) -> None:
-        super().__init__(interactive=True, resume=True, **kw)
+    def __init__(self, interactive: bool = True, **kw) -> None:
+        super().__init__(interactive=interactive, resume=True, **kw)
         self.refuse = False
 
     def connect(self, factory) -> defer.Deferred:
@@ -318,10 +318,95 @@ class OlderServerTests(SynchronousTestCase):
             h.sent(), [(T.VERSION, b"1.2"), (T.RESUMABLE, b""), (T.HELLO, b"me")]
         )
 
-    def test_a_script_speaks_1_1(self):
-        h = SessionHarness(interactive=False, resume=True)
-        h.join()
-        self.assertEqual(h.sent(), [(T.HELLO, b"me"), (T.READY, b"")])
+    def test_a_script_on_a_1_1_server_chats_as_before(self):
+        h = Harness(interactive=False)
+        h.session.start()
+        h.receive(T.ERROR, UNKNOWN)
+        self.assertEqual(h.sent(), [(T.VERSION, b"1.2"), (T.HELLO, b"me")])
+        h.receive(T.WELCOME, b"me.1.33")
+        h.receive(T.JOIN, b"1.33.me")
+        h.session.typed("hi")
+        self.assertEqual(h.sent(), [(T.READY, b""), (T.SAY, b"hi")])
+        self.assertEqual(h.errors.getvalue(), "")
+
+
+class PipeResumeTests(SynchronousTestCase):
+    """Pipe mode (a script) resumes too: each line delivered once, in order."""
+
+    def setUp(self):
+        self.h = Harness(interactive=False)
+        self.h.login()
+
+    def resumed(self, since: bytes) -> None:
+        """The first retry dials and resumes; up to the replay's PING."""
+        h = self.h
+        h.clock.advance(0.5)
+        h.receive(T.VERSION, b"1.2")
+        self.assertEqual(h.sent(), [(T.VERSION, b"1.2"), (T.RESUME, TOKEN)])
+        h.receive(T.WELCOME, b"me.1.33")
+        h.receive(T.TOKEN, b"second")
+        # No SAY before the replay is over: it may confirm the unsure lines.
+        self.assertEqual(
+            h.sent(), [(T.SINCE, since), (T.READY, b""), (T.PING, REPLAYED)]
+        )
+
+    def test_lines_in_flight_and_typed_while_away_go_once_in_order(self):
+        h = self.h
+        for text in ("a", "b", "c"):
+            h.session.typed(text)
+        self.assertEqual([p for t, p in h.sent() if t == T.SAY], [b"a", b"b", b"c"])
+        h.marked(b"lobby", 20, T.MESSAGE, b"1.33.me.a")  # "a" delivered, seen
+        h.close()  # "b" reached the server, "c" did not: the client cannot tell
+        h.session.typed("d")  # read while detached
+        h.session.endOfInput()
+        self.resumed(b"lobby.20")
+        h.marked(b"lobby", 30, T.MESSAGE, b"1.33.me.b")  # the replay: "b" was
+        h.marked(b"lobby", 40, T.MESSAGE, b"2.40.bob.meanwhile")
+        self.assertEqual(h.sent(), [])
+        h.receive(T.PONG, REPLAYED)
+        self.assertEqual(h.sent(), [(T.SAY, b"c"), (T.SAY, b"d")])  # not "b" again
+        h.marked(b"lobby", 50, T.MESSAGE, b"1.33.me.c")
+        h.marked(b"lobby", 60, T.MESSAGE, b"1.33.me.d")
+        self.assertEqual(h.sent(), [(T.BYE, b"")])  # every line delivered
+        h.close()
+        self.assertEqual(h.session.exitCode, 0)
+        text = h.text()
+        self.assertIn("reconnected, 2 missed messages delivered", text)
+        self.assertNotIn("not sent", text)
+        self.assertEqual(text.count("bob: meanwhile"), 1)
+
+    def afresh(self, welcome: bytes) -> None:
+        """The connection drops; the retry's RESUME is BAD_TOKEN, and the
+        fresh login is welcomed with ``welcome``."""
+        h = self.h
+        h.close()
+        h.clock.advance(0.5)
+        h.receive(T.VERSION, b"1.2")
+        h.receive(T.ERROR, b"BAD_TOKEN.that token resumes nothing")
+        h.receive(T.RESUMABLE, b"60")
+        h.receive(T.WELCOME, welcome)
+
+    def test_a_bad_token_sends_the_unsure_lines_again(self):
+        """No replay to tell: a fresh login sends what may not have arrived
+        (as --reconnect always did), in order, after the earlier lines."""
+        h = self.h
+        h.session.typed("a")
+        h.sent()
+        self.afresh(b"me.4.33")
+        self.assertEqual(
+            h.sent(),
+            [(T.VERSION, b"1.2"), (T.RESUME, TOKEN), (T.RESUMABLE, b""),
+             (T.HELLO, b"me"), (T.READY, b""), (T.SAY, b"a")],
+        )  # fmt: skip
+
+    def test_a_new_session_forgets_the_old_numbers(self):
+        """After a fresh login (the server restarted), its numbers start
+        again: our JOIN is shown, not taken for a repeat."""
+        h = self.h
+        self.afresh(b"me.1.33")
+        h.shown()
+        h.marked(b"lobby", 10, T.JOIN, b"1.33.me")  # lobby.10 again
+        self.assertIn("joined as me", h.shown())
 
 
 class Screen(StringTransport):
@@ -362,26 +447,36 @@ class EndToEndTests(unittest.TestCase):
         self.addCleanup(self.daemon.stop)
         yield self.daemon.start()
 
-    @defer.inlineCallbacks
-    def test_cut_connection_resumes_with_every_missed_message_once(self):
+    def client(
+        self, name: str, interactive: bool, gate: defer.Deferred
+    ) -> tuple[Screen, Session]:
+        """A resuming client Session, started: its first dial at once, the
+        next ones once ``gate`` fires."""
         dial = connector(reactor, "127.0.0.1", self.daemon.port, None)
-        gate: defer.Deferred = defer.Deferred()
         dials = []
 
-        def connect(factory):  # the first dial at once, the next once bob spoke
+        def connect(factory):
             dials.append(factory)
             if len(dials) == 1:
                 return dial(factory)
             return gate.addCallback(lambda _: dial(factory))
 
         screen = Screen()
-        console = Console(True, False, terminalWidth=lambda: 80, errors=io.StringIO())
+        console = Console(
+            interactive, False, terminalWidth=lambda: 80, errors=io.StringIO()
+        )
         console.makeConnection(screen)
         screen.console = console
-        alice = Session(reactor, console, connect, "127.0.0.1", "alice", resume=True)
-        alice.start()
-        self.addCleanup(lambda: alice.done)
-        self.addCleanup(alice.quit)
+        session = Session(reactor, console, connect, "127.0.0.1", name, resume=True)
+        session.start()
+        self.addCleanup(lambda: session.done)
+        self.addCleanup(session.quit)
+        return screen, session
+
+    @defer.inlineCallbacks
+    def test_cut_connection_resumes_with_every_missed_message_once(self):
+        gate: defer.Deferred = defer.Deferred()
+        screen, alice = self.client("alice", True, gate)
         yield screen.waitFor("* you joined as alice")
         bob = yield connect_bob(self.daemon.port)
         self.addCleanup(bob.transport.abortConnection)
@@ -405,6 +500,41 @@ class EndToEndTests(unittest.TestCase):
         alice.quit()
         yield alice.done
         self.assertEqual(alice.exitCode, 0)
+        bob.send(T.BYE)
+
+    @defer.inlineCallbacks
+    def test_a_script_cut_off_resumes_and_every_line_arrives_once(self):
+        """Pipe mode: lines in flight when the connection is reset, and
+        lines read while it is away, each reach bob once, in order."""
+        bob = yield connect_bob(self.daemon.port)
+        self.addCleanup(bob.transport.abortConnection)
+        gate: defer.Deferred = defer.Deferred()
+        screen, bot = self.client("bot", False, gate)
+        console = bot.console
+        yield bob.nextOf(T.JOIN)
+        texts = [f"l{i}" for i in range(10)]
+        bot.typed(texts[0])
+        yield screen.waitFor("You: l0")
+        for text in texts[1:5]:
+            bot.typed(text)
+        bot.proto.transport.abortConnection()  # with l1..l4 in flight
+        for text in texts[5:]:
+            bot.typed(text)  # read while away
+        bot.endOfInput()
+        gate.callback(None)
+        yield bot.done
+        self.assertEqual(bot.exitCode, 0, console.errors.getvalue())
+        self.assertIn("reconnected", console.errors.getvalue())
+        said = []
+        while True:
+            ftype, payload = yield bob.next()
+            self.assertNotEqual(ftype, T.JOIN, payload)  # resumed, not new
+            if ftype == T.LEAVE:
+                self.assertTrue(payload.endswith(b".bot.quit"), payload)
+                break
+            if ftype == T.MESSAGE:
+                said.append(payload.rsplit(b".", 1)[1].decode())
+        self.assertEqual(said, texts)  # each once, in order
         bob.send(T.BYE)
 
 

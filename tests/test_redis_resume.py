@@ -13,8 +13,10 @@ from chatd.cluster.node import ClusterNode
 from chatd.cluster.redisnode import RedisBackend
 from chatd.cluster.redisresumes import RedisResumes
 from chatd.core.history import split
+from chatd.core.tokens import digest
 from chatd.server.config import Config
 from chatd.server.factory import ChatFactory
+from chatd.wire import ErrorCode, LeaveReason
 from chatd.wire import FrameType as T
 from tests.fakeredis import FakeRedis
 from tests.memory import Peer, TurnClock
@@ -230,6 +232,50 @@ class DeadNodeTests(RedisResumeCase):
         self.assertEqual(leaves, [ann.entry + b".error"])
         self.assertIsNone(self.redis.get(b"chatd:name:ann"))
         self.assertEqual(len(self.b.resumes), 1)
+
+    def test_a_token_given_before_ready_is_spent_by_the_reap(self) -> None:
+        """ann got her TOKEN on a, which died before her READY: the reap
+        spends it (nothing in Redis resumes, or names, a user who never
+        was active)."""
+        ann = self.a.connect()
+        for ftype, payload in (
+            (T.VERSION, b"1.2"),
+            (T.RESUMABLE, b""),
+            (T.HELLO, b"ann"),
+        ):
+            ann.send(ftype, payload)
+        token = [p for t, p in ann.received() if t == T.TOKEN][0]
+        self.assertEqual(len(self.redis.hashes[b"chatd:resumable"]), 1)
+        bob, bobToken = self.speaker(self.b, b"bob")
+        self.killA()
+        held = self.redis.hashes.get(b"chatd:resumable", {})
+        self.assertEqual([v.split(b" ")[1] for v in held.values()], [b"b"])  # bob's
+        self.assertEqual([k for k in self.redis.strings if b"token:" in k], [
+            b"chatd:token:" + digest(bobToken).hex().encode()])  # fmt: skip
+        self.assertSpent(self.b, token)
+        self.assertNotIn(T.LEAVE, bob.types())  # she never joined
+
+    def test_a_sigterm_of_the_adopter_is_leave_shutdown(self) -> None:
+        """b adopted ann from dead a; b stops (SIGTERM): ann leaves as b's
+        own users do, ``shutdown`` (docs/protocol.md: her server stopped),
+        once, and her token resumes nothing."""
+        ann, token = self.speaker(self.a, b"ann")
+        bob, _ = self.speaker(self.b, b"bob")
+        self.killA()
+        self.assertEqual(len(self.b.resumes._ghosts), 1)
+        c = Node("c", self.redis, self.clock)
+        carol, _ = self.speaker(c, b"carol")
+        self.b.factory.closeAll(LeaveReason.SHUTDOWN, ErrorCode.SHUTDOWN)
+        stopped = self.b.backend.stop()
+        self.wait(2)
+        self.assertTrue(stopped.called)
+        leaves = sorted(p for t, p in carol.received() if t == T.LEAVE)
+        self.assertEqual(
+            leaves, sorted([ann.entry + b".shutdown", bob.entry + b".shutdown"])
+        )
+        self.assertSpent(c, token)
+        self.wait(WINDOW + TTL)
+        self.assertNotIn(T.LEAVE, carol.types())  # once
 
     def test_a_kick_ends_an_adopted_user(self) -> None:
         ann, token = self.speaker(self.a, b"ann")

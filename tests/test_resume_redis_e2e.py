@@ -8,9 +8,11 @@ kills only the chatd it started."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 
 from twisted.internet import defer
+from twisted.internet.utils import getProcessOutput
 
 from chatd.wire import FrameType as T
 from tests.daemon import Daemon, FrameClient, connect
@@ -163,3 +165,28 @@ class ResumeAfterANodeDies(ClusterCase):
         self.assertEqual((yield bob.nextOf(T.LEAVE)), carlEntry + b".error")
         bob.send(T.SAY, b"after")  # nothing more came between
         self.assertEqual((yield self.said(bob, 1))[0][1], b"after")
+
+    @defer.inlineCallbacks
+    def test_a_token_given_before_ready_goes_with_the_reap(self):  # type: ignore[no-untyped-def]
+        """ann got her TOKEN on a, which was killed before her READY: the
+        real ``reap`` script spends it (nothing of it stays in Redis)."""
+        if shutil.which("redis-cli") is None:
+            self.skipTest("redis-cli is not installed")
+        a = yield self.node("node-a")
+        b = yield self.node("node-b")
+        ann = yield self.client(
+            a, (T.VERSION, b"1.2"), (T.RESUMABLE, b""), (T.HELLO, b"ann")
+        )
+        yield ann.nextOf(T.TOKEN)
+        held = yield self.redisCli("HGETALL", "chatd:resumable")
+        self.assertIn(b" node-a 0 ann", held)
+        yield a.signal(signal.SIGKILL)
+        yield b.waitForLog("node node-a is gone")
+        self.assertEqual((yield self.redisCli("HGETALL", "chatd:resumable")), b"")
+        self.assertEqual((yield self.redisCli("KEYS", "chatd:token:*")), b"")
+
+    def redisCli(self, *args: str) -> defer.Deferred:
+        socket = self.redis.url.removeprefix("unix://")
+        return getProcessOutput(
+            shutil.which("redis-cli"), ["-s", socket, *args], env=None
+        ).addCallback(bytes.strip)

@@ -63,6 +63,10 @@ class Pacer:
         self.queue: deque[Line] = deque()
         self.inFlight: deque[Line] = deque()
         self.retry: list[Line] = []  # refused "not now", in order: before the queue
+        #: In flight when the connection went: delivered or not, we cannot
+        #: tell until a resume's replay brings our own copies back (each
+        #: confirms the oldest); what is left is sent again at the start.
+        self.unsure: deque[Line] = deque()
         self.running = False
         self.delivered = 0
         self.failed = 0
@@ -77,7 +81,7 @@ class Pacer:
     @property
     def backlog(self) -> int:
         """Lines not yet acknowledged or failed."""
-        return len(self.queue) + len(self.inFlight) + len(self.retry)
+        return len(self.queue) + len(self.inFlight) + len(self.retry) + len(self.unsure)
 
     @property
     def idle(self) -> bool:
@@ -90,23 +94,28 @@ class Pacer:
     def start(self) -> None:
         """The connection is ACTIVE (again): a fresh rate allowance."""
         self.running = True
+        if self.unsure:  # not confirmed by a replay: not delivered
+            self.retry = sorted([*self.retry, *self.unsure], key=lambda e: e[0])
+            self.unsure.clear()
         self.window = self.maxWindow
         self.gap = 0.0
         self._pump()
 
     def stop(self) -> None:
-        """The connection is gone: what was in flight is sent again on the next."""
+        """The connection is gone: what was in flight is unsure, sent again
+        on the next connection unless a resume's replay confirms it."""
         self.running = False
         self._cancel()
-        self.retry = sorted([*self.retry, *self.inFlight], key=lambda entry: entry[0])
+        self.unsure.extend(self.inFlight)
         self.inFlight.clear()
         self._serial.clear()
 
     def abandon(self) -> list[Line]:
         """Give up on everything not delivered (the session is ending)."""
         self.stop()
-        lost = [*self.retry, *self.queue]
+        lost = sorted([*self.retry, *self.unsure], key=lambda e: e[0]) + [*self.queue]
         self.retry.clear()
+        self.unsure.clear()
         self.queue.clear()
         self.failed += len(lost)
         return lost
@@ -114,8 +123,12 @@ class Pacer:
     # -- replies ---------------------------------------------------------
 
     def acked(self) -> None:
-        """Our own MESSAGE copy came back: the oldest SAY in flight is delivered."""
+        """Our own MESSAGE copy came back: the oldest SAY in flight is
+        delivered (or, in a resume's replay, the oldest unsure one)."""
         if not self.inFlight:
+            if self.unsure and not self.running:
+                self.unsure.popleft()
+                self.delivered += 1
             return
         lineno = self.inFlight.popleft()[0]
         self._serial.popleft()

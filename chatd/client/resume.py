@@ -10,7 +10,10 @@ right behind READY, which is when "reconnected, N missed messages
 delivered" is shown.  On entering a room it asks HISTORY and shows the
 answer marked as history before that room's live lines; numbers already
 seen are never shown twice.  A 1.1 server (VERSION refused) or one without
-tokens (RESUMABLE ``0``) gets no resume attempt.
+tokens (RESUMABLE ``0``) gets no resume attempt.  In pipe mode too: a
+script's lines in flight at the drop are confirmed by their own copies in
+the replay, and the rest go after it (chatd.client.pacing), so none is
+lost or sent twice.
 """
 
 from __future__ import annotations
@@ -150,6 +153,10 @@ class Resume:
         resumed, self.resuming = self.resuming, False
         self._dropped, self._delay = None, FIRST_DELAY
         if not resumed:
+            # A new session: numbers seen in an earlier one (a server since
+            # restarted may give them again) say nothing about this one.
+            self._seen.clear()
+            self.last.clear()
             return False
         self.numbered = True
         keep = self.session.rooms.book.saved()
@@ -221,6 +228,7 @@ class Resume:
             count, self.replayed = self.replayed, None
             s = "" if count == 1 else "s"
             session.console.warn(f"reconnected, {count} missed message{s} delivered")
+            session.replayed()
             return True
         if mark is None or ftype not in NUMBERED:
             return False

@@ -86,8 +86,9 @@ class Session(UserInput):
         #: Terminal mode: SAYs and WHISPERs whose reply may still come, in order.
         self.requests = InFlight()
         self.rooms = RoomChat(console, self._send, self.requests)
-        #: On a terminal with ``resume``: 1.2 before HELLO, resumed after a drop.
-        self.resume = Resume(self, resume and console.interactive)
+        #: With ``resume`` (a terminal or a pipe): 1.2 before HELLO,
+        #: resumed after a drop.
+        self.resume = Resume(self, resume)
         self.eof = False
         self.heard = False
         self.everActive = False
@@ -322,8 +323,16 @@ class Session(UserInput):
         queued, self.queued = self.queued, []
         for command in queued:
             self._submit(command)
-        self.pipe.start()
+        if not resumed or self.console.interactive:
+            self.pipe.start()  # a script's lines wait for the replay's end
         self._maybeDone()
+
+    def replayed(self) -> None:
+        """A resume's replay is over: our own lines it brought back are
+        delivered; a script's other lines go now, in order."""
+        if not self.console.interactive:
+            self.pipe.start()
+            self._maybeDone()
 
     def _error(self, payload: bytes) -> None:
         code, text = parse_error(payload)

@@ -33,6 +33,7 @@ from chatd.cluster.streamseq import StreamSequencer
 from chatd.cluster.who import WhoRebuilder
 from chatd.core.events import Join
 from chatd.core.roster import User
+from chatd.wire import LeaveReason
 
 log = Logger(namespace="chatd.cluster")
 
@@ -325,9 +326,12 @@ class Membership:
 
     # -- reaping and being reaped ------------------------------------------------
 
-    async def reap(self, dead: str, adopt: bool = True) -> None:
-        """``dead``'s users leave (its resumable ones adopted): the reaper."""
-        await self.reaper.reap(dead, adopt)
+    async def reap(
+        self, dead: str, adopt: bool = True, reason: LeaveReason = LeaveReason.ERROR
+    ) -> None:
+        """``dead``'s users leave for ``reason`` (its resumable ones
+        adopted): the reaper."""
+        await self.reaper.reap(dead, adopt, reason)
 
     def leaseLost(self, why: str) -> None:
         """Others have (or will have) sequenced our users' LEAVEs: cut them,
@@ -351,4 +355,6 @@ class Membership:
         if standing.registered and self.link.up:
             await self.link.script("resign", standing.name, standing.token)
             standing.token = ""
-            await self.reap(standing.name, adopt=False)  # shutdown ends sessions
+            # Shutdown ends sessions: the users this node still holds (those
+            # it adopted from a dead node) leave as its own did, `shutdown`.
+            await self.reap(standing.name, adopt=False, reason=LeaveReason.SHUTDOWN)

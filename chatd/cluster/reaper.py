@@ -7,7 +7,8 @@ only once.  With protocol 1.2's resume, a dead node's resumable users do
 not leave: the reaper adopts them (:class:`IAdopter`, the node's
 :mod:`chatd.cluster.redisresumes`) for the rest of their window, so a
 client whose node died resumes on any other node; their LEAVE comes when
-the window ends.  A node reaping itself (a clean stop) adopts nobody.
+the window ends.  A node reaping itself (a clean stop) adopts nobody, and
+its users leave with ``shutdown``.
 """
 
 from __future__ import annotations
@@ -52,10 +53,14 @@ class Reaper:
         self.standing = standing
         self.adopter: IAdopter | None = None
 
-    async def reap(self, dead: str, adopt: bool = True) -> None:
-        """Sequence LEAVE error for ``dead``'s users (its resumable ones
-        adopted, if ``adopt``) and free its names; the script does it only
-        if ``dead`` still holds no lease, and only once."""
+    async def reap(
+        self, dead: str, adopt: bool = True, reason: LeaveReason = LeaveReason.ERROR
+    ) -> None:
+        """Sequence LEAVE ``reason`` for ``dead``'s users (its resumable
+        ones adopted, if ``adopt``) and free its names; the script does it
+        only if ``dead`` still holds no lease, and only once.  A node that
+        stops reaps itself with ``shutdown``: what it still holds then are
+        users it adopted, whose server it was."""
         prefix = self.link.prefix
         for _ in range(3):
             users = usersOf(
@@ -64,7 +69,7 @@ class Reaper:
             kept = await self._resumable(dead, users) if adopt else []
             keptIds = {user.id for user, _, _ in kept}
             leaves: list[Event] = [
-                Leave(u, LeaveReason.ERROR) for u in users if u.id not in keptIds
+                Leave(u, reason) for u in users if u.id not in keptIds
             ]
             result = await self.link.script(
                 "reap",

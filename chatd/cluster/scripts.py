@@ -249,7 +249,8 @@ return 1
 # the dead node's records, so any other finds nothing left and sequences
 # nothing.  The kept uids (resumable users of the dead node, protocol 1.2)
 # do not leave: the reaper adopts them (their nodeusers entry, name lease
-# and token) until their window ends (deadline_ms if they were attached).
+# and token) until their window ends (deadline_ms if they were attached);
+# any other token the dead node held (a user before its READY) is spent.
 REAP = (
     _ROOMS
     + """
@@ -294,6 +295,14 @@ for _, uid in ipairs(redis.call('HKEYS', users)) do
     redis.call('HDEL', P..'users', uid)
     leaveRooms(P, uid)
     spendToken(P, uid, dead)
+  end
+end
+-- A token given by the dead node to a user not yet in nodeusers (it died
+-- before that user's READY) resumes nothing: spend it too.
+local held = redis.call('HGETALL', P..'resumable')
+for k = 1, #held, 2 do
+  if not adopted[held[k]] and string.match(held[k + 1], '^%S+ (%S+)') == dead then
+    spendToken(P, held[k], dead)
   end
 end
 redis.call('DEL', users, names)

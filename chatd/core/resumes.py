@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import Interface, implementer
 
 from chatd.core.connection import ACTIVE
-from chatd.core.tokens import Tokens
+from chatd.core.tokens import Tokens, digest
 
 if TYPE_CHECKING:
     from chatd.core.events import Event
@@ -72,6 +72,18 @@ class IResumes(Interface):
         """Tokens live: resumable users, attached or detached (/status)."""
 
 
+class IResumeJournal(Interface):
+    """Where one process writes its resumable users down, so that a crash
+    does not end them (--history-db: chatd.server.resumejournal)."""
+
+    def kept(session: Session, digest: bytes, deadline: float) -> None:
+        """``session`` is resumable by the token whose SHA-256 is
+        ``digest``, until ``deadline`` (wall clock seconds; 0: attached)."""
+
+    def spent(session: Session) -> None:
+        """``session`` is resumable no more (resumed, ended, left)."""
+
+
 def resumeFigures(
     window: float, detached: int, tokens: int, history: IHistoryStore | None
 ) -> dict[str, object]:
@@ -95,13 +107,18 @@ class LocalResumes:
         self.clock = clock
         self.history = history
         self.tokens = Tokens()
+        #: Writes the resumable users down (--history-db); None: memory only.
+        self.journal: IResumeJournal | None = None
 
     @property
     def limit(self) -> int:
         return self.history.limit
 
     def issue(self, session: Session) -> bytes:
-        return self.tokens.issue(session)
+        token = self.tokens.issue(session)
+        if self.journal is not None:
+            self.journal.kept(session, digest(token), 0.0)
+        return token
 
     def take(self, token: bytes) -> Deferred[Taken | None]:
         old = self.tokens.take(token)
@@ -113,8 +130,13 @@ class LocalResumes:
 
     def forget(self, session: Session) -> None:
         self.tokens.forget(session)
+        if self.journal is not None:
+            self.journal.spent(session)
 
     def keep(self, session: Session, window: float) -> Any:
+        kept = self.tokens.digestOf(session)
+        if self.journal is not None and kept is not None:
+            self.journal.kept(session, kept, self.clock.seconds() + window)
         return self.clock.callLater(window, session._windowOver)
 
     def replay(self, since: dict[bytes, int]) -> Deferred[Replay]:

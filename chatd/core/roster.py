@@ -93,6 +93,17 @@ class Roster:
         self._names[key] = user
         return succeed(user)
 
+    def hold(self, user: User) -> bool:
+        """Hold ``user``'s name again, as it was (a user read back after a
+        crash, chatd.server.resumejournal); False if the name is taken.
+        Later ids go on after its."""
+        key = user.name.lower()
+        if key in self._names:
+            return False
+        self._names[key] = user
+        self._lastId = max(self._lastId, user.id)
+        return True
+
     def release(self, user: User) -> None:
         key = user.name.lower()
         if self._names.get(key) is user:

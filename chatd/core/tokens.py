@@ -46,6 +46,17 @@ class Tokens:
         self._digests[session] = kept
         return token
 
+    def restore(self, session: Session, kept: bytes) -> None:
+        """``session`` is resumed by the token whose digest is ``kept`` (a
+        detached user read back after a crash: --history-db)."""
+        self.forget(session)
+        self._sessions[kept] = session
+        self._digests[session] = kept
+
+    def digestOf(self, session: Session) -> bytes | None:
+        """The digest of ``session``'s live token (what a journal keeps)."""
+        return self._digests.get(session)
+
     def take(self, token: bytes) -> Session | None:
         """The session ``token`` resumes (spent now), or None."""
         if not TOKEN_FORM.match(token):

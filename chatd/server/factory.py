@@ -27,6 +27,7 @@ from chatd.server.binary import BINARY
 from chatd.server.historystore import PersistentHistory, openStore
 from chatd.server.logsummary import keepRotated
 from chatd.server.protocol import ChatProtocol
+from chatd.server.resumejournal import restore
 from chatd.wire import ErrorCode, LeaveReason
 
 if TYPE_CHECKING:
@@ -78,6 +79,9 @@ class ChatFactory(protocol.Factory):
             resumable=resumable,
             history=self.historyStore,
         )
+        if self.historyStore is not None:
+            # Users a crash did not end are detached again (tokens kept).
+            restore(self.hub, self.historyStore, BINARY)
         self.stats = self.hub.stats
         self.fanout = self.hub.fanout
         self.connections: dict[ChatProtocol, None] = {}

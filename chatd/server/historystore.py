@@ -28,8 +28,9 @@ from zope.interface import implementer
 
 from chatd.core.events import Messages
 from chatd.core.history import History, IHistoryStore
+from chatd.core.roomevents import RoomJoin, RoomLeave
 from chatd.core.rooms import key
-from chatd.server.historydb import Batch, HistoryDB, HistoryDBError
+from chatd.server.historydb import Batch, HistoryDB, HistoryDBError, Resumable
 from chatd.wire import HEADER_SIZE
 from chatd.wire.eventcodec import BadEvent, decodeEvent, encodeEvent
 
@@ -38,11 +39,17 @@ if TYPE_CHECKING:
 
     from chatd.core.events import Event
     from chatd.server.config import Config
+    from chatd.server.resumejournal import ResumeJournal
 
 log = Logger(namespace="chatd")
 
 #: Seconds between a recorded event and the transaction that writes it.
 FLUSH_DELAY = 0.1
+
+#: After a crash the sequence goes on this far past the last seq written:
+#: the events of the last FLUSH_DELAY were numbered but not written, and a
+#: client may have seen their numbers, so none may be given again.
+CRASH_GAP = 1 << 20
 
 
 @implementer(IHistoryStore)
@@ -76,6 +83,10 @@ class PersistentHistory:
         self._evicted: dict[bytes, None] = {}
         self._flush: IDelayedCall | None = None
         self._closed = False
+        #: The resumable users read back (chatd.server.resumejournal).
+        self.resumables: list[Resumable] = []
+        #: Writes the resumable users with the events; None: not written.
+        self.journal: ResumeJournal | None = None
         #: Events written, transactions, and events a failed write lost.
         self.written = self.transactions = self.lost = 0
 
@@ -86,8 +97,12 @@ class PersistentHistory:
         Every room read is counted as ended except ``live`` (the default
         room and the operator's, which never end)."""
         stored = self.db.load()
+        self.db.begin()
         self.db.close()
         self.lastSeq = stored.lastSeq
+        self.resumables = stored.resumables
+        if not stored.clean:
+            self.lastSeq += CRASH_GAP
         newest: dict[bytes, int] = {}
         try:
             for roomKey, data in stored.events:
@@ -104,19 +119,21 @@ class PersistentHistory:
             r for r in newest if self.memory.gone(r) > stored.gone.get(r, 0)
         }
         if self._trimmed:
-            self._soon()
+            self.soon()
         alive = set(live)
         for roomKey in sorted(newest, key=newest.__getitem__):
             if roomKey not in alive:
                 self._ended[roomKey] = None
         log.info(
             "history-db {path}: {events} events of {rooms} rooms, last seq {seq},"
-            " last user id {uid}",
+            " last user id {uid}, {kept} resumable users{crash}",
             path=self.db.path,
             events=len(self.memory),
             rooms=self.memory.rooms,
             seq=self.lastSeq,
             uid=self.lastUserId,
+            kept=len(self.resumables),
+            crash="" if stored.clean else " (not stopped cleanly)",
         )
 
     # -- IHistoryStore ----------------------------------------------------
@@ -155,7 +172,14 @@ class PersistentHistory:
         self._ended.pop(roomKey, None)
         if not self._closed:
             self._pending.append((roomKey, event))
-            self._soon()
+            self.soon()
+            if self.journal is not None and type(event) in (RoomJoin, RoomLeave):
+                self.journal.touched(event.user.id)  # type: ignore[attr-defined]
+
+    def revive(self, roomKey: bytes) -> None:
+        """The room lives again (a user read back is in it): it has not
+        ended, its history is not to be evicted."""
+        self._ended.pop(roomKey, None)
 
     def drop(self, roomKey: bytes) -> None:
         """The room ended: it keeps its history, within the cap."""
@@ -166,7 +190,7 @@ class PersistentHistory:
             self.memory.drop(oldest)
             self._pending = [p for p in self._pending if p[0] != oldest]
             self._evicted[oldest] = None
-            self._soon()
+            self.soon()
 
     def after(
         self, roomKey: bytes, since: int
@@ -180,7 +204,8 @@ class PersistentHistory:
 
     # -- writing ------------------------------------------------------------
 
-    def _soon(self) -> None:
+    def soon(self) -> None:
+        """Write what is pending in one transaction, shortly."""
         if self._flush is None and not self._closed:
             self._flush = self.clock.callLater(self.delay, self.flush)
 
@@ -192,7 +217,8 @@ class PersistentHistory:
         self._trimmed = set()
         gone = {r: g for r in rooms if (g := self.memory.gone(r))}
         events = [(r, e.seq, encodeEvent(e)) for r, e in pending]
-        return Batch(events, gone, evicted)
+        kept = self.journal.changes() if self.journal is not None else {}
+        return Batch(events, gone, evicted, kept, final=self._closed)
 
     def flush(self) -> None:
         """Write what was recorded since the last flush, in one transaction."""
@@ -218,9 +244,12 @@ class PersistentHistory:
 
     def close(self) -> None:
         """Write what is left and close the file (a graceful stop); later
-        events are kept in memory only."""
-        self.flush()
+        events are kept in memory only.  Nobody is resumable after it
+        (everyone left), and the file says the stop was clean."""
+        if self._closed:
+            return
         self._closed = True
+        self.flush()
         self.db.close()
         log.info(
             "history-db {path}: closed; {n} events written in {t} transactions",
