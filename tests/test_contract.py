@@ -503,7 +503,11 @@ class ContractTests(ContractHelpers):
         path = os.path.abspath(self.mktemp())  # type: ignore[attr-defined]
         with open(path, "w") as f:
             f.write("s3cret\n")
-        yield self.deploy("--limit-exempt", "none", "--password-file", path)
+        # A lock of 3 s, not 0.5: polling /status on a loaded machine must
+        # not outlast it before the right password is sent.
+        yield self.deploy(
+            "--limit-exempt", "none", "--password-file", path, "--auth-backoff", "3"
+        )
         guesser = yield self.deployment.connect()
         right = yield self.deployment.connect()  # the next worker or node
         yield self.sync(right)
