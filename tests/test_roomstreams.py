@@ -59,6 +59,10 @@ class WhoReadsWhatTests(RoomStreamCase):
         for command in self.redis.commands:
             if command[0] == b"XREAD" and b"chatd:roomstream:rb" in command:
                 self.assertNotIn(b"chatd:roomstream:ra", command)
+        # Neither lags behind for numbers of the room it does not read.
+        self.wait(6)
+        for node in (self.a, self.b):
+            self.assertEqual((node.node.seq.clusterSeq, node.node.seq.lag), (24, 0))
         # WHO of a room is every node's.
         ann.send(T.ROOM_WHO, b"rb")
         self.assertIn(b"bob", b"".join(p for _, p in ann.received()))

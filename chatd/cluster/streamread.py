@@ -63,6 +63,9 @@ class StreamReader:
         self.rooms = LocalRooms()
         self.lastSeq = 0
         self.clusterSeq = 0
+        #: Numbers up to which this node read all its streams hold (others'
+        #: rooms' numbers lie between its own): what /status's lag is from.
+        self.readTo = 0
         self.gaps = 0
         #: Events read back (the cluster's and this node's rooms').
         self.eventsRead = 0
@@ -115,16 +118,23 @@ class StreamReader:
         self._reading = True
         gen = self._readGen
         d = self.link.read([(name, c.id) for name, c in self.streams.items()])
-        d.addCallbacks(self._gotEntries, self._readFailed, (gen,))
+        d.addCallbacks(self._gotEntries, self._readFailed, (gen, self.clusterSeq))
 
-    def _gotEntries(self, reply: Any, gen: int) -> None:
+    @property
+    def lag(self) -> int:
+        """Numbers assigned (as of the last heartbeat) this node has yet
+        to read, as far as it knows."""
+        return max(0, self.clusterSeq - max(self.lastSeq, self.readTo))
+
+    def _gotEntries(self, reply: Any, gen: int, issuedAt: int) -> None:
         self._reading = False
         if gen != self._readGen:
             self.read()
             return
         lastNums = {n: c.lastNum or 0 for n, c in self.streams.items()}
         parsed = parseReply(reply, self.link.prefix.encode(), lastNums)
-        for entry in merge(parsed, READ_COUNT):
+        ready = merge(parsed, READ_COUNT)
+        for entry in ready:
             if gen != self._readGen or self._stale:
                 break  # read from a stream Redis has since lost
             if entry.stream not in self.streams:
@@ -136,6 +146,9 @@ class StreamReader:
                 d.addBoth(self._added)
                 return
             self._entry(entry)
+        else:
+            if len(ready) == sum(map(len, parsed.values())):  # none held back
+                self.readTo = max(self.readTo, issuedAt)  # known before the read
         self.read()
 
     def _readFailed(self, failure: Failure) -> None:
@@ -340,6 +353,7 @@ class StreamReader:
         numbers begin again), or from now on, the snapshot telling WHO."""
         self._readGen += 1
         self._stale = False
+        self.readTo = 0
         if fromStart:
             self.lastSeq = self.clusterSeq = 0
             for cursor in self.streams.values():
