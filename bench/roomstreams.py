@@ -4,12 +4,13 @@ Issue 20's benchmark.  One redis-server (bench/cluster.py's), two nodes;
 node A's users are all in room ``ra``, node B's in room ``rb``; one sender
 per room sends ``--messages`` ROOM_SAYs and every member waits for all of
 its room's ROOM_MESSAGEs.  Run twice on fresh nodes: both rooms busy, then
-room ``ra`` alone (node A's figures there are what reading only its own
-room's stream could bring it down to).  Per node it prints the stream events the node
+room ``ra`` alone (node A's figures there are those of a node that reads
+only its own room's stream).  Per node it prints the stream events the node
 read (``/status`` ``cluster.events_read``) per message delivered in its own
 room, the Redis commands it sent (XREADs, EVALSHAs, heartbeats), and the node's CPU seconds (``/proc/<pid>/stat``) for the run.  With
-one stream for every room (main today) a node reads the other room's
-messages too: about 2 events read per own message.
+one stream for every room (before issue 20's per-room streams) a node
+read the other room's messages too: about 2 events read per own message;
+now 1 (docs/cluster.md, "Cost").
 
     python bench/roomstreams.py [--messages 20000] [--members 10]
 """

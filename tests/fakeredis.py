@@ -264,26 +264,40 @@ class FakeRedis:
     def cmd_XREVRANGE(
         self, key: bytes, end: bytes, start: bytes, _count: bytes, n: bytes
     ) -> list[Any]:
-        """XREVRANGE key end - COUNT n (the only form the node sends)."""
-        top = _streamId(end)
-        entries = [[i, f] for i, f in self.streams.get(key, []) if _streamId(i) <= top]
+        """XREVRANGE key end|+ - COUNT n (the only form the node sends)."""
+        entries = [[i, f] for i, f in self.streams.get(key, [])]
+        if end != b"+":
+            top = _streamId(end)
+            entries = [[i, f] for i, f in entries if _streamId(i) <= top]
         return entries[::-1][: int(n)]
 
-    def _xread(self, count: int, key: bytes, after: bytes) -> Any:
-        start = _streamId(after)
-        entries = [
-            [entryId, fields]
-            for entryId, fields in self.streams.get(key, [])
-            if _streamId(entryId) > start
-        ][:count]
-        return [[key, entries]] if entries else None
+    def lastId(self, key: bytes) -> bytes:
+        """The stream's last entry id (0-0: none)."""
+        stream = self.streams.get(key)
+        return stream[-1][0] if stream else b"0-0"
+
+    def _xread(self, count: int, keys: list[bytes], afters: list[bytes]) -> Any:
+        reply = []
+        for key, after in zip(keys, afters, strict=True):
+            start = _streamId(after)
+            entries = [
+                [entryId, fields]
+                for entryId, fields in self.streams.get(key, [])
+                if _streamId(entryId) > start
+            ][:count]
+            if entries:
+                reply.append([key, entries])
+        return reply or None
 
     def _block(self, conn: FakeConnection, args: list[bytes], d: Any) -> None:
-        """XREAD COUNT n BLOCK ms STREAMS key id: answer, or wait."""
-        count, block, key, after = int(args[1]), int(args[3]), args[5], args[6]
+        """XREAD COUNT n BLOCK ms STREAMS key... id...: answer, or wait
+        until an XADD to any of them (or the block's end)."""
+        count, block, named = int(args[1]), int(args[3]), args[5:]
+        half = len(named) // 2
+        keys, afters = named[:half], named[half:]
 
         def read() -> Any:
-            return self._xread(count, key, after)
+            return self._xread(count, keys, afters)
 
         reply = read()
         if reply is not None:

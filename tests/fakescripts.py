@@ -27,28 +27,55 @@ def _lease(r: FakeRedis, a: list[bytes]) -> None:
         raise FakeRedisError("LEASE lost " + epoch.decode())
 
 
-def _sequence(
-    r: FakeRedis, P: bytes, n: int, node: bytes, batch: bytes, maxlen: bytes
-) -> tuple[int, bytes]:
-    last = r.incrby(P + b"seq", n)
-    first = last - n + 1
-    fields: list[object] = [b"s", first, b"n", node, b"b", batch]
-    return first, r.xadd(P + b"stream", maxlen, fields)
+def _append(
+    r: FakeRedis,
+    P: bytes,
+    name: bytes,
+    maxlen: bytes,
+    first: int,
+    n: int,
+    node: bytes,
+    batch: bytes,
+    *extra: object,
+) -> bytes:
+    last = r.hash(P + b"streamlast")
+    prev = last.get(name, b"0")
+    if n > 0:
+        last[name] = str(first + n - 1).encode()
+    fields: list[object] = [b"s", first, b"p", prev, b"n", node, b"b", batch]
+    return r.xadd(P + name, maxlen, [*fields, *extra])
+
+
+def _cursors(r: FakeRedis, P: bytes, lowers: list[bytes]) -> bytes:
+    return b" ".join(
+        lower + b" " + r.lastId(P + b"roomstream:" + lower) for lower in lowers
+    )
 
 
 def _submit(r: FakeRedis, a: list[bytes]) -> list[object]:
     _lease(r, a)
     P, node = a[0], a[1]
-    first, entryId = _sequence(r, P, int(a[3]), node, a[4], a[5])
-    i = 6
+    n = int(a[3])
+    first = r.incrby(P + b"seq", n) - n + 1
+    ids: list[bytes] = []
+    at, i = first, 6
+    for _ in range(int(a[5])):
+        name, count, nrooms = a[i], int(a[i + 1]), int(a[i + 3])
+        streamName = b"roomstream:" + name if name else b"stream"
+        extra: list[object] = []
+        if nrooms > 0:
+            extra = [b"r", _cursors(r, P, a[i + 4 : i + 4 + nrooms])]
+        ids.append(_append(r, P, streamName, a[4], at, count, node, a[i + 2], *extra))
+        at += count
+        i += 4 + nrooms
     while a[i] != b"-":
-        uid, entry, lower = a[i : i + 3]
+        uid, entry, lower, run = a[i : i + 4]
         r.hash(P + b"users")[uid] = entry
         r.hash(P + b"nodeusers:" + node)[uid] = entry
         since = r.hash(P + b"since").get(lower)
         if since is None or since.rsplit(b" ", 1)[-1] != uid:
-            r.hash(P + b"since")[lower] = entryId + b" " + uid
-        i += 3
+            r.hash(P + b"since")[lower] = ids[int(run) - 1] + b" " + uid
+        i += 4
     j = i + 1
     while j < len(a) and a[j] != b"-":
         r.hdel(P + b"users", a[j])
@@ -73,7 +100,7 @@ def _submit(r: FakeRedis, a: list[bytes]) -> list[object]:
             if lower in r.sets.get(P + b"roomset", set()):
                 r.hash(P + b"roomtopics")[lower] = a[j + 2]
             j += 3
-    return [first, entryId]
+    return [first, ids[0] if ids else b""]
 
 
 def _leaveRoom(r: FakeRedis, P: bytes, lower: bytes, uid: bytes) -> None:
@@ -245,7 +272,8 @@ def _reap(r: FakeRedis, a: list[bytes]) -> Any:
         r.sadd(P + b"nodenames:" + reaper, lower)
     if n == 0:
         return 1
-    return list(_sequence(r, P, n, a[2], a[4], a[5]))
+    first = r.incrby(P + b"seq", n) - n + 1
+    return [first, _append(r, P, b"stream", a[5], first, n, a[2], a[4])]
 
 
 def _snapshot(r: FakeRedis, a: list[bytes]) -> list[object]:
@@ -259,7 +287,8 @@ def _snapshot(r: FakeRedis, a: list[bytes]) -> list[object]:
         rooms += [r.hashes.get(P + b"roomnames", {}).get(lower, lower)]
         topic = r.hashes.get(P + b"roomtopics", {}).get(lower, b"")
         rooms += [topic, len(order), *order]
-    return [last, r.get(P + b"seq") or b"0", r.flat(P + b"users"), rooms]
+    streamlast = r.hashes.get(P + b"streamlast", {}).get(b"stream", b"0")
+    return [last, r.get(P + b"seq") or b"0", r.flat(P + b"users"), rooms, streamlast]
 
 
 def _token(r: FakeRedis, a: list[bytes]) -> int:
@@ -317,17 +346,9 @@ def _resume(r: FakeRedis, a: list[bytes]) -> list[object]:
     r.sadd(P + b"nodenames:" + node, lower)
     r.set(P + b"name:" + lower, node, px=int(a[4]))
     seq = int(r.get(P + b"seq") or 0)
-    fields: list[object] = [
-        b"s",
-        seq + 1,
-        b"n",
-        node,
-        b"b",
-        b"",
-        b"h",
-        uid + b" " + old,
-    ]
-    r.xadd(P + b"stream", a[5], fields)
+    rooms = _cursors(r, P, r.members(P + b"userrooms:" + uid))
+    handOver = [b"h", uid + b" " + old, b"r", rooms]
+    _append(r, P, b"stream", a[5], seq + 1, 0, node, b"", *handOver)
     return [1, entry, seq, old, r.hashes.get(P + b"since", {}).get(lower, b"")]
 
 

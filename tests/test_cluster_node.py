@@ -274,6 +274,8 @@ class ClusterNodeTests(RedisCase):
         are noticed (counted for /status, and logged)."""
         a, sink = yield self.node("a")
         yield self.redisCommand("INCRBY", "chatd:seq", 5)
+        # Each stream tells its own last number: entries 1-5 were trimmed.
+        yield self.redisCommand("HSET", "chatd:streamlast", "stream", 5)
         yield a.submit(Message(User(1, 33, b"u"), b"after the gap"))
         events = yield sink.until(1)
         self.assertEqual(events[0].seq, 6)
@@ -406,6 +408,8 @@ class RedisLostItsStateTests(RedisCase):
         missed = User(8, 37, b"missed")  # its JOIN is in the gap
         yield self.redisCommand("HSET", "chatd:users", 8, missed.entry)
         yield self.redisCommand("INCRBY", "chatd:seq", 5)
+        # Each stream tells its own last number: entries 1-5 were trimmed.
+        yield self.redisCommand("HSET", "chatd:streamlast", "stream", 5)
         yield a.submit(Message(User(1, 33, b"u"), b"after the gap"))
         self.assertIsNotNone(a.who.rebuilding)
         yield a.who.rebuilding

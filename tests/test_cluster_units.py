@@ -143,7 +143,8 @@ class SequencerTests(FakeClusterCase):
         f.hub.replica.deliver(Join(ghost))  # its LEAVE is in the gap
         missed = User(8, 37, b"missed")  # its JOIN is in the gap
         self.redis.hash(b"chatd:users")[b"8"] = missed.entry
-        self.redis.incrby(b"chatd:seq", 5)
+        self.redis.incrby(b"chatd:seq", 5)  # entries 1-5 trimmed away:
+        self.redis.hash(b"chatd:streamlast")[b"stream"] = b"5"
         self.assertEqual(self.result(a.submit(Message(U, b"after"))), 6)
         self.clock.advance(0)
         self.assertEqual((a.seq.gaps, a.who.rebuilds), (1, 1))

@@ -51,13 +51,14 @@ class ResumeAfterANodeDies(ClusterCase):
         return client, token, entry
 
     @defer.inlineCallbacks
-    def said(self, client: FrameClient, count: int):  # type: ignore[no-untyped-def]
-        """The next ``count`` MESSAGEs as (number, text); JOINs skipped."""
+    def said(self, client: FrameClient, count: int, kind: int = T.MESSAGE):  # type: ignore[no-untyped-def]
+        """The next ``count`` MESSAGEs (or ``kind``) as (number, text);
+        JOINs skipped."""
         got = []
         while len(got) < count:
             mark = yield client.nextOf(T.MARK)
             ftype, payload = yield client.next()
-            if ftype == T.MESSAGE:
+            if ftype == kind:
                 got.append((int(mark.rsplit(b".", 1)[1]), payload.rsplit(b".", 1)[1]))
         return got
 
@@ -101,6 +102,46 @@ class ResumeAfterANodeDies(ClusterCase):
         self.assertEqual(types, [T.MARK, T.MESSAGE] * 9)
         # b adopted ann when it reaped a, and handed her to her new session.
         self.assertIn("resume handed over id=1 from node node-b to node node-b", b.log)
+
+    @defer.inlineCallbacks
+    def test_a_room_resumes_on_a_node_that_did_not_read_it(self):  # type: ignore[no-untyped-def]
+        """Issue 20: ann in room r on node a, killed; node b has no member
+        in r (it does not read r's stream) until ann resumes there:
+        then it reads r from the hand-over on, its history seeded from r's
+        stream, and ann gets every message of r once, in order."""
+        a = yield self.node("node-a")
+        b = yield self.node("node-b")
+        c = yield self.node("node-c")
+        ann, token, _ = yield self.resumable(a, b"ann")
+        yield self.resumable(b, b"bob")
+        carl, _, _ = yield self.resumable(c, b"carl")
+        for client in (carl, ann):
+            client.send(T.ENTER, b"r")
+            yield client.nextOf(T.ROOM_JOIN)
+        carl.send(T.ROOM_SAY, b"r.m1")
+        seen = yield self.said(ann, 1, T.ROOM_MESSAGE)
+        self.assertEqual((yield a.signal(signal.SIGKILL)), 137)
+        for i in (2, 3):
+            carl.send(T.ROOM_SAY, b"r.m%d" % i)
+        gone = "node node-a is gone: 0 users leave, 1 kept for a resume"
+        yield defer.DeferredList(  # reaped by b or by c, then resumed on b
+            [b.waitForLog(gone), c.waitForLog(gone)], fireOnOneCallback=True
+        )
+        again = yield self.client(
+            b,
+            (T.VERSION, b"1.2"),
+            (T.RESUME, token),
+            (T.SINCE, b"r.%d" % seen[0][0]),
+            (T.READY, b""),
+        )
+        self.assertEqual((yield again.nextOf(T.WELCOME)).split(b".")[0], b"ann")
+        replay = yield self.said(again, 2, T.ROOM_MESSAGE)
+        carl.send(T.ROOM_SAY, b"r.m4")
+        live = yield self.said(again, 1, T.ROOM_MESSAGE)
+        got = seen + replay + live
+        self.assertEqual([t for _, t in got], [b"m1", b"m2", b"m3", b"m4"])
+        numbers = [n for n, _ in got]
+        self.assertEqual(numbers, sorted(set(numbers)))
 
     @defer.inlineCallbacks
     def test_a_node_started_later_answers_history_from_the_stream(self):  # type: ignore[no-untyped-def]

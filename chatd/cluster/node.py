@@ -165,7 +165,7 @@ class ClusterNode:
             "link": "up" if self.linkUp else "down",
             "registered": self.registered,
             "last_seq": self.seq.lastSeq,
-            "stream_lag": max(0, self.seq.clusterSeq - self.seq.lastSeq),
+            "stream_lag": self.seq.lag,
             "cluster_users": replica,
             "gaps": self.seq.gaps,
             "redis_resets": self.membership.resets,

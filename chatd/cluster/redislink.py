@@ -102,10 +102,12 @@ class RedisLink:
         self.commands += 1
         return self.cmd.execute_command(*args)
 
-    def read(self, lastId: bytes) -> Deferred[Any]:
-        """The stream's entries after ``lastId`` (waits up to READ_BLOCK_MS)."""
+    def read(self, streams: list[tuple[bytes, bytes]]) -> Deferred[Any]:
+        """The entries after each (stream name, id), in ONE XREAD (waits up
+        to READ_BLOCK_MS for any of them)."""
         assert self.reader is not None
         self.commands += 1
+        prefix = self.prefix.encode()
         return self.reader.execute_command(
             "XREAD",
             "COUNT",
@@ -113,8 +115,8 @@ class RedisLink:
             "BLOCK",
             READ_BLOCK_MS,
             "STREAMS",
-            self.prefix + "stream",
-            lastId,
+            *[prefix + name for name, _ in streams],
+            *[entryId for _, entryId in streams],
         )
 
     def script(self, name: str, *args: object) -> Deferred[Any]:

@@ -172,7 +172,10 @@ class RedisResumes:
             self.seq.submit(Leave(user, LeaveReason.ERROR)).addErrback(lambda f: None)
             return failure
 
-        return self.seq.whenRead(seq).addCallbacks(lambda _: taken, lost)
+        # The hand-over read back: all before it delivered here, and the
+        # user's rooms read (their history seeded) from there on.
+        ready = self.seq.whenHandedOver(user.id, seq)
+        return ready.addCallbacks(lambda _: taken, lost)
 
     def handedOver(self, handOver: bytes, toNode: bytes) -> None:
         """A hand-over read from the stream: if the user was ours and went

@@ -11,13 +11,15 @@ Keys (prefix ``chatd:``), beside those of :mod:`chatd.cluster.scripts`:
   node, so a node killed -9 leaves its detached users to its reaper.
 
 A hand-over is a stream entry with no events (``s`` the next number,
-``b`` empty) and ``h`` = ``<uid> <old node>``: in the total order, so the
-new node replays up to it and the old one drops its session at it.
+``b`` empty), ``h`` = ``<uid> <old node>`` and ``r`` the cursors of the
+user's rooms' streams: in the total order, so the new node replays up to
+it (reading from there the rooms it did not read) and the old one drops
+its session at it.
 """
 
 from __future__ import annotations
 
-from chatd.cluster.luaparts import LEASE
+from chatd.cluster.luaparts import LEASE, STREAMS
 
 # ARGV: prefix node token uid hex lower: the user's one live token is hex.
 TOKEN = (
@@ -65,6 +67,7 @@ return 1
 # appended to the stream.
 RESUME = (
     LEASE
+    + STREAMS
     + """
 local uid = redis.call('GET', P..'token:'..ARGV[4])
 if not uid then
@@ -87,8 +90,8 @@ redis.call('SREM', P..'nodenames:'..old, lower)
 redis.call('SADD', P..'nodenames:'..node, lower)
 redis.call('SET', P..'name:'..lower, node, 'PX', ARGV[5])
 local seq = tonumber(redis.call('GET', P..'seq') or '0')
-redis.call('XADD', P..'stream', 'MAXLEN', '~', ARGV[6], '*',
-           's', seq + 1, 'n', node, 'b', '', 'h', uid..' '..old)
+append(P, 'stream', ARGV[6], seq + 1, 0, node, '', 'h', uid..' '..old,
+       'r', cursors(P, redis.call('SMEMBERS', P..'userrooms:'..uid)))
 return {1, entry, seq, old, redis.call('HGET', P..'since', lower) or ''}
 """
 )

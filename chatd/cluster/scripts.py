@@ -3,9 +3,13 @@
 Every script takes its keys' prefix as ARGV[1] and this node's name as
 ARGV[2].  Keys (with the default prefix ``chatd:``):
 
-* ``seq``: the last sequence number; ``stream``: the capped event stream,
-  one entry per submitted batch (``s`` first number, ``n`` node, ``b`` the
-  eventcodec batch);
+* ``seq``: the last sequence number; ``stream``: the cluster's capped event
+  stream (everything but the rooms' messages), ``roomstream:<lower>``: a
+  protocol 1.2 room's ROOM_MESSAGEs; one entry per run of a submitted
+  batch that goes to one stream (``s`` first number, ``p`` the stream's
+  last number before it, ``n`` node, ``b`` the eventcodec batch; ``r`` on
+  an entry with ROOM_JOINs: each joined room's stream cursor);
+  ``streamlast``: hash stream -> its last number;
 * ``ids``: the last user id; ``users``: hash id -> entry of the active
   users of the whole cluster (the snapshot a starting node reads);
 * ``nodes``: set of registered node names; ``node:<name>``: the node's
@@ -39,28 +43,44 @@ import hashlib
 
 from chatd.cluster.luaparts import LEASE as _LEASE
 from chatd.cluster.luaparts import ROOMS as _ROOMS
+from chatd.cluster.luaparts import STREAMS as _STREAMS
 from chatd.cluster.resumescripts import RESUME_SCRIPTS
 
-# ARGV: prefix node token n batch maxlen joins(uid entry lower)* '-' leaves(uid)*
-# '-' room steps: J lower name uid index | L lower uid | T lower topic
+# ARGV: prefix node token n maxlen runs, runs * (stream count batch nrooms
+# lower*) (stream '' is the cluster's, else the room's; the lowers: the rooms
+# joined in the run, whose cursors go in its entry), joins(uid entry lower
+# run)* '-' leaves(uid)* '-' room steps: J lower name uid index | L lower uid
+# | T lower topic
 SUBMIT = (
     _LEASE
     + _ROOMS
+    + _STREAMS
     + """
 local n = tonumber(ARGV[4])
 local last = redis.call('INCRBY', P..'seq', n)
 local first = last - n + 1
-local id = redis.call('XADD', P..'stream', 'MAXLEN', '~', ARGV[6], '*',
-                      's', first, 'n', node, 'b', ARGV[5])
-local i = 7
+local ids, at, i = {}, first, 7
+for k = 1, tonumber(ARGV[6]) do
+  local name, count, nrooms = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
+  local key, extra = 'stream', {}
+  if name ~= '' then
+    key = 'roomstream:'..name
+  end
+  if nrooms > 0 then
+    extra = {'r', cursors(P, {unpack(ARGV, i + 4, i + 3 + nrooms)})}
+  end
+  ids[k] = append(P, key, ARGV[5], at, count, node, ARGV[i + 2], unpack(extra))
+  at = at + count
+  i = i + 4 + nrooms
+end
 while ARGV[i] ~= '-' do
   redis.call('HSET', P..'users', ARGV[i], ARGV[i + 1])
   redis.call('HSET', P..'nodeusers:'..node, ARGV[i], ARGV[i + 1])
   local since = redis.call('HGET', P..'since', ARGV[i + 2])
   if not since or string.match(since, ' (%d+)$') ~= ARGV[i] then
-    redis.call('HSET', P..'since', ARGV[i + 2], id..' '..ARGV[i])
+    redis.call('HSET', P..'since', ARGV[i + 2], ids[tonumber(ARGV[i + 3])]..' '..ARGV[i])
   end
-  i = i + 3
+  i = i + 4
 end
 local j = i + 1
 while j <= #ARGV and ARGV[j] ~= '-' do
@@ -89,7 +109,7 @@ while j <= #ARGV do
     j = j + 3
   end
 end
-return {first, id}
+return {first, ids[1] or ''}
 """
 )
 
@@ -253,6 +273,7 @@ return 1
 # any other token the dead node held (a user before its READY) is spent.
 REAP = (
     _ROOMS
+    + _STREAMS
     + """
 local P, dead, reaper = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('EXISTS', P..'node:'..dead) == 1 then
@@ -320,14 +341,13 @@ if n == 0 then
 end
 local last = redis.call('INCRBY', P..'seq', n)
 local first = last - n + 1
-local id = redis.call('XADD', P..'stream', 'MAXLEN', '~', ARGV[6], '*',
-                      's', first, 'n', ARGV[3], 'b', ARGV[5])
-return {first, id}
+return {first, append(P, 'stream', ARGV[6], first, n, ARGV[3], ARGV[5])}
 """
 )
 
 # ARGV: prefix -> {last stream id, seq, users hash as a flat list, rooms:
-# (name, topic, member count, uids in the order they entered)*}
+# (name, topic, member count, uids in the order they entered)*, the
+# stream's last number}
 SNAPSHOT = """
 local P = ARGV[1]
 local last = redis.call('XREVRANGE', P..'stream', '+', '-', 'COUNT', 1)
@@ -351,7 +371,7 @@ for _, lower in ipairs(redis.call('SMEMBERS', P..'roomset')) do
   end
 end
 return {id, redis.call('GET', P..'seq') or '0', redis.call('HGETALL', P..'users'),
-        rooms}
+        rooms, redis.call('HGET', P..'streamlast', 'stream') or '0'}
 """
 
 SCRIPTS = {

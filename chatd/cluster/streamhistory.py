@@ -1,16 +1,19 @@
-"""A ``--redis`` node's history, as it read it from the one stream.
+"""A ``--redis`` node's history, as it read it from the streams.
 
-Every node reads the whole stream, in order, with the stream's numbers, so
-each keeps the same :class:`~chatd.core.history.History` one process keeps
-(fed by :mod:`chatd.core.roomcast` as it delivers).  At start it is seeded
-from the stream's tail (bounded by ``--history``), so HISTORY and replays
-reach back across a node restart: the room's stream is the history.  What
-the node never read (before its seed, across a gap) it says is gone.
+Every node reads the cluster's stream and its rooms' streams, in order,
+with their numbers, so for those rooms it keeps the same
+:class:`~chatd.core.history.History` one process keeps (fed by
+:mod:`chatd.core.roomcast` as it delivers).  At start it is seeded from
+the cluster stream's tail, and a room from its own stream's tail when the
+node starts reading it (bounded by ``--history``), so HISTORY and replays
+reach back across a node restart and to before a room's first member
+here: the streams are the history.  What the node never read (before its
+seed, across a gap) it says is gone.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
@@ -70,16 +73,9 @@ class StreamHistory:
         )
         directory = self.hub.rooms.directory
         defaultKey = directory.defaultKey
-        for _entryId, fields in reversed(entries or []):
-            values = dict(zip(fields[::2], fields[1::2], strict=False))
-            try:
-                first = int(values[b"s"])
-                events = decodeBatch(values[b"b"])
-            except (KeyError, ValueError, BadEvent):
-                continue
+        for first, events in _batches(entries):
             self.knownFrom = min(self.knownFrom, first)
-            for i, event in enumerate(events):
-                event.seq = first + i
+            for event in events:
                 roomKey = _roomOf(event, defaultKey)
                 if roomKey is not None:
                     history.record(roomKey, event)
@@ -92,6 +88,34 @@ class StreamHistory:
             r=history.rooms,
         )
 
+    async def seedRoom(self, roomKey: bytes, cursor: bytes) -> None:
+        """This node reads the room's stream from ``cursor`` on: its
+        messages up to there (bounded by --history) join the room's events
+        this node read on the cluster's stream, in number order."""
+        history = self.history
+        if history.limit <= 0 or cursor == b"0-0":
+            return
+        entries = await self.link.command(
+            "XREVRANGE",
+            f"{self.link.prefix}roomstream:".encode() + roomKey,
+            cursor,
+            "-",
+            "COUNT",
+            history.limit,
+        )
+        merged = {event.seq: event for event, _ in history.after(roomKey, 0)[1]}
+        gone = history.gone(roomKey)
+        batches = _batches(entries)
+        if len(batches) >= history.limit:  # older messages not read: gone
+            gone = max(gone, batches[0][0] - 1)
+        for _, events in batches:
+            merged.update((event.seq, event) for event in events)
+        history.drop(roomKey)
+        for seq in sorted(merged):
+            if seq > gone:
+                history.record(roomKey, merged[seq])
+        history.forgot(roomKey, gone)
+
     def restarted(self) -> None:
         """The stream is read anew from its start (Redis lost its state)."""
         self.history.clear()
@@ -102,6 +126,23 @@ class StreamHistory:
         sequence): its history is whole only from there."""
         self.history.clear()
         self.knownFrom = first
+
+
+def _batches(entries: list[Any] | None) -> list[tuple[int, list[Event]]]:
+    """XREVRANGE's entries as (first number, events numbered), oldest
+    first; bad ones left out."""
+    batches: list[tuple[int, list[Event]]] = []
+    for _entryId, fields in reversed(entries or []):
+        values = dict(zip(fields[::2], fields[1::2], strict=False))
+        try:
+            first = int(values[b"s"])
+            events = decodeBatch(values[b"b"])
+        except (KeyError, ValueError, BadEvent):
+            continue
+        for i, event in enumerate(events):
+            event.seq = first + i
+        batches.append((first, events))
+    return batches
 
 
 def _roomOf(event: Event, defaultKey: bytes) -> bytes | None:
