@@ -24,6 +24,7 @@ from chatd import __version__
 from chatd.core.codec import IClientCodec
 from chatd.core.events import Join, Leave, Message, Messages, Notice, Whisper
 from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomMessage, RoomTopic
+from chatd.core.rooms import key
 from chatd.core.rules import ErrorCode, LeaveReason, valid_text
 from chatd.wire import HEADER
 from chatd.wire.runs import runSlice
@@ -227,7 +228,7 @@ class IrcCodec:
         out = [n(irc.RPL_LISTSTART, b"Channel", trailing=b"Users  Name")]
         out += [n(irc.RPL_LIST, b"#" + name, b"%d" % count, trailing=topic)
                 for name, count, topic in listing
-                if only is None or name.lower() in only]  # fmt: skip
+                if only is None or key(name) in only]  # fmt: skip
         out.append(n(irc.RPL_LISTEND, trailing=b"End of /LIST"))
         return [b"".join(out)]
 

@@ -8,7 +8,7 @@ the session waits for a remote answer).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from chatd.core.rooms import key
 from chatd.irc.codec import SERVER, fromIrc
 
 if TYPE_CHECKING:
+    from chatd.core.roster import User
     from chatd.core.session import Session
     from chatd.irc.codec import IrcCodec
 
@@ -114,7 +115,7 @@ class IrcCommands:
     def irc_LIST(self, args: list[bytes]) -> None:
         """LIST, or ``LIST #a,#b``: only the rooms named (RFC 2812 3.2.6)."""
         named = args[0].split(b",") if args and args[0] else []
-        only = frozenset(c[1:].lower() for c in named if c.startswith(b"#"))
+        only = frozenset(key(c[1:]) for c in named if c.startswith(b"#"))
         self.irc.listOnly.append(only if named else None)
         self.session.listRooms()
 
@@ -217,21 +218,21 @@ class IrcCommands:
         """Which of the nicks given are here (irssi's /notify asks so)."""
         if not self._need(args, 1, b"ISON"):
             return
-        find = self.session.hub.replica.find
-        found = [find(n) for a in args for n in a.split()]
-        here = b" ".join(u.name for u in found if u is not None)
-        self.sendLine(self._numeric("303", here))
+        here = self._here(n for a in args for n in a.split())
+        self.sendLine(self._numeric("303", b" ".join(u.name for u in here)))
 
     def irc_USERHOST(self, args: list[bytes]) -> None:
         """Up to five nicks, as ``nick=+nick@chatd`` (RFC 2812 4.8)."""
         if not self._need(args, 1, b"USERHOST"):
             return
-        find = self.session.hub.replica.find
-        found = [find(n) for n in args[:5]]
-        reply = b" ".join(
-            u.name + b"=+" + u.name + b"@" + SERVER for u in found if u is not None
-        )
+        here = self._here(args[:5])
+        reply = b" ".join(u.name + b"=+" + u.name + b"@" + SERVER for u in here)
         self.sendLine(self._numeric("302", reply))
+
+    def _here(self, nicks: Iterable[bytes]) -> list[User]:
+        """The active users of those nicks, in their order; the rest left out."""
+        find = self.session.hub.replica.find
+        return [u for u in map(find, nicks) if u is not None]
 
     def irc_MODE(self, args: list[bytes]) -> None:
         if not self._need(args, 1, b"MODE"):
