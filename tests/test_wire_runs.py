@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from chatd.wire import HEADER, MAX_PAYLOAD, FrameType
-from chatd.wire.runs import sameTypeRun
+from chatd.wire.runs import _equalFrames, sameTypeRun
 
 ECHO = FrameType.ECHO
 
@@ -56,6 +56,18 @@ class SameTypeRunTests(SynchronousTestCase):
     def test_sizes_that_differ_are_walked(self) -> None:
         data = frame(ECHO, b"a") + frame(ECHO, b"bb") + frame(ECHO, b"a")
         self.assertEqual(self.check(data), (len(data), 3))
+
+    def test_mixed_sizes_build_no_unpack_shape(self) -> None:
+        """A real client's frames differ in size: each read's run must not
+        cost a struct of its own (it did, a fifth of echo's CPU)."""
+        _equalFrames.cache_clear()
+        for first in range(50):
+            data = frame(ECHO, b"a" * first) + frame(ECHO, b"b" * (first + 1)) * 3
+            self.assertEqual(self.check(data), (len(data), 4))
+        self.assertEqual(_equalFrames.cache_info().misses, 0)
+        data = frame(ECHO, b"c" * 3) * 4
+        self.assertEqual(self.check(data), (len(data), 4))
+        self.assertEqual(_equalFrames.cache_info().misses, 1)
 
     def test_payload_that_looks_like_headers(self) -> None:
         fake = HEADER.pack(ECHO, 4)

@@ -34,8 +34,8 @@ def sameTypeRun(data: bytes, offset: int, ftype: int, budget: int) -> tuple[int,
 
     For ECHO the run is its own answer: an ECHO reply is the request frame.
     Frames of one size (a benchmark's, a prober's) are checked with one
-    unpack of all their headers; the rest of the run is walked header by
-    header.
+    unpack of all their headers; the rest of the run, and runs of mixed
+    sizes, are walked header by header.
     """
     end = len(data)
     if end - offset < HEADER_SIZE:
@@ -46,7 +46,15 @@ def sameTypeRun(data: bytes, offset: int, ftype: int, budget: int) -> tuple[int,
     if 0 <= budget < n:
         n = budget
     frames = 0
-    if n > 1 and kind == ftype and size <= MAX_PAYLOAD:
+    if (
+        n > 1
+        and kind == ftype
+        and size <= MAX_PAYLOAD
+        and _UNPACK_FROM(data, offset + step) == (kind, size)
+    ):
+        # The second frame is like the first: likely all are.  (Frames of
+        # mixed sizes, a real client's, skip this: an unpack shape of its
+        # own for every read would cost more than the walk below.)
         unpack, headers = _equalFrames(ftype, size, n)
         if unpack(data, offset) == headers:
             offset += n * step
