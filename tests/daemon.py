@@ -233,15 +233,20 @@ _SAY, _MESSAGE, _LEAVE = 5, 6, 8  # frame types (docs/protocol.md)
 
 @defer.inlineCallbacks
 def sayUntilLeave(talker: FrameClient):  # type: ignore[no-untyped-def]
-    """SAY 1 KB lines from ``talker`` in rounds of 100 (reading its own
+    """SAY 1 KB lines from ``talker`` in rounds of 32 (reading its own
     copies, so it is never the slow one) until a LEAVE arrives; fires with
-    the LEAVE's payload (None after 200 rounds: bounded)."""
+    the LEAVE's payload (None after 640 rounds: bounded).
+
+    A round is smaller than what the kernel holds for one connection even
+    while the talker's test process gets no CPU, so the talker's transport
+    never fills: with --max-backlog 64KiB a filled one is cut at its next
+    write (rounds of 100 KB got the talker cut on a loaded machine)."""
     left = None
-    for _round in range(200):  # at most 200 x 100 KB
-        for _ in range(100):
+    for _round in range(640):  # at most 640 x 32 KB
+        for _ in range(32):
             talker.send(_SAY, b"x" * 1000)
         got = 0
-        while got < 100:
+        while got < 32:
             ftype, payload = yield talker.next()
             if ftype == _MESSAGE:
                 got += 1

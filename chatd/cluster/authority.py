@@ -77,12 +77,15 @@ class Authority:
             return
         parts, only = self._parts, self._only
         own, self._parts, self._own, self._only = self._own, [], {}, {}
+        # A copy: a send may find its worker too slow, which drops it from
+        # the list (walking the list itself, the next worker missed the batch).
+        workers = tuple(self.workers)
         if not only:
             blob = b"".join(parts)
-            for worker in self.workers:
+            for worker in workers:
                 worker.sendBatch(own.get(worker, []), blob)
             return
-        for worker in self.workers:  # some parts are not for every worker
+        for worker in workers:  # some parts are not for every worker
             mine = [p for i, p in enumerate(parts) if worker in only.get(i, (worker,))]
             if mine or own.get(worker):
                 worker.sendBatch(own.get(worker, []), b"".join(mine))

@@ -142,7 +142,7 @@ class MainBackend:
     def notice(self, code: str, text: str) -> int:
         payload = f"{code}.{text}".encode()
         told = 0
-        for worker in self.authority.workers:
+        for worker in tuple(self.authority.workers):  # a send may cut one off
             worker.send(link.NOTICE, payload)
             told += worker.clients
         return told
@@ -150,7 +150,7 @@ class MainBackend:
     def applyConfig(self, config: Config) -> None:
         self.supervisor.applyConfig(config)
         message = link.configPayload(config)
-        for worker in self.authority.workers:
+        for worker in tuple(self.authority.workers):  # a send may cut one off
             worker.send(link.CONFIG, message)
 
     def closeAll(self, reason: LeaveReason, code: ErrorCode) -> Deferred[Any]:
