@@ -142,6 +142,34 @@ class DeliveryTests(FanOutTestCase):
         self.clock.advance(0)
         self.assertEqual(len(a.writes), 1)
 
+    def test_the_last_to_speak_is_written_first(self) -> None:
+        """Who spoke last gets the turn's blob before the others (its own
+        copy acknowledges what it sent), the others as before; everyone
+        gets the same bytes."""
+        order: list[str] = []
+        people = [self.join(n) for n in ("a", "b", "c")]
+        for r in people:
+            r.write = lambda data, r=r: order.append(r.name)  # type: ignore[method-assign]
+            self.fanout.rebind(r)
+        a, b, c = people
+        self.clock.advance(0)
+        order.clear()
+        self.fanout.spoke(a)
+        self.say(b"m")
+        self.clock.advance(0)
+        self.assertEqual(order, ["a", "c", "b"])
+        order.clear()
+        self.fanout.spoke(b)
+        self.fanout.spoke(b)  # already first: nothing moves
+        self.say(b"n")
+        self.clock.advance(0)
+        self.assertEqual(order, ["b", "a", "c"])
+        order.clear()
+        self.fanout.spoke(Recipient("stranger"))  # not live here: no effect
+        self.say(b"o")
+        self.clock.advance(0)
+        self.assertEqual(order, ["b", "a", "c"])
+
     def test_joiner_gets_nothing_before_its_join(self) -> None:
         a = self.join("a")
         self.say(b"early")

@@ -144,3 +144,35 @@ class PlainTextsTests(SynchronousTestCase):
         for size in range(1, MAX_PAYLOAD + 1):
             data = HEADER.pack(T.SAY, size) + b"a" * size
             self.assertTrue(plainTexts(data, SAY_HEADER_NOISE[size]), size)
+
+
+class SpeakerFirstTests(SynchronousTestCase):
+    """The fan-out writes to whoever spoke last before the others, on the
+    bulk path and the frame path: its copy is its acknowledgement."""
+
+    def test_the_speaker_is_written_first(self) -> None:
+        server = Server(rate_limit=0)
+        peers = server.users(b"a", b"b", b"c")
+        order: list[bytes] = []
+        for peer in peers:
+            session = peer.proto.session
+            session.writeWith(
+                lambda data, name=peer.entry, write=session.write: (
+                    order.append(name.rsplit(b".", 1)[-1]),
+                    write(data),
+                )
+            )
+        a, b, c = peers
+        for speaker, frames in [
+            (b, encode(T.SAY, b"plain") * 3),  # the bulk path
+            (c, encode(T.SAY, "caf\u00e9".encode())),  # frame by frame
+            (a, encode(T.SAY, b"x")),
+        ]:
+            order.clear()
+            speaker.sendRaw(frames)
+            server.clock.advance(0)
+            self.assertEqual(order[0], speaker.entry.rsplit(b".", 1)[-1])
+            self.assertEqual(sorted(order), [b"a", b"b", b"c"])
+        for peer in peers:
+            said = [p for t, p in peer.received() if t == T.MESSAGE]
+            self.assertEqual(len(said), 5)

@@ -228,12 +228,14 @@ class FanOut:
         count = len(pending)
         self.deliveries += _frameCount(multi, count) * len(live)
         self.bytesOut += len(blob) * len(live)
-        # write() may pause a recipient (moving it out of _live): iterate a copy.
+        # write() may pause a recipient (moving it out of _live): iterate a
+        # copy.  Newest first: the last to say something (see spoke) is
+        # written to before everyone else.
         if not given:
-            for write in tuple(live.values()):
+            for write in tuple(reversed(live.values())):
                 write(blob)
         else:
-            for recipient, write in tuple(live.items()):
+            for recipient, write in tuple(reversed(live.items())):
                 first = given.get(recipient, 0)
                 if not first:
                     write(blob)
@@ -342,6 +344,18 @@ class FanOut:
         self._trim()
         if data:
             recipient.write(data)  # may pause it again; that is fine
+
+    def spoke(self, recipient: IRecipient) -> None:
+        """``recipient`` submitted a message: write to it first from the
+        next flush on.  Its own copy is its acknowledgement; a client that
+        keeps a window of messages in flight (every pipelining client) sends
+        the next ones as soon as it has it, so they are there to read when
+        the flush ends instead of a round trip later, and the next turn
+        carries more messages per write.  Everyone gets the same frames in
+        the same order; only who is written to first changes."""
+        live = self._live
+        if recipient in live and next(reversed(live)) is not recipient:
+            live[recipient] = live.pop(recipient)
 
     def rebind(self, recipient: IRecipient) -> None:
         """``recipient`` writes another way from now on (a front end that

@@ -105,6 +105,7 @@ class Session(Output, Handshake, RoomRequests, Resuming, TimeoutMixin):
         """A run of ``count`` SAYs that passed the SAY rules (checked by the
         front end, under :meth:`bulkSayLimit`), already as MESSAGE frames."""
         self.stats.messages += count
+        self.fanout.spoke(self)
         self._submit(Messages(messages, count))
 
     def detach(self, why: str = "disconnected") -> None:
@@ -242,6 +243,7 @@ class Session(Output, Handshake, RoomRequests, Resuming, TimeoutMixin):
             # Replies already produced in this chunk precede the MESSAGE.
             self._flushBatch()
         self.stats.messages += 1
+        self.fanout.spoke(self)
         self._submit(Message(user, text))
 
     def who(self) -> None:
