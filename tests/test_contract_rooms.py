@@ -109,7 +109,9 @@ class RoomContractTests(RoomHelpers):
 
     def _at(self, frames: list, entry: bytes, *texts: bytes) -> list[int]:
         """Where the dev messages ``texts`` of ``entry`` are in ``frames``."""
-        return [frames.index((T.ROOM_MESSAGE, b"dev.%s.%s" % (entry, t))) for t in texts]
+        return [
+            frames.index((T.ROOM_MESSAGE, b"dev.%s.%s" % (entry, t))) for t in texts
+        ]
 
     @defer.inlineCallbacks
     def test_a_run_of_room_says_beyond_the_rate_limit(self):

@@ -107,13 +107,9 @@ class RunTests(SynchronousTestCase):
         room.cat.lose()
         room.ann.sendRaw(b"".join(roomSays(*[b"dev.r%d" % i for i in range(5)])))
         peer = room.server.connect()
-        for ftype, payload in [
-            (T.VERSION, b"1.2"),
-            (T.RESUME, token),
-            (T.SINCE, b"dev.%d" % last),
-            (T.READY, b""),
-        ]:
-            peer.send(ftype, payload)
+        since = encode(T.SINCE, b"dev.%d" % last)
+        peer.sendRaw(encode(T.VERSION, b"1.2") + encode(T.RESUME, token) + since)
+        peer.send(T.READY)
         got = peer.received()
         replay = [f for f in got if f[0] == T.ROOM_MESSAGE]
         self.assertEqual(
@@ -132,7 +128,11 @@ class RunTests(SynchronousTestCase):
     def _token(self, room: Room) -> bytes:
         """cat again, as a new resumable user (its token kept)."""
         peer = room.server.connect()
-        for ftype, payload in [(T.VERSION, b"1.2"), (T.RESUMABLE, b""), (T.HELLO, b"eve")]:
+        for ftype, payload in [
+            (T.VERSION, b"1.2"),
+            (T.RESUMABLE, b""),
+            (T.HELLO, b"eve"),
+        ]:
             peer.send(ftype, payload)
         token = [p for t, p in peer.received() if t == T.TOKEN][0]
         peer.send(T.READY)
@@ -177,7 +177,9 @@ class RunTests(SynchronousTestCase):
             b"".join(roomSays(b"dev." + b"a" * longest, b"dev." + b"b" * (longest + 1)))
         )
         got = ann.received()
-        self.assertEqual(got[0], (T.ROOM_MESSAGE, b"dev." + ann.prefix + b"a" * longest))
+        self.assertEqual(
+            got[0], (T.ROOM_MESSAGE, b"dev." + ann.prefix + b"a" * longest)
+        )
         self.assertEqual(got[1][1].split(b".")[0], b"TOO_LONG")
         self.assertEqual(len(got), 2)
 
@@ -213,7 +215,8 @@ class RunTests(SynchronousTestCase):
         )
         got = ann.received()
         self.assertEqual(
-            got[:3], [(T.ROOM_MESSAGE, b"dev." + ann.prefix + b"m%d" % i) for i in range(3)]
+            got[:3],
+            [(T.ROOM_MESSAGE, b"dev." + ann.prefix + b"m%d" % i) for i in range(3)],
         )
         self.assertEqual([p.split(b".")[0] for _, p in got[3:5]], [b"RATE_LIMITED"] * 2)
         self.assertEqual(got[5:], [(T.PONG, b"p")])

@@ -27,18 +27,12 @@ from zope.interface import implementer
 from chatd.core.events import Event, Leave, Notice
 from chatd.core.fanout import FanOut
 from chatd.core.history import IHistoryStore
-from chatd.core.roomevents import (
-    RoomEvent,
-    RoomJoin,
-    RoomLeave,
-    RoomLock,
-    RoomMessage,
-    RoomTopic,
-)
+from chatd.core.roomevents import RoomJoin, RoomLeave, RoomLock, RoomMessage, RoomTopic
 from chatd.core.rooms import Directory, key
 from chatd.core.sequencer import IEventSink
 
 if TYPE_CHECKING:
+    from chatd.core.roomevents import RoomEvent
     from chatd.core.roster import User
     from chatd.core.session import Session
 
@@ -261,5 +255,5 @@ class RoomCast:
     def applyConfig(self, maxBacklog: int) -> None:
         self.maxBacklog = maxBacklog
         for byCodec in self.fanouts.values():
-            for fanout in tuple(byCodec.values()):
+            for fanout in byCodec.values():
                 fanout.maxBacklog = maxBacklog
