@@ -10,6 +10,7 @@ from twisted.internet import defer
 from twisted.trial import unittest
 
 from chatd.wire import FrameType as T
+from chatd.wire import encode
 from tests.contractcase import ContractHelpers
 
 
@@ -60,6 +61,73 @@ class RoomContractTests(RoomHelpers):
         )  # fmt: skip
         # Nothing of the room reached cat (1.2, not a member) or old (1.1).
         yield self.marker(ann, aentry, bob, cat, old)
+
+    @defer.inlineCallbacks
+    def test_a_pipelined_run_of_room_says(self):
+        """A read of ROOM_SAYs to two rooms, two bad ones among them, then
+        a PING: each room's messages in request order to every member,
+        each ERROR at its place, the PONG last."""
+        yield self.deploy("--rate-limit", "0")
+        [(ann, aentry), (bob, bentry)] = yield self.speakers(b"ann", b"bob")
+        for room in (b"dev", b"ops"):
+            yield self.enter(room, ann, aentry)
+            yield self.enter(room, bob, bentry, ann)
+        run = [b"dev.m0", b"dev.m1", b"dev.\xff", b"ops.o0", b"dev.m2"]
+        run += [b"nosuch.x", b"DEV.m3", b"ops.o1"]
+        ann.sendRaw(b"".join(encode(T.ROOM_SAY, p) for p in run))
+        got = yield self.sync(ann)
+        said = [
+            (T.ROOM_MESSAGE, b"%s.%s.%s" % (room, aentry, text))
+            for room, text in [(b"dev", b"m0"), (b"dev", b"m1"), (b"ops", b"o0"),
+                               (b"dev", b"m2"), (b"dev", b"m3"), (b"ops", b"o1")]
+        ]  # fmt: skip
+        errors = [p.split(b".")[0] for t, p in got if t == T.ERROR]
+        self.assertEqual(errors, [b"BAD_TEXT", b"NO_SUCH_ROOM"])
+        messages = [f for f in got if f[0] == T.ROOM_MESSAGE]
+        for room in (b"dev.", b"ops."):  # one order per room, request order
+            self.assertEqual(
+                [f for f in messages if f[1].startswith(room)],
+                [f for f in said if f[1].startswith(room)],
+            )
+        self.assertEqual(len(got), len(said) + 2)
+        # Each ERROR after the room's messages asked before it, before the
+        # ones asked after it.
+        bad, nosuch = [i for i, f in enumerate(got) if f[0] == T.ERROR]
+        self.assertLess(max(self._at(got, aentry, b"m0", b"m1")), bad)
+        self.assertLess(bad, min(self._at(got, aentry, b"m2", b"m3")))
+        self.assertLess(max(self._at(got, aentry, b"m2")), nosuch)
+        self.assertLess(nosuch, min(self._at(got, aentry, b"m3")))
+        heard = []
+        for _ in said:
+            heard.append((T.ROOM_MESSAGE, (yield self.expect(bob, T.ROOM_MESSAGE))))
+        for room in (b"dev.", b"ops."):
+            self.assertEqual(
+                [f for f in heard if f[1].startswith(room)],
+                [f for f in said if f[1].startswith(room)],
+            )
+        yield self.marker(bob, bentry, ann)  # nothing more was owed to either
+
+    def _at(self, frames: list, entry: bytes, *texts: bytes) -> list[int]:
+        """Where the dev messages ``texts`` of ``entry`` are in ``frames``."""
+        return [
+            frames.index((T.ROOM_MESSAGE, b"dev.%s.%s" % (entry, t))) for t in texts
+        ]
+
+    @defer.inlineCallbacks
+    def test_a_run_of_room_says_beyond_the_rate_limit(self):
+        """The rate limit counts each ROOM_SAY of a run, as one at a time."""
+        # Almost no refill: the ENTER took one token of the burst of 4.
+        yield self.deploy("--rate-limit", "0.001", "--rate-burst", "4")
+        [(ann, aentry)] = yield self.speakers(b"ann")
+        yield self.enter(b"dev", ann, aentry)
+        ann.sendRaw(b"".join(encode(T.ROOM_SAY, b"dev.m%d" % k) for k in range(5)))
+        for k in range(3):
+            self.assertEqual(
+                (yield self.expect(ann, T.ROOM_MESSAGE)), b"dev.%s.m%d" % (aentry, k)
+            )
+        yield self.expectError(ann, "RATE_LIMITED")
+        yield self.expectError(ann, "RATE_LIMITED")
+        self.assertEqual((yield self.sync(ann)), [])
 
     @defer.inlineCallbacks
     def test_errors_the_same_everywhere(self):

@@ -27,11 +27,12 @@ from zope.interface import implementer
 from chatd.core.events import Event, Leave, Notice
 from chatd.core.fanout import FanOut
 from chatd.core.history import IHistoryStore
-from chatd.core.roomevents import RoomEvent, RoomJoin, RoomLeave, RoomLock, RoomTopic
+from chatd.core.roomevents import RoomJoin, RoomLeave, RoomLock, RoomMessage, RoomTopic
 from chatd.core.rooms import Directory, key
 from chatd.core.sequencer import IEventSink
 
 if TYPE_CHECKING:
+    from chatd.core.roomevents import RoomEvent
     from chatd.core.roster import User
     from chatd.core.session import Session
 
@@ -98,6 +99,9 @@ class RoomCast:
     def deliver(self, event: Event) -> None:
         room = event.room
         if room is not None:
+            if type(event) is RoomMessage:
+                self._message(event, room)
+                return
             self._roomEvent(event, room)  # type: ignore[arg-type]
             self._ended(room)
             return
@@ -106,6 +110,24 @@ class RoomCast:
         history = self.history
         if history is not None and event.target is None and type(event) is not Notice:
             history.record(self.directory.defaultKey, event)
+
+    def _message(self, event: RoomMessage, name: bytes) -> None:
+        """A ROOM_MESSAGE, the frequent room event: what :meth:`_roomEvent`
+        and :meth:`_ended` do with one, without their branches (counted,
+        kept, then sent to each format's fan-out of the room)."""
+        roomKey = key(name)
+        messages = self.messages
+        messages[roomKey] = messages.get(roomKey, 0) + 1
+        history = self.history
+        if history is not None:
+            history.record(roomKey, event)
+        byCodec = self.fanouts.get(roomKey)
+        if byCodec is not None:
+            for fanout in tuple(byCodec.values()):
+                if len(fanout):
+                    fanout.deliverFrames(fanout.encode(event))  # type: ignore[misc]
+        if history is not None and roomKey not in self.directory.rooms:
+            history.drop(roomKey)
 
     def _roomEvent(self, event: RoomEvent, name: bytes) -> None:
         roomKey = key(name)

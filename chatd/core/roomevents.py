@@ -36,7 +36,11 @@ class RoomMessage(RoomEvent):
     __slots__ = ("user", "text")
 
     def __init__(self, room: bytes, user: User, text: bytes) -> None:
-        RoomEvent.__init__(self, room)
+        # The frequent one: its bases' fields set here, no calls.
+        self.seq = 0
+        self.frame = None
+        self.count = 1
+        self.room = room
         self.user = user
         self.text = text
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chatd.core.connection import ACTIVE, State
 from chatd.core.roomevents import RoomJoin, RoomLeave, RoomMessage, RoomTopic
 from chatd.core.rooms import RoomError, key
 from chatd.core.rules import MAX_PAYLOAD, ErrorCode, LeaveReason, valid_name
@@ -23,6 +24,7 @@ from chatd.core.sessionparts import SessionParts
 if TYPE_CHECKING:
     from chatd.core.fanout import FanOut
     from chatd.core.hub import Hub
+    from chatd.core.limits import TokenBucket
     from chatd.core.rooms import Room
     from chatd.core.roster import User
 
@@ -39,6 +41,9 @@ class RoomRequests(SessionParts):
     user: User | None
     #: room key -> the fan-out of that room this session is a member of.
     roomFanouts: dict[bytes, FanOut]
+    state: State
+    _batch: list[bytes] | None
+    _bucket: TokenBucket | None
 
     if TYPE_CHECKING:
         from chatd.core.codec import IClientCodec
@@ -119,7 +124,32 @@ class RoomRequests(SessionParts):
         self._sequence(RoomLeave(room.name, self.user, LeaveReason.PART))  # type: ignore[arg-type]
 
     def roomSay(self, name: bytes, text: bytes | None) -> None:
-        """ROOM_SAY (``text`` None: the request had no text part)."""
+        """ROOM_SAY (``text`` None: the request had no text part).
+
+        The common case (ACTIVE, a good name and text, a room of one's own
+        other than the default) is one test, a room look-up and the rate
+        limit; anything else takes every check in the protocol's order,
+        which also finds the error."""
+        user: User = self.user  # type: ignore[assignment]
+        if (
+            self.state is ACTIVE
+            and text is not None
+            and len(text) <= MAX_PAYLOAD - len(name) - 1 - len(user.prefix)
+            and valid_name(name)
+            and validText(text)
+        ):
+            directory = self.hub.rooms.directory
+            room = directory.rooms.get(key(name))
+            if (
+                room is not None
+                and user.id in room.members
+                and room is not directory.default
+            ):
+                if self._bucket is None or self._withinRate():
+                    if self._batch:
+                        self._flushBatch()
+                    self._submit(RoomMessage(room.name, user, text))
+                return
         roomKey = self._room(name)
         if roomKey is None:
             return

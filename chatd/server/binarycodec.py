@@ -13,7 +13,6 @@ from chatd.wire import HEADER, FrameType, encode, error_frame, packList
 from chatd.wire.eventframes import frameOf
 
 if TYPE_CHECKING:
-    from chatd.core.events import Event
     from chatd.core.roster import Replica, User
     from chatd.wire import ErrorCode
 
@@ -56,8 +55,9 @@ class BinaryCodec:
             self._who = (replica, replica.version, frames)
         return frames
 
-    def event(self, event: Event) -> bytes:
-        return frameOf(event)
+    #: An event's chatd frames, made once per event (no call in between:
+    #: every fan-out of this format calls it for every event).
+    event = staticmethod(frameOf)
 
     def version(self, minor: int) -> bytes:
         return encode(FrameType.VERSION, b"1.%d" % minor)
